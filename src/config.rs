@@ -1,0 +1,1603 @@
+//! Configuration: the TOML schema, its defaults, validation and the settings
+//! reference.
+//!
+//! Owns: every named setting Ward has. Each one is declared once in the
+//! structs below (with its default in the `Default` impl) and documented once
+//! in [`SETTINGS`], from which `ward config-reference` and the README's
+//! reference are generated; a unit test proves the table's defaults are the
+//! real defaults and that every documented key exists.
+//!
+//! Guarantees: unknown keys are errors; every error names the file and the
+//! line (`conf/ward.toml:12:5: ...`), so `ward check-config` can point at it.
+//! Secrets (tenant header secrets, password hashes) are wrapped in [`Secret`],
+//! whose `Debug` prints `[redacted]`.
+//!
+//! Refuses: a configuration that could make Ward an open relay without saying
+//! so (for example a tenant header with no networks to accept it from), limits
+//! of zero, TLS settings that name only half a key pair.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+
+/// A configuration error with the place it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the error is in (or `<embedded defaults>`).
+    pub file: PathBuf,
+    /// 1-based line and column, when the error can be tied to a place.
+    pub position: Option<(usize, usize)>,
+    /// What is wrong, in words an admin can act on.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A secret string from the configuration; never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub tls: TlsConfig,
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    pub smtp: SmtpConfig,
+    pub relay: RelayConfig,
+    pub queue: QueueConfig,
+    pub delivery: DeliveryConfig,
+    pub dns: DnsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            log: LogConfig::default(),
+            tls: TlsConfig::default(),
+            listeners: vec![ListenerConfig {
+                name: "smtp".into(),
+                address: SocketAddr::from(([127, 0, 0, 1], 2525)),
+                tls: ListenerTls::Starttls,
+                require_tls: false,
+            }],
+            smtp: SmtpConfig::default(),
+            relay: RelayConfig::default(),
+            queue: QueueConfig::default(),
+            delivery: DeliveryConfig::default(),
+            dns: DnsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Host name used in the greeting, in EHLO when delivering, and in
+    /// Received headers. Empty means the machine's host name.
+    pub hostname: String,
+    /// Directory for the queue, keys and generated certificates.
+    pub data_dir: PathBuf,
+    /// Master key file (32 random bytes, hex). Empty means
+    /// `<data_dir>/master.key`, created with mode 0600 on first start.
+    pub master_key_file: PathBuf,
+    /// How long SIGTERM waits for sessions and deliveries in progress.
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            hostname: String::new(),
+            data_dir: PathBuf::from("./var"),
+            master_key_file: PathBuf::new(),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The host name to announce: the configured one or the machine's.
+    pub fn effective_hostname(&self) -> String {
+        if !self.hostname.is_empty() {
+            return self.hostname.clone();
+        }
+        machine_hostname().unwrap_or_else(|| "localhost".to_string())
+    }
+
+    /// The master key path: the configured one or `<data_dir>/master.key`.
+    pub fn master_key_path(&self) -> PathBuf {
+        if self.master_key_file.as_os_str().is_empty() {
+            self.data_dir.join("master.key")
+        } else {
+            self.master_key_file.clone()
+        }
+    }
+}
+
+fn machine_hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = std::str::from_utf8(&buf[..end]).ok()?.trim().to_string();
+    (!name.is_empty()).then_some(name)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Log filter (tracing EnvFilter syntax: `info`, `ward=debug`, ...).
+    /// The environment variable RUST_LOG overrides it.
+    pub level: String,
+    /// `text` for people and journald, `json` for a SIEM.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain for the SMTP listeners. Empty: a self-signed
+    /// certificate is generated into `<data_dir>/tls/` on first start (with a
+    /// warning); fine for trying Ward, not for production.
+    pub cert_file: PathBuf,
+    /// PEM private key matching `cert_file`.
+    pub key_file: PathBuf,
+    /// Lowest TLS version accepted from clients: "1.2" or "1.3".
+    pub min_version: TlsVersion,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            min_version: TlsVersion::Tls12,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerTls {
+    /// Plain SMTP that offers STARTTLS (RFC 3207).
+    Starttls,
+    /// TLS from the first byte (RFC 8314, usually port 465).
+    Implicit,
+    /// Plain SMTP without TLS (loopback testing only).
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Name used in logs.
+    pub name: String,
+    /// Address and port to listen on.
+    pub address: SocketAddr,
+    /// `starttls`, `implicit` or `none`.
+    #[serde(default = "default_listener_tls")]
+    pub tls: ListenerTls,
+    /// Refuse MAIL before STARTTLS with 530 5.7.0.
+    #[serde(default)]
+    pub require_tls: bool,
+}
+
+fn default_listener_tls() -> ListenerTls {
+    ListenerTls::Starttls
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Connections open at once, all clients together; more get 421 4.7.0.
+    pub max_connections: usize,
+    /// Connections open at once from one client IP; more get 421 4.7.0.
+    pub max_connections_per_ip: usize,
+    /// Longest command line in octets, CRLF included. Longer: 500 5.5.2.
+    pub max_command_line_length: usize,
+    /// Longest line inside DATA/BDAT in octets, CRLF excluded (RFC 5322: 998).
+    /// Longer: 550 5.6.0 at the end of DATA.
+    pub max_data_line_length: usize,
+    /// Largest message in octets (advertised with SIZE). Larger: 552 5.3.4.
+    #[serde(deserialize_with = "de_size")]
+    pub max_message_size: u64,
+    /// Recipients per message. More: 452 4.5.3.
+    pub max_recipients: usize,
+    /// Received headers a message may already carry. More: 554 5.4.6 (loop).
+    pub max_received_headers: usize,
+    /// Wait for the next command (RFC 5321 4.5.3.2.7: at least 5 minutes).
+    #[serde(deserialize_with = "de_duration")]
+    pub command_timeout: Duration,
+    /// Wait for the next block of message data (RFC 5321 4.5.3.2.5).
+    #[serde(deserialize_with = "de_duration")]
+    pub data_timeout: Duration,
+    /// Pause before the greeting; a client that talks during it gets 554 5.5.1
+    /// (like Postfix's postscreen_greet_wait). 0s sends the greeting at once,
+    /// and only a client whose bytes are already waiting is refused.
+    #[serde(deserialize_with = "de_duration")]
+    pub greeting_delay: Duration,
+    /// Errors (bad commands, refused recipients) a session may make before
+    /// it is closed with 421 4.7.0.
+    pub max_errors: usize,
+    /// Failed AUTH attempts a session may make before it is closed.
+    pub max_auth_failures: usize,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            max_connections: 500,
+            max_connections_per_ip: 50,
+            max_command_line_length: 2048,
+            max_data_line_length: 998,
+            max_message_size: 35 * 1024 * 1024,
+            max_recipients: 1000,
+            max_received_headers: 50,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            greeting_delay: Duration::ZERO,
+            max_errors: 20,
+            max_auth_failures: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Client networks that may relay on their IP address alone.
+    pub networks: Vec<IpNet>,
+    /// If not empty, only these networks may connect at all; others get 554
+    /// 5.7.1 at connect.
+    pub connect_networks: Vec<IpNet>,
+    /// Networks refused at connect with 554 5.7.1 (checked first).
+    pub deny_networks: Vec<IpNet>,
+    /// SMTP AUTH (PLAIN, LOGIN; only after TLS) users.
+    #[serde(rename = "user")]
+    pub users: Vec<RelayUser>,
+    /// TLS client certificates that may relay.
+    #[serde(rename = "client_certificate")]
+    pub client_certificates: Vec<RelayClientCertificate>,
+    /// Per-tenant secret header (for provider networks shared by all tenants).
+    pub tenant_header: Option<TenantHeaderConfig>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            networks: vec![
+                "127.0.0.0/8".parse().expect("literal"),
+                "::1/128".parse().expect("literal"),
+            ],
+            connect_networks: Vec::new(),
+            deny_networks: Vec::new(),
+            users: Vec::new(),
+            client_certificates: Vec::new(),
+            tenant_header: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayUser {
+    /// Login name.
+    pub name: String,
+    /// Argon2 PHC string (`ward hash-password` makes one).
+    pub password_hash: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayClientCertificate {
+    /// Name used in logs and the Received header.
+    pub name: String,
+    /// SHA-256 fingerprint of the DER certificate, hex, colons allowed.
+    #[serde(deserialize_with = "de_fingerprint")]
+    pub sha256: [u8; 32],
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantHeaderConfig {
+    /// Header field name the tenant's mail-flow rule stamps.
+    #[serde(default = "default_tenant_header")]
+    pub header: String,
+    /// Client networks allowed to authenticate by header (for example the
+    /// provider's published egress ranges). Required.
+    pub networks: Vec<IpNet>,
+    /// The tenants and their secrets.
+    #[serde(rename = "tenant")]
+    pub tenants: Vec<TenantConfig>,
+}
+
+fn default_tenant_header() -> String {
+    "X-Ward-Tenant".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Tenant name used in logs.
+    pub name: String,
+    /// The header value; at least 24 characters.
+    pub secret: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Memory sled may use for its page cache.
+    #[serde(deserialize_with = "de_size")]
+    pub cache_size: u64,
+    /// Delay before each retry after a temporary failure; the last entry
+    /// repeats until `max_lifetime`.
+    #[serde(deserialize_with = "de_duration_list")]
+    pub retry_schedule: Vec<Duration>,
+    /// How long a message may stay queued before its undelivered copies fail.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_lifetime: Duration,
+    /// How often the queue is searched for copies whose retry time has come.
+    #[serde(deserialize_with = "de_duration")]
+    pub scan_interval: Duration,
+    /// How long the final status of each recipient copy (delivered, failed)
+    /// is kept after the message leaves the queue.
+    #[serde(deserialize_with = "de_duration")]
+    pub status_retention: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            cache_size: 64 * 1024 * 1024,
+            retry_schedule: [120, 300, 600, 900, 1800, 3600, 7200, 14400]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            max_lifetime: Duration::from_secs(5 * 86400),
+            scan_interval: Duration::from_secs(1),
+            status_retention: Duration::from_secs(30 * 86400),
+        }
+    }
+}
+
+/// TLS policy for a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsPolicy {
+    /// STARTTLS required, TLS 1.2+, certificate chain trusted and name matching.
+    Verify,
+    /// STARTTLS required, TLS 1.2+, certificate not checked.
+    Encrypt,
+    /// STARTTLS when offered; plaintext otherwise.
+    May,
+}
+
+impl fmt::Display for TlsPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsPolicy::Verify => "verify",
+            TlsPolicy::Encrypt => "encrypt",
+            TlsPolicy::May => "may",
+        })
+    }
+}
+
+/// A next hop: `host`, `host:port` (MX lookup on host), `[host]` or
+/// `[host]:port` (no MX lookup, like Postfix's transport syntax).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextHop {
+    pub host: String,
+    pub port: Option<u16>,
+    /// True for `[host]`: use the host's addresses, no MX lookup.
+    pub no_mx: bool,
+}
+
+impl NextHop {
+    pub fn parse(s: &str) -> Result<NextHop, String> {
+        let s = s.trim();
+        let (host, rest, no_mx) = if let Some(inner) = s.strip_prefix('[') {
+            let end = inner.find(']').ok_or_else(|| format!("`{s}`: missing `]`"))?;
+            (&inner[..end], &inner[end + 1..], true)
+        } else {
+            match s.rfind(':') {
+                Some(i) if !s[..i].contains(':') => (&s[..i], &s[i..], false),
+                _ => (s, "", false),
+            }
+        };
+        let port = if rest.is_empty() {
+            None
+        } else {
+            let p = rest
+                .strip_prefix(':')
+                .ok_or_else(|| format!("`{s}`: expected `:port` after the host"))?;
+            Some(p.parse::<u16>().map_err(|_| format!("`{s}`: bad port `{p}`"))?)
+        };
+        if host.is_empty() {
+            return Err(format!("`{s}`: empty host"));
+        }
+        let is_ip = host.parse::<IpAddr>().is_ok();
+        if !is_ip && !is_hostname(host) {
+            return Err(format!(
+                "`{s}`: `{host}` is neither a host name nor an IP address"
+            ));
+        }
+        if is_ip && !no_mx {
+            return Err(format!("`{s}`: write an IP address in brackets, as `[{host}]`"));
+        }
+        Ok(NextHop {
+            host: host.to_string(),
+            port,
+            no_mx,
+        })
+    }
+}
+
+impl fmt::Display for NextHop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.no_mx {
+            write!(f, "[{}]", self.host)?;
+        } else {
+            f.write_str(&self.host)?;
+        }
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for NextHop {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        NextHop::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// True if `s` is a syntactically valid DNS host name (LDH labels).
+pub fn is_hostname(s: &str) -> bool {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationConfig {
+    /// Recipient domain this entry applies to; `.example.org` also matches
+    /// every subdomain.
+    pub domain: String,
+    /// Where to send instead of the domain's MX hosts.
+    #[serde(default)]
+    pub route: Option<NextHop>,
+    /// TLS policy for this destination (overrides `delivery.tls_policy`).
+    #[serde(default)]
+    pub tls_policy: Option<TlsPolicy>,
+    /// Certificate name to require under `verify` when the route is an IP
+    /// address (default: the recipient domain).
+    #[serde(default)]
+    pub tls_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Name sent in EHLO. Empty means `server.hostname`.
+    pub helo_name: String,
+    /// Default TLS policy: `verify`, `encrypt` or `may`.
+    pub tls_policy: TlsPolicy,
+    /// Extra trusted CA certificates (PEM) for `verify`, besides the system's.
+    pub ca_file: PathBuf,
+    /// Trust the system's root certificates for `verify`.
+    pub system_roots: bool,
+    /// Send everything through this next hop instead of MX lookups
+    /// (destination routes still win). Empty: none.
+    pub smart_host: Option<NextHop>,
+    /// TCP port for MX hosts and next hops given without a port.
+    pub smtp_port: u16,
+    /// Connections open at once to one destination.
+    pub destination_concurrency: usize,
+    /// Most MX host addresses tried per delivery attempt.
+    pub max_mx_addresses: usize,
+    /// Messages sent over one connection before it is closed.
+    pub max_messages_per_connection: usize,
+    /// TCP connect timeout.
+    #[serde(deserialize_with = "de_duration")]
+    pub connect_timeout: Duration,
+    /// Wait for the 220 greeting (RFC 5321 4.5.3.2.1: 5 minutes).
+    #[serde(deserialize_with = "de_duration")]
+    pub greeting_timeout: Duration,
+    /// Wait for replies to EHLO, STARTTLS, RSET and QUIT, and for the TLS
+    /// handshake.
+    #[serde(deserialize_with = "de_duration")]
+    pub command_timeout: Duration,
+    /// Wait for the reply to MAIL (RFC 5321 4.5.3.2.2: 5 minutes).
+    #[serde(deserialize_with = "de_duration")]
+    pub mail_timeout: Duration,
+    /// Wait for the reply to each RCPT (RFC 5321 4.5.3.2.3: 5 minutes).
+    #[serde(deserialize_with = "de_duration")]
+    pub rcpt_timeout: Duration,
+    /// Wait for the 354 after DATA (RFC 5321 4.5.3.2.4: 2 minutes).
+    #[serde(deserialize_with = "de_duration")]
+    pub data_init_timeout: Duration,
+    /// Longest a write of message data may block (RFC 5321 4.5.3.2.5: 3 minutes).
+    #[serde(deserialize_with = "de_duration")]
+    pub data_block_timeout: Duration,
+    /// Wait for the reply after the final dot (RFC 5321 4.5.3.2.6: 10 minutes).
+    #[serde(deserialize_with = "de_duration")]
+    pub data_end_timeout: Duration,
+    /// Per-destination routes and TLS policies.
+    #[serde(rename = "destination")]
+    pub destinations: Vec<DestinationConfig>,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            helo_name: String::new(),
+            tls_policy: TlsPolicy::Verify,
+            ca_file: PathBuf::new(),
+            system_roots: true,
+            smart_host: None,
+            smtp_port: 25,
+            destination_concurrency: 20,
+            max_mx_addresses: 5,
+            max_messages_per_connection: 100,
+            connect_timeout: Duration::from_secs(30),
+            greeting_timeout: Duration::from_secs(300),
+            command_timeout: Duration::from_secs(300),
+            mail_timeout: Duration::from_secs(300),
+            rcpt_timeout: Duration::from_secs(300),
+            data_init_timeout: Duration::from_secs(120),
+            data_block_timeout: Duration::from_secs(180),
+            data_end_timeout: Duration::from_secs(600),
+            destinations: Vec::new(),
+        }
+    }
+}
+
+impl DeliveryConfig {
+    /// The destination entry for a recipient domain: an exact match wins over
+    /// the longest `.suffix` match.
+    pub fn destination_for(&self, domain: &str) -> Option<&DestinationConfig> {
+        let domain = domain.trim_end_matches('.');
+        let mut best: Option<&DestinationConfig> = None;
+        for d in &self.destinations {
+            if d.domain.eq_ignore_ascii_case(domain) {
+                return Some(d);
+            }
+            if d.domain.starts_with('.') {
+                let suffix = &d.domain;
+                let matches = domain.len() > suffix.len()
+                    && domain[domain.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
+                if matches && best.is_none_or(|b| b.domain.len() < d.domain.len()) {
+                    best = Some(d);
+                }
+            }
+        }
+        best
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Nameservers (`ip:port`) for MX and address lookups. Empty means the
+    /// system's (/etc/resolv.conf).
+    pub nameservers: Vec<SocketAddr>,
+    /// Timeout of one DNS query.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Attempts per query before a lookup fails temporarily.
+    pub attempts: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            nameservers: Vec::new(),
+            timeout: Duration::from_secs(5),
+            attempts: 2,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Value parsers shared by the schema.
+
+/// Parses `250ms`, `30s`, `5m`, `2h`, `5d` (and combinations humantime takes).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write it like \"30s\", \"5m\", \"2h\", \"5d\""))
+}
+
+/// Parses a size: a number of bytes, or a number with KB, MB, GB (powers of
+/// 1000) or KiB, MiB, GiB (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size; write it like 10485760, \"10MB\" or \"10MiB\""))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000 * 1000,
+        "gb" => 1000 * 1000 * 1000,
+        "kib" => 1024,
+        "mib" => 1024 * 1024,
+        "gib" => 1024 * 1024 * 1024,
+        other => {
+            return Err(format!(
+                "`{s}`: unknown size unit `{other}` (use B, KB, MB, GB, KiB, MiB, GiB)"
+            ));
+        }
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_duration_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    v.iter()
+        .map(|s| parse_duration(s).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Str(String),
+    }
+    match Raw::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("expected a size: a number of bytes or a string like \"10MiB\"")
+    })? {
+        Raw::Int(n) => Ok(n),
+        Raw::Str(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+fn de_fingerprint<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+    let s = String::deserialize(d)?;
+    let clean: String = s.chars().filter(|c| *c != ':' && !c.is_whitespace()).collect();
+    let bytes = hex::decode(&clean)
+        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a hex SHA-256 fingerprint")))?;
+    bytes.try_into().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{s}`: a SHA-256 fingerprint has 32 bytes (64 hex digits)"
+        ))
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Loading and validation.
+
+/// A problem found after parsing, with the key path it belongs to so it can be
+/// tied to a line.
+struct Invalid {
+    path: Vec<PathSeg>,
+    message: String,
+}
+
+#[derive(Debug, Clone)]
+enum PathSeg {
+    Key(&'static str),
+    Index(usize),
+}
+
+use PathSeg::{Index as I, Key as K};
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            position: None,
+            message: format!("cannot read the configuration file: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `file` is used in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            position: e.span().map(|s| line_col(text, s.start)),
+            message: e.message().trim().to_string(),
+        })?;
+        if let Some(bad) = config.validate().into_iter().next() {
+            return Err(ConfigError {
+                file: file.to_path_buf(),
+                position: locate(text, &bad.path).map(|s| line_col(text, s.start)),
+                message: bad.message,
+            });
+        }
+        Ok(config)
+    }
+
+    /// The embedded defaults (what `ward serve` runs without `--config`).
+    pub fn embedded() -> Config {
+        Config::default()
+    }
+
+    fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        let mut bad = |path: Vec<PathSeg>, message: String| out.push(Invalid { path, message });
+
+        if !self.server.hostname.is_empty() && !is_hostname(&self.server.hostname) {
+            bad(
+                vec![K("server"), K("hostname")],
+                format!("`{}` is not a valid host name", self.server.hostname),
+            );
+        }
+        if !self.delivery.helo_name.is_empty() && !is_hostname(&self.delivery.helo_name) {
+            bad(
+                vec![K("delivery"), K("helo_name")],
+                format!("`{}` is not a valid host name", self.delivery.helo_name),
+            );
+        }
+        if self.server.data_dir.as_os_str().is_empty() {
+            bad(
+                vec![K("server"), K("data_dir")],
+                "data_dir must not be empty".into(),
+            );
+        }
+        let cert = !self.tls.cert_file.as_os_str().is_empty();
+        let key = !self.tls.key_file.as_os_str().is_empty();
+        if cert != key {
+            let which = if cert { "key_file" } else { "cert_file" };
+            bad(
+                vec![K("tls")],
+                format!("[tls] sets only half of the key pair: {which} is missing"),
+            );
+        }
+        if self.listeners.is_empty() {
+            bad(vec![], "at least one [[listener]] is needed".into());
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.name.trim().is_empty() {
+                bad(
+                    vec![K("listener"), I(i), K("name")],
+                    "listener name must not be empty".into(),
+                );
+            }
+            for (j, other) in self.listeners.iter().enumerate().take(i) {
+                if other.address == l.address {
+                    bad(
+                        vec![K("listener"), I(i), K("address")],
+                        format!("address {} is also used by listener {}", l.address, j + 1),
+                    );
+                }
+                if other.name == l.name {
+                    bad(
+                        vec![K("listener"), I(i), K("name")],
+                        format!("listener name `{}` is used twice", l.name),
+                    );
+                }
+            }
+            if l.require_tls && l.tls == ListenerTls::None {
+                bad(
+                    vec![K("listener"), I(i), K("require_tls")],
+                    "require_tls needs tls = \"starttls\" or \"implicit\"".into(),
+                );
+            }
+        }
+        let s = &self.smtp;
+        for (name, v) in [
+            ("max_connections", s.max_connections),
+            ("max_connections_per_ip", s.max_connections_per_ip),
+            ("max_recipients", s.max_recipients),
+            ("max_received_headers", s.max_received_headers),
+            ("max_errors", s.max_errors),
+            ("max_auth_failures", s.max_auth_failures),
+        ] {
+            if v == 0 {
+                bad(vec![K("smtp"), K(name)], format!("{name} must be at least 1"));
+            }
+        }
+        if s.max_command_line_length < 512 {
+            bad(
+                vec![K("smtp"), K("max_command_line_length")],
+                "max_command_line_length must be at least 512 (RFC 5321 4.5.3.1.4)".into(),
+            );
+        }
+        if s.max_data_line_length < 998 {
+            bad(
+                vec![K("smtp"), K("max_data_line_length")],
+                "max_data_line_length must be at least 998 (RFC 5322 2.1.1)".into(),
+            );
+        }
+        if s.max_message_size < 1024 {
+            bad(
+                vec![K("smtp"), K("max_message_size")],
+                "max_message_size must be at least 1KiB".into(),
+            );
+        }
+        if s.command_timeout < Duration::from_secs(1) {
+            bad(
+                vec![K("smtp"), K("command_timeout")],
+                "command_timeout must be at least 1s".into(),
+            );
+        }
+        if s.data_timeout < Duration::from_secs(1) {
+            bad(
+                vec![K("smtp"), K("data_timeout")],
+                "data_timeout must be at least 1s".into(),
+            );
+        }
+        let r = &self.relay;
+        for (i, u) in r.users.iter().enumerate() {
+            if u.name.is_empty() || u.name.contains(char::is_whitespace) {
+                bad(
+                    vec![K("relay"), K("user"), I(i), K("name")],
+                    "user name must be non-empty without spaces".into(),
+                );
+            }
+            if let Err(e) = argon2::PasswordHash::new(&u.password_hash.0) {
+                bad(
+                    vec![K("relay"), K("user"), I(i), K("password_hash")],
+                    format!(
+                        "password_hash is not an argon2 PHC string ({e}); make one with `ward hash-password`"
+                    ),
+                );
+            }
+        }
+        if let Some(t) = &r.tenant_header {
+            if t.networks.is_empty() {
+                bad(
+                    vec![K("relay"), K("tenant_header"), K("networks")],
+                    "tenant_header.networks must list the networks the tenant's mail comes from".into(),
+                );
+            }
+            if t.tenants.is_empty() {
+                bad(
+                    vec![K("relay"), K("tenant_header")],
+                    "tenant_header needs at least one [[relay.tenant_header.tenant]]".into(),
+                );
+            }
+            if !is_header_name(&t.header) {
+                bad(
+                    vec![K("relay"), K("tenant_header"), K("header")],
+                    format!("`{}` is not a valid header field name", t.header),
+                );
+            }
+            for (i, tenant) in t.tenants.iter().enumerate() {
+                let s = &tenant.secret.0;
+                if s.len() < 24 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+                    bad(
+                        vec![K("relay"), K("tenant_header"), K("tenant"), I(i), K("secret")],
+                        "secret must be at least 24 printable ASCII characters without spaces".into(),
+                    );
+                }
+            }
+        }
+        let q = &self.queue;
+        if q.retry_schedule.is_empty() {
+            bad(
+                vec![K("queue"), K("retry_schedule")],
+                "retry_schedule needs at least one delay".into(),
+            );
+        }
+        if q.retry_schedule.iter().any(|d| d.is_zero()) {
+            bad(
+                vec![K("queue"), K("retry_schedule")],
+                "retry delays must be greater than zero".into(),
+            );
+        }
+        if q.max_lifetime.is_zero() {
+            bad(
+                vec![K("queue"), K("max_lifetime")],
+                "max_lifetime must be greater than zero".into(),
+            );
+        }
+        if q.scan_interval.is_zero() {
+            bad(
+                vec![K("queue"), K("scan_interval")],
+                "scan_interval must be greater than zero".into(),
+            );
+        }
+        let d = &self.delivery;
+        for (name, v) in [
+            ("destination_concurrency", d.destination_concurrency),
+            ("max_mx_addresses", d.max_mx_addresses),
+            ("max_messages_per_connection", d.max_messages_per_connection),
+        ] {
+            if v == 0 {
+                bad(vec![K("delivery"), K(name)], format!("{name} must be at least 1"));
+            }
+        }
+        if d.smtp_port == 0 {
+            bad(
+                vec![K("delivery"), K("smtp_port")],
+                "smtp_port must not be 0".into(),
+            );
+        }
+        if !d.system_roots && d.ca_file.as_os_str().is_empty() {
+            let uses_verify = d.tls_policy == TlsPolicy::Verify
+                || d.destinations
+                    .iter()
+                    .any(|x| x.tls_policy == Some(TlsPolicy::Verify));
+            if uses_verify {
+                bad(
+                    vec![K("delivery"), K("system_roots")],
+                    "with system_roots = false, `verify` needs a ca_file".into(),
+                );
+            }
+        }
+        for (i, dest) in d.destinations.iter().enumerate() {
+            let name = dest.domain.strip_prefix('.').unwrap_or(&dest.domain);
+            if !is_hostname(name) {
+                bad(
+                    vec![K("delivery"), K("destination"), I(i), K("domain")],
+                    format!("`{}` is not a domain", dest.domain),
+                );
+            }
+            for (j, other) in d.destinations.iter().enumerate().take(i) {
+                if other.domain.eq_ignore_ascii_case(&dest.domain) {
+                    bad(
+                        vec![K("delivery"), K("destination"), I(i), K("domain")],
+                        format!(
+                            "domain `{}` is also configured in destination {}",
+                            dest.domain,
+                            j + 1
+                        ),
+                    );
+                }
+            }
+            if let Some(n) = &dest.tls_name
+                && !is_hostname(n)
+            {
+                bad(
+                    vec![K("delivery"), K("destination"), I(i), K("tls_name")],
+                    format!("`{n}` is not a host name"),
+                );
+            }
+        }
+        if self.dns.attempts == 0 {
+            bad(
+                vec![K("dns"), K("attempts")],
+                "attempts must be at least 1".into(),
+            );
+        }
+        if self.dns.timeout.is_zero() {
+            bad(
+                vec![K("dns"), K("timeout")],
+                "timeout must be greater than zero".into(),
+            );
+        }
+        out
+    }
+}
+
+/// RFC 5322 field name: printable ASCII except colon.
+pub fn is_header_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = offset - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+    (line, col)
+}
+
+/// Finds the span of a key path in the TOML text: the deepest part of the path
+/// that exists (a missing key is reported at its table).
+fn locate(text: &str, path: &[PathSeg]) -> Option<Range<usize>> {
+    use toml::de::{DeTable, DeValue};
+    let root = DeTable::parse(text).ok()?;
+    let mut span: Option<Range<usize>> = None;
+    let mut table: Option<&DeTable> = Some(root.get_ref());
+    let mut array: Option<&toml::de::DeArray> = None;
+    for seg in path {
+        let value: &toml::Spanned<DeValue> = match (seg, table, array) {
+            (K(k), Some(t), _) => {
+                let (key, v) = t.iter().find(|(key, _)| key.get_ref().as_ref() == *k)?;
+                span = Some(key.span());
+                v
+            }
+            (I(i), _, Some(a)) => {
+                let v = a.get(*i)?;
+                span = Some(v.span());
+                v
+            }
+            _ => break,
+        };
+        table = value.get_ref().as_table();
+        array = value.get_ref().as_array();
+    }
+    span
+}
+
+// ---------------------------------------------------------------------------
+// The settings reference: one entry per setting, in file order. The README's
+// reference section and `ward config-reference` are generated from it.
+
+/// One documented setting.
+pub struct SettingDoc {
+    /// Dotted key (`smtp.max_message_size`); `listener[]` and `[]` mark
+    /// entries of arrays of tables.
+    pub key: &'static str,
+    /// The default as TOML, or a description in parentheses when the default
+    /// is computed or the setting is optional.
+    pub default: &'static str,
+    /// What it means.
+    pub doc: &'static str,
+}
+
+/// Every setting, its default and its meaning.
+pub const SETTINGS: &[SettingDoc] = &[
+    SettingDoc {
+        key: "server.hostname",
+        default: "\"\"",
+        doc: "Host name used in the greeting, in EHLO when delivering and in Received headers. Empty means the machine's host name.",
+    },
+    SettingDoc {
+        key: "server.data_dir",
+        default: "\"./var\"",
+        doc: "Directory for the queue, the master key and generated certificates. Relative paths are relative to the working directory.",
+    },
+    SettingDoc {
+        key: "server.master_key_file",
+        default: "\"\"",
+        doc: "Master key file (32 random bytes, hex). Empty means <data_dir>/master.key, created with mode 0600 on first start. Losing it loses the queue.",
+    },
+    SettingDoc {
+        key: "server.shutdown_timeout",
+        default: "\"30s\"",
+        doc: "On SIGTERM, how long sessions and deliveries in progress may take to finish.",
+    },
+    SettingDoc {
+        key: "log.level",
+        default: "\"info\"",
+        doc: "Log filter (tracing EnvFilter syntax, e.g. \"info\" or \"ward=debug\"); RUST_LOG overrides it. No level ever logs message content.",
+    },
+    SettingDoc {
+        key: "log.format",
+        default: "\"text\"",
+        doc: "\"text\" for people and journald, \"json\" for a SIEM.",
+    },
+    SettingDoc {
+        key: "tls.cert_file",
+        default: "\"\"",
+        doc: "PEM certificate chain for the SMTP listeners. Empty: a self-signed certificate is generated into <data_dir>/tls/ on first start, with a warning.",
+    },
+    SettingDoc {
+        key: "tls.key_file",
+        default: "\"\"",
+        doc: "PEM private key (PKCS#8, PKCS#1 or SEC1) for cert_file.",
+    },
+    SettingDoc {
+        key: "tls.min_version",
+        default: "\"1.2\"",
+        doc: "Lowest TLS version accepted from clients: \"1.2\" or \"1.3\". Older versions are never offered.",
+    },
+    SettingDoc {
+        key: "listener[].name",
+        default: "\"smtp\"",
+        doc: "Name of the listener, used in logs.",
+    },
+    SettingDoc {
+        key: "listener[].address",
+        default: "\"127.0.0.1:2525\"",
+        doc: "Address and port to listen on. Listing any [[listener]] replaces the default one.",
+    },
+    SettingDoc {
+        key: "listener[].tls",
+        default: "\"starttls\"",
+        doc: "\"starttls\" (plain SMTP offering STARTTLS), \"implicit\" (TLS from the first byte, RFC 8314) or \"none\".",
+    },
+    SettingDoc {
+        key: "listener[].require_tls",
+        default: "false",
+        doc: "Refuse MAIL before STARTTLS with 530 5.7.0.",
+    },
+    SettingDoc {
+        key: "smtp.max_connections",
+        default: "500",
+        doc: "Connections open at once, all clients together; more get 421 4.7.0. With max_message_size this bounds memory.",
+    },
+    SettingDoc {
+        key: "smtp.max_connections_per_ip",
+        default: "50",
+        doc: "Connections open at once from one client IP; more get 421 4.7.0.",
+    },
+    SettingDoc {
+        key: "smtp.max_command_line_length",
+        default: "2048",
+        doc: "Longest command line in octets, CRLF included (RFC 5321's 512 plus room for extension parameters). Longer lines are drained and get 500 5.5.2.",
+    },
+    SettingDoc {
+        key: "smtp.max_data_line_length",
+        default: "998",
+        doc: "Longest line of message data in octets, CRLF excluded (RFC 5322 2.1.1). Longer: 550 5.6.0 at the end of DATA.",
+    },
+    SettingDoc {
+        key: "smtp.max_message_size",
+        default: "36700160",
+        doc: "Largest message in octets (35 MiB; sizes like \"35MiB\" work too), advertised with SIZE. Larger: 552 5.3.4, after draining.",
+    },
+    SettingDoc {
+        key: "smtp.max_recipients",
+        default: "1000",
+        doc: "Recipients per message; more get 452 4.5.3.",
+    },
+    SettingDoc {
+        key: "smtp.max_received_headers",
+        default: "50",
+        doc: "Received headers a message may carry; more means a mail loop: 554 5.4.6.",
+    },
+    SettingDoc {
+        key: "smtp.command_timeout",
+        default: "\"5m\"",
+        doc: "Wait for the next command (RFC 5321 4.5.3.2.7: at least 5 minutes); then 421 4.4.2.",
+    },
+    SettingDoc {
+        key: "smtp.data_timeout",
+        default: "\"3m\"",
+        doc: "Wait for the next block of message data (RFC 5321 4.5.3.2.5); then 421 4.4.2.",
+    },
+    SettingDoc {
+        key: "smtp.greeting_delay",
+        default: "\"0s\"",
+        doc: "Pause before the 220 greeting; a client that sends anything during it gets 554 5.5.1 (like postscreen_greet_wait). With 0s only bytes already waiting at connect are caught.",
+    },
+    SettingDoc {
+        key: "smtp.max_errors",
+        default: "20",
+        doc: "Errors (bad commands, refused recipients) a session may make before it is closed with 421 4.7.0.",
+    },
+    SettingDoc {
+        key: "smtp.max_auth_failures",
+        default: "3",
+        doc: "Failed AUTH attempts a session may make before it is closed with 421 4.7.0.",
+    },
+    SettingDoc {
+        key: "relay.networks",
+        default: "[\"127.0.0.0/8\", \"::1/128\"]",
+        doc: "Client networks (CIDR) that may relay on their IP address alone. Do not list a provider's shared egress ranges here: use tenant_header.",
+    },
+    SettingDoc {
+        key: "relay.connect_networks",
+        default: "[]",
+        doc: "If not empty, only these networks may connect; others get 554 5.7.1 at connect.",
+    },
+    SettingDoc {
+        key: "relay.deny_networks",
+        default: "[]",
+        doc: "Networks refused at connect with 554 5.7.1 (checked before everything else).",
+    },
+    SettingDoc {
+        key: "relay.user[].name",
+        default: "(none)",
+        doc: "SMTP AUTH user name (AUTH PLAIN and LOGIN are offered only after TLS).",
+    },
+    SettingDoc {
+        key: "relay.user[].password_hash",
+        default: "(none)",
+        doc: "Argon2 PHC hash of the password; `ward hash-password` makes one.",
+    },
+    SettingDoc {
+        key: "relay.client_certificate[].name",
+        default: "(none)",
+        doc: "Name of a TLS client certificate that may relay, used in logs.",
+    },
+    SettingDoc {
+        key: "relay.client_certificate[].sha256",
+        default: "(none)",
+        doc: "SHA-256 fingerprint of that certificate (DER), hex, colons allowed.",
+    },
+    SettingDoc {
+        key: "relay.tenant_header.header",
+        default: "\"X-Ward-Tenant\"",
+        doc: "Header field the tenant's mail-flow rule stamps with its secret; checked in constant time at the end of DATA and removed before delivery.",
+    },
+    SettingDoc {
+        key: "relay.tenant_header.networks",
+        default: "(required)",
+        doc: "Client networks allowed to authenticate by header, e.g. the provider's published egress ranges. Clients there get 550 5.7.1 at the end of DATA without a valid header.",
+    },
+    SettingDoc {
+        key: "relay.tenant_header.tenant[].name",
+        default: "(none)",
+        doc: "Tenant name used in logs and the Received header.",
+    },
+    SettingDoc {
+        key: "relay.tenant_header.tenant[].secret",
+        default: "(none)",
+        doc: "The tenant's header value: at least 24 printable characters (e.g. `openssl rand -hex 24`).",
+    },
+    SettingDoc {
+        key: "queue.cache_size",
+        default: "67108864",
+        doc: "Memory the queue database may use for its page cache (64 MiB).",
+    },
+    SettingDoc {
+        key: "queue.retry_schedule",
+        default: "[\"2m\", \"5m\", \"10m\", \"15m\", \"30m\", \"1h\", \"2h\", \"4h\"]",
+        doc: "Delay before each retry after a temporary failure; the last one repeats.",
+    },
+    SettingDoc {
+        key: "queue.max_lifetime",
+        default: "\"5d\"",
+        doc: "How long a message may wait; then its undelivered copies fail permanently (expired).",
+    },
+    SettingDoc {
+        key: "queue.scan_interval",
+        default: "\"1s\"",
+        doc: "How often the queue is searched for copies whose retry time has come.",
+    },
+    SettingDoc {
+        key: "queue.status_retention",
+        default: "\"30d\"",
+        doc: "How long the final status of each recipient copy is kept after its message left the queue.",
+    },
+    SettingDoc {
+        key: "delivery.helo_name",
+        default: "\"\"",
+        doc: "Name sent in EHLO; empty means server.hostname.",
+    },
+    SettingDoc {
+        key: "delivery.tls_policy",
+        default: "\"verify\"",
+        doc: "Default TLS policy: \"verify\" (STARTTLS, TLS 1.2+, trusted chain, name matching the MX host), \"encrypt\" (STARTTLS, TLS 1.2+, certificate unchecked) or \"may\" (opportunistic).",
+    },
+    SettingDoc {
+        key: "delivery.ca_file",
+        default: "\"\"",
+        doc: "Extra trusted CA certificates (PEM) for verify.",
+    },
+    SettingDoc {
+        key: "delivery.system_roots",
+        default: "true",
+        doc: "Trust the system's root certificates for verify.",
+    },
+    SettingDoc {
+        key: "delivery.smart_host",
+        default: "(none)",
+        doc: "Send everything through this next hop: \"host\" or \"host:port\" (MX lookup), \"[host]\" or \"[host]:port\" (no MX lookup). Destination routes win.",
+    },
+    SettingDoc {
+        key: "delivery.smtp_port",
+        default: "25",
+        doc: "Port for MX hosts and for next hops written without a port.",
+    },
+    SettingDoc {
+        key: "delivery.destination_concurrency",
+        default: "20",
+        doc: "Connections open at once to one destination domain.",
+    },
+    SettingDoc {
+        key: "delivery.max_mx_addresses",
+        default: "5",
+        doc: "Most MX host addresses tried in one delivery attempt.",
+    },
+    SettingDoc {
+        key: "delivery.max_messages_per_connection",
+        default: "100",
+        doc: "Messages sent over one connection before it is closed.",
+    },
+    SettingDoc {
+        key: "delivery.connect_timeout",
+        default: "\"30s\"",
+        doc: "TCP connect timeout.",
+    },
+    SettingDoc {
+        key: "delivery.greeting_timeout",
+        default: "\"5m\"",
+        doc: "Wait for the 220 greeting (RFC 5321 4.5.3.2.1).",
+    },
+    SettingDoc {
+        key: "delivery.command_timeout",
+        default: "\"5m\"",
+        doc: "Wait for replies to EHLO, STARTTLS, RSET and QUIT, and for the TLS handshake.",
+    },
+    SettingDoc {
+        key: "delivery.mail_timeout",
+        default: "\"5m\"",
+        doc: "Wait for the reply to MAIL (RFC 5321 4.5.3.2.2).",
+    },
+    SettingDoc {
+        key: "delivery.rcpt_timeout",
+        default: "\"5m\"",
+        doc: "Wait for the reply to each RCPT (RFC 5321 4.5.3.2.3).",
+    },
+    SettingDoc {
+        key: "delivery.data_init_timeout",
+        default: "\"2m\"",
+        doc: "Wait for the 354 after DATA (RFC 5321 4.5.3.2.4).",
+    },
+    SettingDoc {
+        key: "delivery.data_block_timeout",
+        default: "\"3m\"",
+        doc: "Longest one write of message data may block (RFC 5321 4.5.3.2.5).",
+    },
+    SettingDoc {
+        key: "delivery.data_end_timeout",
+        default: "\"10m\"",
+        doc: "Wait for the reply after the final dot (RFC 5321 4.5.3.2.6).",
+    },
+    SettingDoc {
+        key: "delivery.destination[].domain",
+        default: "(none)",
+        doc: "Recipient domain; \".example.org\" also matches its subdomains (an exact entry wins).",
+    },
+    SettingDoc {
+        key: "delivery.destination[].route",
+        default: "(MX lookup)",
+        doc: "Next hop for this domain, in smart_host syntax.",
+    },
+    SettingDoc {
+        key: "delivery.destination[].tls_policy",
+        default: "(delivery.tls_policy)",
+        doc: "TLS policy for this domain.",
+    },
+    SettingDoc {
+        key: "delivery.destination[].tls_name",
+        default: "(the route's host name, or the domain)",
+        doc: "Certificate name required under verify, e.g. when the route is an IP address.",
+    },
+    SettingDoc {
+        key: "dns.nameservers",
+        default: "[]",
+        doc: "Nameservers (\"ip:port\") for MX and address lookups; empty means /etc/resolv.conf.",
+    },
+    SettingDoc {
+        key: "dns.timeout",
+        default: "\"5s\"",
+        doc: "Timeout of one DNS query.",
+    },
+    SettingDoc {
+        key: "dns.attempts",
+        default: "2",
+        doc: "Attempts per DNS query before the lookup fails temporarily.",
+    },
+];
+
+/// The settings reference as Markdown (for the README and
+/// `ward config-reference`).
+pub fn reference_markdown() -> String {
+    let mut out = String::from("| setting | default | meaning |\n|---|---|---|\n");
+    for s in SETTINGS {
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} |\n",
+            s.key,
+            s.default.replace('|', "\\|"),
+            s.doc.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    /// Builds a TOML document from the documented defaults and checks it
+    /// parses to exactly `Config::default()`: the reference can't drift.
+    #[test]
+    fn documented_defaults_are_the_real_defaults() {
+        let mut doc = String::new();
+        let mut tables: Vec<(String, Vec<String>)> = Vec::new();
+        for s in SETTINGS {
+            // Optional tables and arrays of tables have no defaults to compare.
+            if s.default.starts_with('(') || s.key.contains("[]") || s.key.starts_with("relay.tenant_header.")
+            {
+                continue;
+            }
+            let (table, key) = s.key.rsplit_once('.').expect("dotted key");
+            let line = format!("{key} = {}", s.default);
+            match tables.iter_mut().find(|(t, _)| t == table) {
+                Some((_, lines)) => lines.push(line),
+                None => tables.push((table.to_string(), vec![line])),
+            }
+        }
+        for (t, lines) in &tables {
+            doc.push_str(&format!("[{t}]\n{}\n", lines.join("\n")));
+        }
+        doc.push_str("[[listener]]\nname = \"smtp\"\naddress = \"127.0.0.1:2525\"\ntls = \"starttls\"\nrequire_tls = false\n");
+        let parsed = parse(&doc).unwrap_or_else(|e| panic!("{e}\n{doc}"));
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn every_documented_key_exists() {
+        // Each documented key, set alone, must be accepted by the schema
+        // (or fail for its value, not as an unknown field).
+        for s in SETTINGS {
+            let parts: Vec<&str> = s.key.split('.').collect();
+            let (last, tables) = parts.split_last().unwrap();
+            let mut header = String::new();
+            let mut is_array = false;
+            for t in tables {
+                if !header.is_empty() {
+                    header.push('.');
+                }
+                if let Some(name) = t.strip_suffix("[]") {
+                    header.push_str(name);
+                    is_array = true;
+                } else {
+                    header.push_str(t);
+                }
+            }
+            let doc = if is_array {
+                format!("[[{header}]]\n{last} = 1\n")
+            } else {
+                format!("[{header}]\n{last} = 1\n")
+            };
+            if let Err(e) = parse(&doc) {
+                assert!(!e.message.contains("unknown field"), "{}: {e}", s.key);
+            }
+        }
+    }
+
+    #[test]
+    fn reference_lists_every_setting_once() {
+        let md = reference_markdown();
+        for s in SETTINGS {
+            assert_eq!(md.matches(&format!("| `{}` |", s.key)).count(), 1, "{}", s.key);
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_line() {
+        let e = parse("[smtp]\nmax_connections = 10\nmax_conections_per_ip = 3\n").unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(3), "{e}");
+        assert!(e.message.contains("unknown field"), "{e}");
+        assert!(e.to_string().starts_with("test.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_point_at_their_line() {
+        let e = parse("[queue]\n\nmax_lifetime = \"five days\"\n").unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(3), "{e}");
+        let e = parse("[relay]\nnetworks = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(2), "{e}");
+        let e = parse("[smtp]\nmax_message_size = \"12 parsecs\"\n").unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(2), "{e}");
+        assert!(e.message.contains("parsecs"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_their_line() {
+        let e = parse("[smtp]\nmax_recipients = 5\nmax_errors = 0\n").unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(3), "{e}");
+        let text = "[[listener]]\nname = \"a\"\naddress = \"127.0.0.1:25\"\n[[listener]]\nname = \"b\"\naddress = \"127.0.0.1:25\"\n";
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(6), "{e}");
+        let e = parse("[tls]\ncert_file = \"a.pem\"\n").unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(1), "{e}");
+        let e = parse("[relay.tenant_header]\nnetworks = []\n[[relay.tenant_header.tenant]]\nname = \"t\"\nsecret = \"short\"\n").unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(2), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let c = parse("[relay.tenant_header]\nnetworks = [\"10.0.0.0/8\"]\n[[relay.tenant_header.tenant]]\nname = \"t\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n").unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("0123456789abcdef"));
+        assert!(dbg.contains("[redacted]"));
+    }
+
+    #[test]
+    fn sizes_durations_and_next_hops() {
+        assert_eq!(parse_size("10MiB").unwrap(), 10 * 1024 * 1024);
+        assert_eq!(parse_size("10MB").unwrap(), 10_000_000);
+        assert_eq!(parse_size("123").unwrap(), 123);
+        assert!(parse_size("MB").is_err());
+        assert_eq!(parse_duration("5d").unwrap(), Duration::from_secs(432000));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        let h = NextHop::parse("[10.0.0.1]:2525").unwrap();
+        assert_eq!((h.host.as_str(), h.port, h.no_mx), ("10.0.0.1", Some(2525), true));
+        let h = NextHop::parse("relay.example.org").unwrap();
+        assert_eq!(
+            (h.host.as_str(), h.port, h.no_mx),
+            ("relay.example.org", None, false)
+        );
+        let h = NextHop::parse("[::1]:25").unwrap();
+        assert_eq!((h.host.as_str(), h.port), ("::1", Some(25)));
+        assert!(NextHop::parse("10.0.0.1:25").is_err());
+        assert!(NextHop::parse("[x").is_err());
+        assert!(NextHop::parse("bad host").is_err());
+    }
+
+    #[test]
+    fn destination_matching() {
+        let c = parse(
+            "[[delivery.destination]]\ndomain = \".example.org\"\ntls_policy = \"may\"\n\
+             [[delivery.destination]]\ndomain = \"lab.example.org\"\ntls_policy = \"encrypt\"\n",
+        )
+        .unwrap();
+        let d = &c.delivery;
+        assert_eq!(
+            d.destination_for("lab.example.org").unwrap().tls_policy,
+            Some(TlsPolicy::Encrypt)
+        );
+        assert_eq!(
+            d.destination_for("x.Example.org").unwrap().tls_policy,
+            Some(TlsPolicy::May)
+        );
+        assert!(d.destination_for("example.org").is_none());
+        assert!(d.destination_for("other.net").is_none());
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/ward.toml");
+        Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    }
+}

@@ -1,0 +1,1 @@
+//! Outbound delivery. (Being written.)

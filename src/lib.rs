@@ -1,0 +1,23 @@
+//! Ward: a secure SMTP gateway for healthcare.
+//!
+//! The crate is one library with the `ward` binary on top, so integration
+//! tests and benchmarks can use the same code the server runs. Modules are
+//! layered (see DESIGN.md); a module imports only from floors below its own:
+//!
+//! ```text
+//! floor 5   cli · server
+//! floor 4   dispatch
+//! floor 3   smtp · delivery
+//! floor 2   queue · tls
+//! floor 1   config · crypto
+//! ```
+
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod delivery;
+pub mod dispatch;
+pub mod queue;
+pub mod server;
+pub mod smtp;
+pub mod tls;
