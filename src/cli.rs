@@ -1,5 +1,142 @@
-//! Command line. (Being written.)
+//! The command line: `ward serve`, `ward check-config`, `ward hash-password`,
+//! `ward config-reference`.
+//!
+//! Errors are printed as one line saying what is wrong and what to do, with
+//! exit status 1 (2 for usage errors, from clap).
 
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+
+/// Ward: a secure SMTP gateway for healthcare.
+#[derive(Parser, Debug)]
+#[command(name = "ward", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway (SMTP listeners, queue, delivery) until SIGTERM.
+    Serve {
+        /// Configuration file (TOML). Without it Ward runs on its embedded
+        /// defaults: SMTP on 127.0.0.1:2525, data in ./var.
+        #[arg(long, short, env = "WARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file; prints file:line: error and exits 1 if
+    /// it is not valid.
+    CheckConfig {
+        /// Configuration file (TOML).
+        #[arg(long, short, env = "WARD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Read a password from standard input and print an argon2 hash for
+    /// `[[relay.user]] password_hash`.
+    HashPassword,
+    /// Print the reference of every setting, its default and meaning
+    /// (Markdown).
+    ConfigReference,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: configuration is valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::HashPassword => hash_password(),
+        Command::ConfigReference => {
+            print!("{}", crate::config::reference_markdown());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn serve(path: Option<PathBuf>) -> ExitCode {
+    let config = match &path {
+        Some(p) => match Config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("ward: {e}");
+                eprintln!("ward: fix the configuration (check it with `ward check-config --config {}`)", p.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Config::embedded(),
+    };
+    init_logging(&config);
+    if path.is_none() {
+        tracing::info!("no --config given: running on the embedded defaults");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ward").build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ward: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "ward failed");
+            eprintln!("ward: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::try_new(&config.log.level).unwrap_or_else(|e| {
+            eprintln!("ward: log.level `{}` is not a valid filter ({e}); using info", config.log.level);
+            EnvFilter::new("info")
+        })
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+fn hash_password() -> ExitCode {
+    if std::io::stdin().is_terminal() {
+        eprint!("Password (input is echoed; pipe it in to avoid that): ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+        eprintln!("ward: cannot read the password from standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("ward: empty password; write the password on standard input, e.g. `ward hash-password < pwfile`");
+        return ExitCode::FAILURE;
+    }
+    match crate::smtp::relay::hash_password(password.as_bytes()) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ward: hashing failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -563,6 +563,10 @@ pub struct DeliveryConfig {
     pub max_mx_addresses: usize,
     /// Messages sent over one connection before it is closed.
     pub max_messages_per_connection: usize,
+    /// How long an idle delivery connection is kept for the next message to
+    /// the same destination.
+    #[serde(deserialize_with = "de_duration")]
+    pub connection_cache_time: Duration,
     /// TCP connect timeout.
     #[serde(deserialize_with = "de_duration")]
     pub connect_timeout: Duration,
@@ -605,6 +609,7 @@ impl Default for DeliveryConfig {
             destination_concurrency: 20,
             max_mx_addresses: 5,
             max_messages_per_connection: 100,
+            connection_cache_time: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(30),
             greeting_timeout: Duration::from_secs(300),
             command_timeout: Duration::from_secs(300),
@@ -831,7 +836,7 @@ impl Config {
                 );
             }
             for (j, other) in self.listeners.iter().enumerate().take(i) {
-                if other.address == l.address {
+                if other.address == l.address && l.address.port() != 0 {
                     bad(
                         vec![K("listener"), I(i), K("address")],
                         format!("address {} is also used by listener {}", l.address, j + 1),
@@ -1596,8 +1601,9 @@ mod tests {
     }
 
     #[test]
-    fn shipped_config_is_valid() {
+    fn shipped_config_is_the_embedded_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/ward.toml");
-        Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c, Config::embedded());
     }
 }

@@ -1,1 +1,435 @@
-//! Dispatch. (Being written.)
+//! Dispatch: the orchestrator between the queue and delivery.
+//!
+//! Owns: taking due recipient copies from the queue, grouping them per
+//! message and destination domain, running at most
+//! `delivery.destination_concurrency` connections per domain (each reused for
+//! up to `max_messages_per_connection` messages and kept for
+//! `connection_cache_time` when idle), and deciding, in [`Dispatcher::settle`]
+//! and nowhere else, what follows an attempt: done, retry per
+//! `queue.retry_schedule`, or final failure (5xx, or `queue.max_lifetime`
+//! reached). A destination that can't meet its TLS policy is, for now, a
+//! temporary failure and the copy waits; later features (portal fallback)
+//! add a branch there instead of a copy of the logic.
+//!
+//! Invariant 3 is carried by `delivery` (it never sends below policy); this
+//! module never downgrades a policy on retry. Logs carry ids, addresses,
+//! hosts, codes and TLS facts, never content.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::delivery::{AttemptError, AttemptErrorKind, Delivery, OutboundMessage, RecipientOutcome, RemoteReply, TlsEvidence};
+use crate::queue::{AttemptRecord, CopyRecord, FinalState, FinalStatus, Queue, QueueError, QueueId, now_ms};
+
+/// How many claimed copies may wait in memory for a connection. Beyond it,
+/// dispatch stops claiming until workers catch up (the rest stay on disk).
+const MAX_IN_MEMORY: usize = 20_000;
+/// Copies claimed per queue scan.
+const CLAIM_BATCH: usize = 1_000;
+
+/// One message's copies for one destination domain: one SMTP transaction.
+struct Job {
+    id: QueueId,
+    domain: String,
+    copies: Vec<(u32, CopyRecord)>,
+}
+
+#[derive(Default)]
+struct Destination {
+    pending: VecDeque<Job>,
+    workers: usize,
+    wake: Arc<Notify>,
+}
+
+pub struct Dispatcher {
+    config: Arc<Config>,
+    queue: Queue,
+    delivery: Arc<Delivery>,
+    shutdown: CancellationToken,
+    workers: TaskTracker,
+    destinations: Mutex<HashMap<String, Destination>>,
+    in_memory: std::sync::atomic::AtomicUsize,
+    drained: Notify,
+}
+
+/// What an attempt meant for one copy.
+enum CopyResult {
+    Delivered(AttemptRecord),
+    Temporary(AttemptRecord),
+    /// The destination can't meet the TLS policy right now.
+    TlsPolicyNotMet(AttemptRecord),
+    Permanent(AttemptRecord),
+}
+
+impl Dispatcher {
+    pub fn new(config: Arc<Config>, queue: Queue, delivery: Arc<Delivery>, shutdown: CancellationToken) -> Arc<Dispatcher> {
+        Arc::new(Dispatcher {
+            config,
+            queue,
+            delivery,
+            shutdown,
+            workers: TaskTracker::new(),
+            destinations: Mutex::new(HashMap::new()),
+            in_memory: std::sync::atomic::AtomicUsize::new(0),
+            drained: Notify::new(),
+        })
+    }
+
+    /// Runs until shutdown, then waits for workers to finish their current
+    /// transaction (the caller bounds this with the shutdown deadline).
+    pub async fn run(self: Arc<Self>) {
+        let scan = self.config.queue.scan_interval;
+        let mut last_purge = std::time::Instant::now() - Duration::from_secs(3600);
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            let mut full = false;
+            if self.in_memory.load(std::sync::atomic::Ordering::Relaxed) < MAX_IN_MEMORY {
+                match self.queue.claim_due(now_ms(), CLAIM_BATCH).await {
+                    Ok(claimed) => {
+                        full = claimed.len() == CLAIM_BATCH;
+                        if !claimed.is_empty() {
+                            self.enqueue_jobs(claimed).await;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "queue scan failed"),
+                }
+            }
+            if last_purge.elapsed() > Duration::from_secs(3600) {
+                last_purge = std::time::Instant::now();
+                match self.queue.purge_statuses(self.config.queue.status_retention).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(removed = n, "expired delivery statuses purged"),
+                    Err(e) => tracing::warn!(error = %e, "status purge failed"),
+                }
+            }
+            if full && self.in_memory.load(std::sync::atomic::Ordering::Relaxed) < MAX_IN_MEMORY {
+                continue;
+            }
+            tokio::select! {
+                _ = self.queue.arrived() => {}
+                _ = self.drained.notified() => {}
+                _ = tokio::time::sleep(scan) => {}
+                _ = self.shutdown.cancelled() => break,
+            }
+        }
+        self.workers.close();
+        self.workers.wait().await;
+    }
+
+    async fn enqueue_jobs(self: &Arc<Self>, claimed: Vec<(QueueId, u32)>) {
+        // Group by message, then by recipient domain.
+        let mut by_message: Vec<(QueueId, Vec<u32>)> = Vec::new();
+        for (id, idx) in claimed {
+            match by_message.iter_mut().find(|(m, _)| *m == id) {
+                Some((_, v)) => v.push(idx),
+                None => by_message.push((id, vec![idx])),
+            }
+        }
+        for (id, idxs) in by_message {
+            let mut per_domain: Vec<Job> = Vec::new();
+            for idx in idxs {
+                let copy = match self.queue.copy(id, idx).await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::error!(queue_id = %id, error = %e, "cannot read recipient copy");
+                        continue;
+                    }
+                };
+                let domain = copy.recipient.domain();
+                match per_domain.iter_mut().find(|j| j.domain == domain) {
+                    Some(j) => j.copies.push((idx, copy)),
+                    None => per_domain.push(Job { id, domain, copies: vec![(idx, copy)] }),
+                }
+            }
+            for job in per_domain {
+                self.push(job);
+            }
+        }
+    }
+
+    fn push(self: &Arc<Self>, job: Job) {
+        self.in_memory.fetch_add(job.copies.len(), std::sync::atomic::Ordering::Relaxed);
+        let limit = self.config.delivery.destination_concurrency;
+        let domain = job.domain.clone();
+        let spawn = {
+            let mut map = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
+            let d = map.entry(domain.clone()).or_default();
+            d.pending.push_back(job);
+            d.wake.notify_one();
+            if d.workers < limit && d.workers < d.pending.len() {
+                d.workers += 1;
+                true
+            } else {
+                false
+            }
+        };
+        if spawn {
+            let me = self.clone();
+            self.workers.spawn(async move { me.worker(domain).await });
+        }
+    }
+
+    /// Takes the next job for `domain`, waiting up to the connection cache
+    /// time when a connection is open. On None the worker has been
+    /// unregistered.
+    async fn next_job(&self, domain: &str, linger: bool) -> Option<Job> {
+        let wait = self.config.delivery.connection_cache_time;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let wake = {
+                let mut map = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(d) = map.get_mut(domain) else { return None };
+                if let Some(job) = d.pending.pop_front() {
+                    return Some(job);
+                }
+                if !linger || self.shutdown.is_cancelled() || tokio::time::Instant::now() >= deadline {
+                    d.workers -= 1;
+                    if d.workers == 0 && d.pending.is_empty() {
+                        map.remove(domain);
+                    }
+                    return None;
+                }
+                d.wake.clone()
+            };
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// One connection's worth of work for a destination.
+    async fn worker(self: Arc<Self>, domain: String) {
+        let max_per_conn = self.config.delivery.max_messages_per_connection;
+        let mut conn: Option<crate::delivery::Connection> = None;
+        while let Some(job) = self.next_job(&domain, conn.is_some()).await {
+            let n = job.copies.len();
+            self.run_job(&mut conn, job).await;
+            self.in_memory.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+            self.drained.notify_one();
+            if conn.as_ref().is_some_and(|c| !c.is_reusable() || c.messages_sent() >= max_per_conn) {
+                if let Some(c) = conn.take() {
+                    c.quit().await;
+                }
+            }
+        }
+        if let Some(c) = conn.take() {
+            c.quit().await;
+        }
+    }
+
+    async fn run_job(&self, conn: &mut Option<crate::delivery::Connection>, job: Job) {
+        let (meta, content) = match self.queue.load(job.id).await {
+            Ok(x) => x,
+            Err(QueueError::NotFound(_)) => return,
+            Err(e) => {
+                tracing::error!(queue_id = %job.id, error = %e, "cannot load message; will retry");
+                let err = AttemptError {
+                    kind: AttemptErrorKind::Temporary,
+                    detail: "local error loading the message".into(),
+                    reply: None,
+                    evidence: None,
+                    remote: None,
+                };
+                let meta = self.queue.meta(job.id).await.ok();
+                let received = meta.as_ref().map(|m| m.received_ms).unwrap_or_else(now_ms);
+                let sender = meta.as_ref().map(|m| m.envelope.sender.as_str()).unwrap_or("");
+                for (idx, copy) in job.copies {
+                    self.settle(job.id, idx, copy, received, sender, error_result(&err)).await;
+                }
+                return;
+            }
+        };
+        if conn.is_none() {
+            match self.delivery.connect(&job.domain).await {
+                Ok(c) => *conn = Some(c),
+                Err(e) => {
+                    self.fail_job(&job, &meta, &e).await;
+                    // A destination that can't be reached now fails every
+                    // job waiting for it, rather than each paying the
+                    // connect timeouts again.
+                    let waiting: Vec<Job> = {
+                        let mut map = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
+                        map.get_mut(&job.domain).map(|d| d.pending.drain(..).collect()).unwrap_or_default()
+                    };
+                    for other in waiting {
+                        let n = other.copies.len();
+                        match self.queue.meta(other.id).await {
+                            Ok(m) => self.fail_job(&other, &m, &e).await,
+                            Err(_) => {}
+                        }
+                        self.in_memory.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    return;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { return };
+        let recipients: Vec<_> = job.copies.iter().map(|(_, c)| c.recipient.clone()).collect();
+        let msg = OutboundMessage { envelope: &meta.envelope, recipients: &recipients, content: &content };
+        let result = c.send(&msg).await;
+        drop(content);
+        let evidence = c.evidence().clone();
+        let remote = c.remote().to_string();
+        match result {
+            Ok(outcomes) => {
+                for ((idx, copy), outcome) in job.copies.into_iter().zip(outcomes) {
+                    let r = outcome_result(&outcome, &remote, &evidence);
+                    self.settle(job.id, idx, copy, meta.received_ms, &meta.envelope.sender, r).await;
+                }
+            }
+            Err(e) => {
+                *conn = None;
+                self.fail_job(&job, &meta, &e).await;
+            }
+        }
+    }
+
+    async fn fail_job(&self, job: &Job, meta: &crate::queue::MessageMeta, e: &AttemptError) {
+        for (idx, copy) in &job.copies {
+            self.settle(job.id, *idx, copy.clone(), meta.received_ms, &meta.envelope.sender, error_result(e)).await;
+        }
+    }
+
+    /// The one place that decides what follows an attempt.
+    async fn settle(&self, id: QueueId, idx: u32, mut copy: CopyRecord, received_ms: u64, sender: &str, result: CopyResult) {
+        copy.attempts += 1;
+        let now = now_ms();
+        let (final_state, record) = match result {
+            CopyResult::Delivered(r) => (Some(FinalState::Delivered), r),
+            CopyResult::Permanent(r) => (Some(FinalState::Failed), r),
+            // Portal fallback will branch here for copies marked `protect`.
+            CopyResult::TlsPolicyNotMet(r) | CopyResult::Temporary(r) => {
+                let schedule = &self.config.queue.retry_schedule;
+                let step = (copy.attempts as usize).saturating_sub(1).min(schedule.len().saturating_sub(1));
+                let delay = schedule.get(step).copied().unwrap_or(Duration::from_secs(300));
+                let next = now + delay.as_millis() as u64;
+                let expires = received_ms + self.config.queue.max_lifetime.as_millis() as u64;
+                if next > expires {
+                    let mut r = r;
+                    r.outcome = "expired".into();
+                    (Some(FinalState::Expired), r)
+                } else {
+                    copy.next_attempt_ms = next;
+                    (None, r)
+                }
+            }
+        };
+        log_attempt(id, &copy, &record, final_state, received_ms);
+        copy.last = Some(record.clone());
+        let stored = match final_state {
+            Some(state) => {
+                let status = FinalStatus {
+                    recipient: copy.recipient.clone(),
+                    sender: sender.to_string(),
+                    state,
+                    attempts: copy.attempts,
+                    received_ms,
+                    finished_ms: now,
+                    last: Some(record),
+                };
+                self.queue.finish(id, idx, status).await.map(|_| ())
+            }
+            None => self.queue.reschedule(id, idx, copy).await,
+        };
+        if let Err(e) = stored {
+            // The copy stays pending on disk; after a restart it is retried.
+            tracing::error!(queue_id = %id, error = %e, "cannot record delivery result");
+        }
+    }
+}
+
+fn tls_fields(r: &mut AttemptRecord, e: &TlsEvidence) {
+    r.tls_version = e.version.clone();
+    r.tls_cipher = e.cipher.clone();
+    r.tls_verified = Some(e.verified);
+}
+
+fn reply_fields(r: &mut AttemptRecord, reply: &RemoteReply) {
+    r.reply_code = Some(reply.code);
+    r.status = reply.status.clone();
+    r.detail = reply.text.clone();
+}
+
+fn outcome_result(o: &RecipientOutcome, remote: &str, evidence: &TlsEvidence) -> CopyResult {
+    let mut r = AttemptRecord { at_ms: now_ms(), remote: Some(remote.to_string()), ..Default::default() };
+    tls_fields(&mut r, evidence);
+    match o {
+        RecipientOutcome::Delivered(reply) => {
+            reply_fields(&mut r, reply);
+            r.outcome = "delivered".into();
+            CopyResult::Delivered(r)
+        }
+        RecipientOutcome::Deferred(reply) => {
+            reply_fields(&mut r, reply);
+            r.outcome = "deferred".into();
+            CopyResult::Temporary(r)
+        }
+        RecipientOutcome::Failed(reply) => {
+            reply_fields(&mut r, reply);
+            r.outcome = "failed".into();
+            CopyResult::Permanent(r)
+        }
+    }
+}
+
+fn error_result(e: &AttemptError) -> CopyResult {
+    let mut r = AttemptRecord { at_ms: now_ms(), remote: e.remote.clone(), detail: e.detail.clone(), ..Default::default() };
+    if let Some(reply) = &e.reply {
+        reply_fields(&mut r, reply);
+        if r.detail.is_empty() {
+            r.detail = e.detail.clone();
+        }
+    }
+    if let Some(ev) = &e.evidence {
+        tls_fields(&mut r, ev);
+    }
+    match e.kind {
+        AttemptErrorKind::Temporary => {
+            r.outcome = "deferred".into();
+            CopyResult::Temporary(r)
+        }
+        AttemptErrorKind::TlsPolicyNotMet => {
+            r.outcome = "tls-policy".into();
+            CopyResult::TlsPolicyNotMet(r)
+        }
+        AttemptErrorKind::Permanent => {
+            r.outcome = "failed".into();
+            CopyResult::Permanent(r)
+        }
+    }
+}
+
+fn log_attempt(id: QueueId, copy: &CopyRecord, r: &AttemptRecord, state: Option<FinalState>, received_ms: u64) {
+    let delay_s = now_ms().saturating_sub(received_ms) as f64 / 1000.0;
+    let remote = r.remote.as_deref().unwrap_or("-");
+    let tls = r.tls_version.as_deref().unwrap_or("none");
+    let verified = r.tls_verified.unwrap_or(false);
+    let code = r.reply_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+    let status = r.status.as_deref().unwrap_or("-");
+    match state {
+        Some(FinalState::Delivered) => tracing::info!(
+            queue_id = %id, to = %copy.recipient.address, remote, tls, verified, code, status, delay_s,
+            attempts = copy.attempts, "delivered"
+        ),
+        Some(s) => tracing::warn!(
+            queue_id = %id, to = %copy.recipient.address, remote, tls, verified, code, status,
+            detail = %r.detail, attempts = copy.attempts, state = ?s, "delivery failed permanently"
+        ),
+        None => tracing::info!(
+            queue_id = %id, to = %copy.recipient.address, remote, tls, verified, code, status,
+            detail = %r.detail, attempts = copy.attempts, outcome = %r.outcome,
+            next_attempt_in_s = copy.next_attempt_ms.saturating_sub(now_ms()) / 1000, "delivery deferred"
+        ),
+    }
+}

@@ -1,1 +1,160 @@
-//! Server. (Being written.)
+//! The server: starts everything in order and stops it in order.
+//!
+//! Start: data directory (mode 0700), master key (created 0600 on first
+//! start), TLS certificate (configured, or self-signed on first start with a
+//! warning), the queue (its due index rebuilt, so queued mail resumes),
+//! delivery, listeners (all bound before any serves, so a bind error stops
+//! the start cleanly), dispatch.
+//!
+//! Stop (SIGTERM or SIGINT): listeners stop accepting, idle sessions get
+//! 421 4.3.2, sessions in DATA finish their message, deliveries finish their
+//! transaction; all of it within `server.shutdown_timeout`, after which
+//! remaining tasks are dropped (their copies are pending on disk and resume
+//! at the next start). Then the queue is flushed and the process exits 0.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ListenerTls};
+use crate::crypto::MasterKey;
+use crate::delivery::Delivery;
+use crate::dispatch::Dispatcher;
+use crate::queue::Queue;
+use crate::smtp::{self, SmtpContext};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("data directory {path}: {reason}")]
+    DataDir { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Key(#[from] crate::crypto::CryptoError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("opening the queue in {path}: {source} (is another ward running on this data_dir?)")]
+    Queue { path: PathBuf, source: crate::queue::QueueError },
+    #[error(transparent)]
+    Delivery(#[from] crate::delivery::DeliveryError),
+    #[error("listener {name}: cannot listen on {address}: {source}")]
+    Bind { name: String, address: SocketAddr, source: std::io::Error },
+    #[error("signal handling: {0}")]
+    Signal(std::io::Error),
+}
+
+fn prepare_data_dir(dir: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |reason: String| ServerError::DataDir { path: dir.to_path_buf(), reason };
+    std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create: {e}")))?;
+    let meta = std::fs::metadata(dir).map_err(|e| err(e.to_string()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        // Everything in it is encrypted, but names and sizes are nobody
+        // else's business either.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| err(format!("cannot set mode 0700: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Runs Ward until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    let config = Arc::new(config);
+    let data_dir = config.server.data_dir.clone();
+    prepare_data_dir(&data_dir)?;
+
+    let key_path = config.server.master_key_path();
+    let (master, created) = MasterKey::load_or_create(&key_path)?;
+    if created {
+        tracing::warn!(path = %key_path.display(), "created a new master key; back it up: without it the queue can't be read");
+    }
+    let master = Arc::new(master);
+
+    let relay = smtp::relay::RelayPolicy::new(&config.relay);
+    let cert = crate::tls::server_certificate(&config)?;
+    if cert.generated {
+        tracing::warn!(
+            path = %data_dir.join("tls").display(),
+            "no tls.cert_file configured: generated a self-signed certificate; configure a real one for production"
+        );
+    } else if cert.self_signed {
+        tracing::warn!("using the self-signed certificate from the data directory; configure tls.cert_file for production");
+    }
+    let server_tls = crate::tls::server_config(&config, &cert, relay.wants_client_certificates())?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
+
+    let queue_dir = data_dir.join("queue");
+    let cache = config.queue.cache_size;
+    let q_master = master.clone();
+    let queue = tokio::task::spawn_blocking(move || Queue::open(&queue_dir, cache, q_master))
+        .await
+        .map_err(|e| ServerError::DataDir { path: data_dir.clone(), reason: e.to_string() })?
+        .map_err(|source| ServerError::Queue { path: data_dir.join("queue"), source })?;
+
+    let delivery = Arc::new(Delivery::new(&config)?);
+
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let (listener, addr) =
+            smtp::bind(l).await.map_err(|source| ServerError::Bind { name: l.name.clone(), address: l.address, source })?;
+        bound.push((listener, addr, Arc::new(l.clone())));
+    }
+
+    let shutdown = CancellationToken::new();
+    let ctx = Arc::new(SmtpContext::new(config.clone(), Some(acceptor), queue.clone(), shutdown.clone()));
+    let mut listener_tasks = Vec::new();
+    for (listener, addr, cfg) in bound {
+        let tls = match cfg.tls {
+            ListenerTls::Starttls => "starttls",
+            ListenerTls::Implicit => "implicit TLS",
+            ListenerTls::None => "no TLS",
+        };
+        // Tests and scripts wait for this line; keep its shape.
+        tracing::info!(listener = %cfg.name, "listening on {addr} ({tls})");
+        listener_tasks.push(tokio::spawn(smtp::serve_listener(ctx.clone(), listener, cfg)));
+    }
+
+    let dispatcher = Dispatcher::new(config.clone(), queue.clone(), delivery, shutdown.clone());
+    let dispatch_task = tokio::spawn(dispatcher.run());
+    tracing::info!(hostname = %ctx.hostname, data_dir = %config.server.data_dir.display(), "ward started");
+
+    wait_for_stop_signal().await?;
+    tracing::info!("stopping: no new connections; finishing sessions and deliveries in progress");
+    shutdown.cancel();
+    for t in listener_tasks {
+        let _ = t.await;
+    }
+    let deadline = tokio::time::Instant::now() + config.server.shutdown_timeout;
+    ctx.sessions.close();
+    if tokio::time::timeout_at(deadline, ctx.sessions.wait()).await.is_err() {
+        tracing::warn!(open = ctx.open_connections(), "shutdown_timeout reached with sessions still open; closing them");
+    }
+    if tokio::time::timeout_at(deadline, dispatch_task).await.is_err() {
+        tracing::warn!("shutdown_timeout reached with deliveries in progress; they resume at the next start");
+    }
+    if let Err(e) = queue.flush().await {
+        tracing::error!(error = %e, "final queue flush failed");
+    }
+    let q = queue.clone();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tokio::task::spawn_blocking(move || q.close())).await;
+    tracing::info!("ward stopped");
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> Result<(), ServerError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(ServerError::Signal)?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                // Without a handler SIGHUP would kill the process.
+                tracing::warn!("SIGHUP received: live reload is not available in this version; restart ward to apply configuration changes");
+            }
+        }
+    }
+}

@@ -1,9 +1,190 @@
-//! Inbound SMTP. (Being written.)
+//! Inbound SMTP: listeners, accept limits, sessions, relay authorization and
+//! the command and data parsers.
+//!
+//! Owns: everything between a client's TCP connect and the durable queueing
+//! of its message. It does not deliver and does not read the queue.
+//!
+//! Accept-time guarantees (invariant 5): a client in a denied network gets
+//! 554 5.7.1 and is closed; over `max_connections` or
+//! `max_connections_per_ip` it gets 421 4.7.0 and is closed. These replies
+//! are written by short-lived tasks with a timeout, so a client that never
+//! reads can't stall the accept loop. Each session runs in its own task;
+//! a misbehaving client only ever costs its own task.
+//!
+//! Shutdown: when the server's token is cancelled, listeners stop
+//! accepting; idle sessions answer 421 4.3.2 and close; a session in the
+//! middle of DATA finishes its message first. The server waits for sessions
+//! up to `server.shutdown_timeout`.
 
 pub mod address;
 pub mod command;
 pub mod data;
 pub mod headers;
+pub mod relay;
 pub mod reply;
+mod session;
+mod stream;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use reply::Reply;
+pub use session::rfc5322_date;
+
+use crate::config::{Config, ListenerConfig};
+use crate::queue::Queue;
+use relay::{RelayPolicy, canonical};
+
+/// What every session shares.
+pub struct SmtpContext {
+    pub config: Arc<Config>,
+    /// The name in the greeting and Received headers.
+    pub hostname: String,
+    /// None only when TLS could not be configured (then STARTTLS is not
+    /// offered and implicit-TLS listeners can't start).
+    pub tls: Option<TlsAcceptor>,
+    pub relay: RelayPolicy,
+    pub queue: Queue,
+    pub shutdown: CancellationToken,
+    pub sessions: TaskTracker,
+    connections: AtomicUsize,
+    per_ip: DashMap<IpAddr, usize>,
+    next_session: AtomicU64,
+}
+
+impl SmtpContext {
+    pub fn new(
+        config: Arc<Config>,
+        tls: Option<TlsAcceptor>,
+        queue: Queue,
+        shutdown: CancellationToken,
+    ) -> SmtpContext {
+        SmtpContext {
+            hostname: config.server.effective_hostname(),
+            relay: RelayPolicy::new(&config.relay),
+            config,
+            tls,
+            queue,
+            shutdown,
+            sessions: TaskTracker::new(),
+            connections: AtomicUsize::new(0),
+            per_ip: DashMap::new(),
+            next_session: AtomicU64::new(1),
+        }
+    }
+
+    /// Sessions open now.
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a connection while it lives (total and per client IP).
+pub struct ConnectionGuard {
+    ctx: Arc<SmtpContext>,
+    ip: IpAddr,
+}
+
+impl ConnectionGuard {
+    /// Registers a connection; returns the guard and the counts after it.
+    fn register(ctx: &Arc<SmtpContext>, ip: IpAddr) -> (ConnectionGuard, usize, usize) {
+        let total = ctx.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        let per_ip = {
+            let mut e = ctx.per_ip.entry(ip).or_insert(0);
+            *e += 1;
+            *e
+        };
+        (ConnectionGuard { ctx: ctx.clone(), ip }, total, per_ip)
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.ctx.connections.fetch_sub(1, Ordering::Relaxed);
+        // Remove the entry at zero so idle addresses don't accumulate.
+        self.ctx.per_ip.remove_if_mut(&self.ip, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
+    }
+}
+
+/// Accepts connections on one listener until shutdown.
+pub async fn serve_listener(ctx: Arc<SmtpContext>, listener: TcpListener, cfg: Arc<ListenerConfig>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(listener = %cfg.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let ip = canonical(peer.ip());
+        if !ctx.relay.may_connect(ip) {
+            tracing::info!(listener = %cfg.name, client = %peer, "connection refused: network not allowed");
+            refuse(tcp, Reply::connection_refused());
+            continue;
+        }
+        let (guard, total, per_ip) = ConnectionGuard::register(&ctx, ip);
+        let smtp = &ctx.config.smtp;
+        if total > smtp.max_connections {
+            tracing::warn!(listener = %cfg.name, client = %peer, total, "connection refused: max_connections");
+            refuse_guarded(tcp, Reply::too_many_connections(), guard);
+            continue;
+        }
+        if per_ip > smtp.max_connections_per_ip {
+            tracing::warn!(listener = %cfg.name, client = %peer, per_ip, "connection refused: max_connections_per_ip");
+            refuse_guarded(tcp, Reply::too_many_connections_from_ip(), guard);
+            continue;
+        }
+        let id = ctx.next_session.fetch_add(1, Ordering::Relaxed);
+        let session = session::Session::new(ctx.clone(), cfg.clone(), tcp, peer, id, guard);
+        ctx.sessions.spawn(session.run());
+    }
+    tracing::info!(listener = %cfg.name, "listener stopped");
+}
+
+fn refuse(tcp: TcpStream, reply: Reply) {
+    tokio::spawn(write_and_close(tcp, reply));
+}
+
+fn refuse_guarded(tcp: TcpStream, reply: Reply, guard: ConnectionGuard) {
+    tokio::spawn(async move {
+        write_and_close(tcp, reply).await;
+        drop(guard);
+    });
+}
+
+async fn write_and_close(mut tcp: TcpStream, reply: Reply) {
+    let mut out = Vec::new();
+    reply.write_to(&mut out);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        tcp.write_all(&out).await?;
+        tcp.shutdown().await
+    })
+    .await;
+}
+
+/// Binds a listener's address (separate from serving so the server can
+/// report bind errors before it starts anything else).
+pub async fn bind(cfg: &ListenerConfig) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind(cfg.address).await?;
+    let addr = l.local_addr()?;
+    Ok((l, addr))
+}
