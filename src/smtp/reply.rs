@@ -301,6 +301,14 @@ impl Reply {
     pub fn storage_failed() -> Reply {
         Reply::new(451, "4.3.0", "Message could not be stored, try again later")
     }
+
+    // --- added by parser work
+    pub fn command_not_utf8() -> Reply {
+        Reply::new(500, "5.5.2", "Syntax error: command is not valid UTF-8")
+    }
+    pub fn invalid_base64() -> Reply {
+        Reply::new(501, "5.5.2", "Invalid base64 data")
+    }
 }
 
 #[cfg(test)]
