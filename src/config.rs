@@ -1601,6 +1601,18 @@ mod tests {
     }
 
     #[test]
+    fn readme_reference_is_current() {
+        let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        let start = "<!-- config-reference:start -->\n";
+        let section = readme.split(start).nth(1).and_then(|r| r.split("<!-- config-reference:end -->").next());
+        assert_eq!(
+            section,
+            Some(reference_markdown().as_str()),
+            "README's configuration reference is stale: run tools/update-readme-reference.sh"
+        );
+    }
+
+    #[test]
     fn shipped_config_is_the_embedded_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/ward.toml");
         let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
