@@ -236,6 +236,7 @@ impl Dispatcher {
                 tracing::error!(queue_id = %job.id, error = %e, "cannot load message; will retry");
                 let err = AttemptError {
                     kind: AttemptErrorKind::Temporary,
+                    status: "4.3.0".into(),
                     detail: "local error loading the message".into(),
                     reply: None,
                     evidence: None,
@@ -384,12 +385,20 @@ fn outcome_result(o: &RecipientOutcome, remote: &str, evidence: &TlsEvidence) ->
 }
 
 fn error_result(e: &AttemptError) -> CopyResult {
-    let mut r = AttemptRecord { at_ms: now_ms(), remote: e.remote.clone(), detail: e.detail.clone(), ..Default::default() };
+    let mut r = AttemptRecord {
+        at_ms: now_ms(),
+        remote: e.remote.clone(),
+        status: Some(e.status.clone()),
+        detail: e.detail.clone(),
+        ..Default::default()
+    };
     if let Some(reply) = &e.reply {
         reply_fields(&mut r, reply);
-        if r.detail.is_empty() {
-            r.detail = e.detail.clone();
+        if r.status.is_none() {
+            r.status = Some(e.status.clone());
         }
+        // Keep the local explanation next to the remote text.
+        r.detail = format!("{}: {}", e.detail, reply.text);
     }
     if let Some(ev) = &e.evidence {
         tls_fields(&mut r, ev);

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::client::SmtpClient;
-use common::ward::Ward;
+use common::process::Ward;
 
 /// Deliveries go nowhere (port 1 on loopback refuses), so these tests only
 /// see the inbound side.
