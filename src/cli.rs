@@ -72,7 +72,10 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("ward: {e}");
-                eprintln!("ward: fix the configuration (check it with `ward check-config --config {}`)", p.display());
+                eprintln!(
+                    "ward: fix the configuration (check it with `ward check-config --config {}`)",
+                    p.display()
+                );
                 return ExitCode::FAILURE;
             }
         },
@@ -82,7 +85,11 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
     if path.is_none() {
         tracing::info!("no --config given: running on the embedded defaults");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("ward").build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ward")
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ward: cannot start the async runtime: {e}");
@@ -103,11 +110,16 @@ fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::try_new(&config.log.level).unwrap_or_else(|e| {
-            eprintln!("ward: log.level `{}` is not a valid filter ({e}); using info", config.log.level);
+            eprintln!(
+                "ward: log.level `{}` is not a valid filter ({e}); using info",
+                config.log.level
+            );
             EnvFilter::new("info")
         })
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
@@ -126,7 +138,9 @@ fn hash_password() -> ExitCode {
     }
     let password = line.trim_end_matches(['\r', '\n']);
     if password.is_empty() {
-        eprintln!("ward: empty password; write the password on standard input, e.g. `ward hash-password < pwfile`");
+        eprintln!(
+            "ward: empty password; write the password on standard input, e.g. `ward hash-password < pwfile`"
+        );
         return ExitCode::FAILURE;
     }
     match crate::smtp::relay::hash_password(password.as_bytes()) {

@@ -1602,9 +1602,13 @@ mod tests {
 
     #[test]
     fn readme_reference_is_current() {
-        let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
         let start = "<!-- config-reference:start -->\n";
-        let section = readme.split(start).nth(1).and_then(|r| r.split("<!-- config-reference:end -->").next());
+        let section = readme
+            .split(start)
+            .nth(1)
+            .and_then(|r| r.split("<!-- config-reference:end -->").next());
         assert_eq!(
             section,
             Some(reference_markdown().as_str()),

@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::delivery::{AttemptError, AttemptErrorKind, Delivery, OutboundMessage, RecipientOutcome, RemoteReply, TlsEvidence};
+use crate::delivery::{
+    AttemptError, AttemptErrorKind, Delivery, OutboundMessage, RecipientOutcome, RemoteReply, TlsEvidence,
+};
 use crate::queue::{AttemptRecord, CopyRecord, FinalState, FinalStatus, Queue, QueueError, QueueId, now_ms};
 
 /// How many claimed copies may wait in memory for a connection. Beyond it,
@@ -68,7 +70,12 @@ enum CopyResult {
 }
 
 impl Dispatcher {
-    pub fn new(config: Arc<Config>, queue: Queue, delivery: Arc<Delivery>, shutdown: CancellationToken) -> Arc<Dispatcher> {
+    pub fn new(
+        config: Arc<Config>,
+        queue: Queue,
+        delivery: Arc<Delivery>,
+        shutdown: CancellationToken,
+    ) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
             config,
             queue,
@@ -104,7 +111,11 @@ impl Dispatcher {
             }
             if last_purge.elapsed() > Duration::from_secs(3600) {
                 last_purge = std::time::Instant::now();
-                match self.queue.purge_statuses(self.config.queue.status_retention).await {
+                match self
+                    .queue
+                    .purge_statuses(self.config.queue.status_retention)
+                    .await
+                {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(removed = n, "expired delivery statuses purged"),
                     Err(e) => tracing::warn!(error = %e, "status purge failed"),
@@ -147,7 +158,11 @@ impl Dispatcher {
                 let domain = copy.recipient.domain();
                 match per_domain.iter_mut().find(|j| j.domain == domain) {
                     Some(j) => j.copies.push((idx, copy)),
-                    None => per_domain.push(Job { id, domain, copies: vec![(idx, copy)] }),
+                    None => per_domain.push(Job {
+                        id,
+                        domain,
+                        copies: vec![(idx, copy)],
+                    }),
                 }
             }
             for job in per_domain {
@@ -157,7 +172,8 @@ impl Dispatcher {
     }
 
     fn push(self: &Arc<Self>, job: Job) {
-        self.in_memory.fetch_add(job.copies.len(), std::sync::atomic::Ordering::Relaxed);
+        self.in_memory
+            .fetch_add(job.copies.len(), std::sync::atomic::Ordering::Relaxed);
         let limit = self.config.delivery.destination_concurrency;
         let domain = job.domain.clone();
         let spawn = {
@@ -217,7 +233,10 @@ impl Dispatcher {
             self.run_job(&mut conn, job).await;
             self.in_memory.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
             self.drained.notify_one();
-            if conn.as_ref().is_some_and(|c| !c.is_reusable() || c.messages_sent() >= max_per_conn) {
+            if conn
+                .as_ref()
+                .is_some_and(|c| !c.is_reusable() || c.messages_sent() >= max_per_conn)
+            {
                 if let Some(c) = conn.take() {
                     c.quit().await;
                 }
@@ -246,7 +265,8 @@ impl Dispatcher {
                 let received = meta.as_ref().map(|m| m.received_ms).unwrap_or_else(now_ms);
                 let sender = meta.as_ref().map(|m| m.envelope.sender.as_str()).unwrap_or("");
                 for (idx, copy) in job.copies {
-                    self.settle(job.id, idx, copy, received, sender, error_result(&err)).await;
+                    self.settle(job.id, idx, copy, received, sender, error_result(&err))
+                        .await;
                 }
                 return;
             }
@@ -261,7 +281,9 @@ impl Dispatcher {
                     // connect timeouts again.
                     let waiting: Vec<Job> = {
                         let mut map = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
-                        map.get_mut(&job.domain).map(|d| d.pending.drain(..).collect()).unwrap_or_default()
+                        map.get_mut(&job.domain)
+                            .map(|d| d.pending.drain(..).collect())
+                            .unwrap_or_default()
                     };
                     for other in waiting {
                         let n = other.copies.len();
@@ -277,7 +299,11 @@ impl Dispatcher {
         }
         let Some(c) = conn.as_mut() else { return };
         let recipients: Vec<_> = job.copies.iter().map(|(_, c)| c.recipient.clone()).collect();
-        let msg = OutboundMessage { envelope: &meta.envelope, recipients: &recipients, content: &content };
+        let msg = OutboundMessage {
+            envelope: &meta.envelope,
+            recipients: &recipients,
+            content: &content,
+        };
         let result = c.send(&msg).await;
         drop(content);
         let evidence = c.evidence().clone();
@@ -286,7 +312,8 @@ impl Dispatcher {
             Ok(outcomes) => {
                 for ((idx, copy), outcome) in job.copies.into_iter().zip(outcomes) {
                     let r = outcome_result(&outcome, &remote, &evidence);
-                    self.settle(job.id, idx, copy, meta.received_ms, &meta.envelope.sender, r).await;
+                    self.settle(job.id, idx, copy, meta.received_ms, &meta.envelope.sender, r)
+                        .await;
                 }
             }
             Err(e) => {
@@ -298,12 +325,28 @@ impl Dispatcher {
 
     async fn fail_job(&self, job: &Job, meta: &crate::queue::MessageMeta, e: &AttemptError) {
         for (idx, copy) in &job.copies {
-            self.settle(job.id, *idx, copy.clone(), meta.received_ms, &meta.envelope.sender, error_result(e)).await;
+            self.settle(
+                job.id,
+                *idx,
+                copy.clone(),
+                meta.received_ms,
+                &meta.envelope.sender,
+                error_result(e),
+            )
+            .await;
         }
     }
 
     /// The one place that decides what follows an attempt.
-    async fn settle(&self, id: QueueId, idx: u32, mut copy: CopyRecord, received_ms: u64, sender: &str, result: CopyResult) {
+    async fn settle(
+        &self,
+        id: QueueId,
+        idx: u32,
+        mut copy: CopyRecord,
+        received_ms: u64,
+        sender: &str,
+        result: CopyResult,
+    ) {
         copy.attempts += 1;
         let now = now_ms();
         let (final_state, record) = match result {
@@ -312,7 +355,9 @@ impl Dispatcher {
             // Portal fallback will branch here for copies marked `protect`.
             CopyResult::TlsPolicyNotMet(r) | CopyResult::Temporary(r) => {
                 let schedule = &self.config.queue.retry_schedule;
-                let step = (copy.attempts as usize).saturating_sub(1).min(schedule.len().saturating_sub(1));
+                let step = (copy.attempts as usize)
+                    .saturating_sub(1)
+                    .min(schedule.len().saturating_sub(1));
                 let delay = schedule.get(step).copied().unwrap_or(Duration::from_secs(300));
                 let next = now + delay.as_millis() as u64;
                 let expires = received_ms + self.config.queue.max_lifetime.as_millis() as u64;
@@ -363,7 +408,11 @@ fn reply_fields(r: &mut AttemptRecord, reply: &RemoteReply) {
 }
 
 fn outcome_result(o: &RecipientOutcome, remote: &str, evidence: &TlsEvidence) -> CopyResult {
-    let mut r = AttemptRecord { at_ms: now_ms(), remote: Some(remote.to_string()), ..Default::default() };
+    let mut r = AttemptRecord {
+        at_ms: now_ms(),
+        remote: Some(remote.to_string()),
+        ..Default::default()
+    };
     tls_fields(&mut r, evidence);
     match o {
         RecipientOutcome::Delivered(reply) => {
@@ -419,7 +468,13 @@ fn error_result(e: &AttemptError) -> CopyResult {
     }
 }
 
-fn log_attempt(id: QueueId, copy: &CopyRecord, r: &AttemptRecord, state: Option<FinalState>, received_ms: u64) {
+fn log_attempt(
+    id: QueueId,
+    copy: &CopyRecord,
+    r: &AttemptRecord,
+    state: Option<FinalState>,
+    received_ms: u64,
+) {
     let delay_s = now_ms().saturating_sub(received_ms) as f64 / 1000.0;
     let remote = r.remote.as_deref().unwrap_or("-");
     let tls = r.tls_version.as_deref().unwrap_or("none");
@@ -428,15 +483,15 @@ fn log_attempt(id: QueueId, copy: &CopyRecord, r: &AttemptRecord, state: Option<
     let status = r.status.as_deref().unwrap_or("-");
     match state {
         Some(FinalState::Delivered) => tracing::info!(
-            queue_id = %id, to = %copy.recipient.address, remote, tls, verified, code, status, delay_s,
+            queue_id = %id, to = %copy.recipient.address, remote = %remote, tls = %tls, verified, code = %code, status = %status, delay_s,
             attempts = copy.attempts, "delivered"
         ),
         Some(s) => tracing::warn!(
-            queue_id = %id, to = %copy.recipient.address, remote, tls, verified, code, status,
+            queue_id = %id, to = %copy.recipient.address, remote = %remote, tls = %tls, verified, code = %code, status = %status,
             detail = %r.detail, attempts = copy.attempts, state = ?s, "delivery failed permanently"
         ),
         None => tracing::info!(
-            queue_id = %id, to = %copy.recipient.address, remote, tls, verified, code, status,
+            queue_id = %id, to = %copy.recipient.address, remote = %remote, tls = %tls, verified, code = %code, status = %status,
             detail = %r.detail, attempts = copy.attempts, outcome = %r.outcome,
             next_attempt_in_s = copy.next_attempt_ms.saturating_sub(now_ms()) / 1000, "delivery deferred"
         ),

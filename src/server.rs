@@ -35,18 +35,28 @@ pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error("opening the queue in {path}: {source} (is another ward running on this data_dir?)")]
-    Queue { path: PathBuf, source: crate::queue::QueueError },
+    Queue {
+        path: PathBuf,
+        source: crate::queue::QueueError,
+    },
     #[error(transparent)]
     Delivery(#[from] crate::delivery::DeliveryError),
     #[error("listener {name}: cannot listen on {address}: {source}")]
-    Bind { name: String, address: SocketAddr, source: std::io::Error },
+    Bind {
+        name: String,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("signal handling: {0}")]
     Signal(std::io::Error),
 }
 
 fn prepare_data_dir(dir: &Path) -> Result<(), ServerError> {
     use std::os::unix::fs::PermissionsExt;
-    let err = |reason: String| ServerError::DataDir { path: dir.to_path_buf(), reason };
+    let err = |reason: String| ServerError::DataDir {
+        path: dir.to_path_buf(),
+        reason,
+    };
     std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create: {e}")))?;
     let meta = std::fs::metadata(dir).map_err(|e| err(e.to_string()))?;
     if meta.permissions().mode() & 0o077 != 0 {
@@ -79,7 +89,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             "no tls.cert_file configured: generated a self-signed certificate; configure a real one for production"
         );
     } else if cert.self_signed {
-        tracing::warn!("using the self-signed certificate from the data directory; configure tls.cert_file for production");
+        tracing::warn!(
+            "using the self-signed certificate from the data directory; configure tls.cert_file for production"
+        );
     }
     let server_tls = crate::tls::server_config(&config, &cert, relay.wants_client_certificates())?;
     let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
@@ -89,20 +101,34 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let q_master = master.clone();
     let queue = tokio::task::spawn_blocking(move || Queue::open(&queue_dir, cache, q_master))
         .await
-        .map_err(|e| ServerError::DataDir { path: data_dir.clone(), reason: e.to_string() })?
-        .map_err(|source| ServerError::Queue { path: data_dir.join("queue"), source })?;
+        .map_err(|e| ServerError::DataDir {
+            path: data_dir.clone(),
+            reason: e.to_string(),
+        })?
+        .map_err(|source| ServerError::Queue {
+            path: data_dir.join("queue"),
+            source,
+        })?;
 
     let delivery = Arc::new(Delivery::new(&config)?);
 
     let mut bound = Vec::new();
     for l in &config.listeners {
-        let (listener, addr) =
-            smtp::bind(l).await.map_err(|source| ServerError::Bind { name: l.name.clone(), address: l.address, source })?;
+        let (listener, addr) = smtp::bind(l).await.map_err(|source| ServerError::Bind {
+            name: l.name.clone(),
+            address: l.address,
+            source,
+        })?;
         bound.push((listener, addr, Arc::new(l.clone())));
     }
 
     let shutdown = CancellationToken::new();
-    let ctx = Arc::new(SmtpContext::new(config.clone(), Some(acceptor), queue.clone(), shutdown.clone()));
+    let ctx = Arc::new(SmtpContext::new(
+        config.clone(),
+        Some(acceptor),
+        queue.clone(),
+        shutdown.clone(),
+    ));
     let mut listener_tasks = Vec::new();
     for (listener, addr, cfg) in bound {
         let tls = match cfg.tls {
@@ -127,8 +153,14 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     }
     let deadline = tokio::time::Instant::now() + config.server.shutdown_timeout;
     ctx.sessions.close();
-    if tokio::time::timeout_at(deadline, ctx.sessions.wait()).await.is_err() {
-        tracing::warn!(open = ctx.open_connections(), "shutdown_timeout reached with sessions still open; closing them");
+    if tokio::time::timeout_at(deadline, ctx.sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = ctx.open_connections(),
+            "shutdown_timeout reached with sessions still open; closing them"
+        );
     }
     if tokio::time::timeout_at(deadline, dispatch_task).await.is_err() {
         tracing::warn!("shutdown_timeout reached with deliveries in progress; they resume at the next start");
@@ -137,7 +169,11 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         tracing::error!(error = %e, "final queue flush failed");
     }
     let q = queue.clone();
-    let _ = tokio::time::timeout(Duration::from_secs(10), tokio::task::spawn_blocking(move || q.close())).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::task::spawn_blocking(move || q.close()),
+    )
+    .await;
     tracing::info!("ward stopped");
     Ok(())
 }

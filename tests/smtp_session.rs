@@ -22,10 +22,23 @@ async fn ehlo_advertises_the_extensions() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
     let r = c.ehlo("client.test").await;
-    for ext in ["PIPELINING", "SIZE 36700160", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN", "CHUNKING", "STARTTLS", "HELP"] {
+    for ext in [
+        "PIPELINING",
+        "SIZE 36700160",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+        "SMTPUTF8",
+        "DSN",
+        "CHUNKING",
+        "STARTTLS",
+        "HELP",
+    ] {
         assert!(r.lines.iter().any(|l| l == ext), "missing {ext} in {r:?}");
     }
-    assert!(!r.lines.iter().any(|l| l.starts_with("AUTH")), "AUTH offered before TLS: {r:?}");
+    assert!(
+        !r.lines.iter().any(|l| l.starts_with("AUTH")),
+        "AUTH offered before TLS: {r:?}"
+    );
     let c = c.starttls(None).await;
     c.quit().await;
 }
@@ -53,7 +66,13 @@ async fn a_message_is_queued_with_its_id() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
     c.ehlo("client.test").await;
-    let r = c.send_message("alice@hospital.example", &["bob@clinic.example"], b"Subject: t\r\n\r\nhello\r\n").await;
+    let r = c
+        .send_message(
+            "alice@hospital.example",
+            &["bob@clinic.example"],
+            b"Subject: t\r\n\r\nhello\r\n",
+        )
+        .await;
     r.assert_is("250 2.0.0");
     let id = r.lines[0].rsplit(' ').next().unwrap().to_string();
     assert_eq!(id.len(), 32, "{r:?}");
@@ -66,7 +85,10 @@ async fn pipelined_commands_get_replies_in_order() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
     c.ehlo("client.test").await;
-    c.send_raw(b"MAIL FROM:<a@hospital.example>\r\nRCPT TO:<b@x.example>\r\nRCPT TO:<c@y.example>\r\nDATA\r\n").await;
+    c.send_raw(
+        b"MAIL FROM:<a@hospital.example>\r\nRCPT TO:<b@x.example>\r\nRCPT TO:<c@y.example>\r\nDATA\r\n",
+    )
+    .await;
     c.read_reply().await.assert_is("250 2.1.0");
     c.read_reply().await.assert_is("250 2.1.5");
     c.read_reply().await.assert_is("250 2.1.5");
@@ -81,14 +103,17 @@ async fn bdat_chunks_make_one_message() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
     c.ehlo("client.test").await;
-    c.cmd("MAIL FROM:<a@hospital.example> BODY=8BITMIME").await.assert_is("250");
+    c.cmd("MAIL FROM:<a@hospital.example> BODY=8BITMIME")
+        .await
+        .assert_is("250");
     c.cmd("RCPT TO:<b@x.example>").await.assert_is("250");
     let part1 = b"Subject: chunked\r\n\r\nfirst part\r\n";
     let part2 = b"second part\r\n";
     c.send_raw(format!("BDAT {}\r\n", part1.len()).as_bytes()).await;
     c.send_raw(part1).await;
     c.read_reply().await.assert_is("250 2.0.0");
-    c.send_raw(format!("BDAT {} LAST\r\n", part2.len()).as_bytes()).await;
+    c.send_raw(format!("BDAT {} LAST\r\n", part2.len()).as_bytes())
+        .await;
     c.send_raw(part2).await;
     let r = c.read_reply().await;
     r.assert_is("250 2.0.0");
@@ -104,17 +129,30 @@ async fn dsn_and_utf8_parameters_are_accepted() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
     c.ehlo("client.test").await;
-    c.cmd("MAIL FROM:<alice@hospital.example> RET=HDRS ENVID=QQ314159 SIZE=100 BODY=8BITMIME").await.assert_is("250");
-    c.cmd("RCPT TO:<b@x.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@x.example").await.assert_is("250");
+    c.cmd("MAIL FROM:<alice@hospital.example> RET=HDRS ENVID=QQ314159 SIZE=100 BODY=8BITMIME")
+        .await
+        .assert_is("250");
+    c.cmd("RCPT TO:<b@x.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@x.example")
+        .await
+        .assert_is("250");
     c.cmd("RCPT TO:<c@x.example> NOTIFY=NEVER").await.assert_is("250");
-    c.cmd("RCPT TO:<d@x.example> NOTIFY=NEVER,SUCCESS").await.assert_is("501 5.5.4");
+    c.cmd("RCPT TO:<d@x.example> NOTIFY=NEVER,SUCCESS")
+        .await
+        .assert_is("501 5.5.4");
     c.cmd("RSET").await.assert_is("250");
-    c.cmd("MAIL FROM:<a@b.example> FOO=BAR").await.assert_is("555 5.5.4");
-    c.cmd("MAIL FROM:<jörg@hospital.example>").await.assert_is("553 5.6.7");
-    c.cmd("MAIL FROM:<jörg@hospital.example> SMTPUTF8").await.assert_is("250");
+    c.cmd("MAIL FROM:<a@b.example> FOO=BAR")
+        .await
+        .assert_is("555 5.5.4");
+    c.cmd("MAIL FROM:<jörg@hospital.example>")
+        .await
+        .assert_is("553 5.6.7");
+    c.cmd("MAIL FROM:<jörg@hospital.example> SMTPUTF8")
+        .await
+        .assert_is("250");
     c.cmd("RCPT TO:<müller@beispiel.example>").await.assert_is("250");
     c.cmd("DATA").await.assert_is("354");
-    c.send_raw("Subject: grüße\r\n\r\nhallo\r\n.\r\n".as_bytes()).await;
+    c.send_raw("Subject: grüße\r\n\r\nhallo\r\n.\r\n".as_bytes())
+        .await;
     c.read_reply().await.assert_is("250 2.0.0");
 }
 
@@ -158,7 +196,9 @@ async fn require_tls_refuses_mail_before_starttls() {
     ));
     let mut c = SmtpClient::connect(w.listener("strict")).await;
     c.ehlo("client.test").await;
-    c.cmd("MAIL FROM:<a@hospital.example>").await.assert_is("530 5.7.0");
+    c.cmd("MAIL FROM:<a@hospital.example>")
+        .await
+        .assert_is("530 5.7.0");
     let mut c = c.starttls(None).await;
     c.cmd("MAIL FROM:<a@hospital.example>").await.assert_is("250");
 }
@@ -171,7 +211,9 @@ async fn implicit_tls_listener() {
     let mut c = SmtpClient::connect_tls(w.listener("smtps")).await;
     let r = c.ehlo("client.test").await;
     assert!(!r.lines.iter().any(|l| l == "STARTTLS"), "{r:?}");
-    let r = c.send_message("a@hospital.example", &["b@x.example"], b"Subject: s\r\n\r\nx\r\n").await;
+    let r = c
+        .send_message("a@hospital.example", &["b@x.example"], b"Subject: s\r\n\r\nx\r\n")
+        .await;
     r.assert_is("250 2.0.0");
 }
 
@@ -181,12 +223,15 @@ async fn starttls_discards_pipelined_commands() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
     c.ehlo("client.test").await;
-    c.send_raw(b"STARTTLS\r\nMAIL FROM:<injected@attacker.test>\r\n").await;
+    c.send_raw(b"STARTTLS\r\nMAIL FROM:<injected@attacker.test>\r\n")
+        .await;
     c.read_reply().await.assert_is("220 2.0.0");
-    assert!(w.log().contains("discarded input pipelined after STARTTLS") || {
-        std::thread::sleep(Duration::from_millis(300));
-        w.log().contains("discarded input pipelined after STARTTLS")
-    });
+    assert!(
+        w.log().contains("discarded input pipelined after STARTTLS") || {
+            std::thread::sleep(Duration::from_millis(300));
+            w.log().contains("discarded input pipelined after STARTTLS")
+        }
+    );
 }
 
 #[tokio::test]
@@ -197,16 +242,26 @@ async fn auth_plain_and_login_after_tls_only() {
     ));
     let mut c = SmtpClient::connect(w.smtp()).await;
     c.ehlo("client.test").await;
-    c.cmd("AUTH PLAIN AHNjYW5uZXIAY29ycmVjdCBob3JzZQ==").await.assert_is("538 5.7.11");
+    c.cmd("AUTH PLAIN AHNjYW5uZXIAY29ycmVjdCBob3JzZQ==")
+        .await
+        .assert_is("538 5.7.11");
     c.cmd("MAIL FROM:<a@hospital.example>").await.assert_is("250");
     c.cmd("RCPT TO:<b@x.example>").await.assert_is("550 5.7.1");
     c.cmd("RSET").await.assert_is("250");
     let mut c = c.starttls(None).await;
     // Wrong password, then the right one (PLAIN with initial response).
-    c.cmd("AUTH PLAIN AHNjYW5uZXIAd3Jvbmc=").await.assert_is("535 5.7.8");
-    c.cmd("AUTH PLAIN AHNjYW5uZXIAY29ycmVjdCBob3JzZQ==").await.assert_is("235 2.7.0");
-    c.cmd("AUTH PLAIN AHNjYW5uZXIAY29ycmVjdCBob3JzZQ==").await.assert_is("503 5.5.1");
-    let r = c.send_message("a@hospital.example", &["b@x.example"], b"Subject: a\r\n\r\nx\r\n").await;
+    c.cmd("AUTH PLAIN AHNjYW5uZXIAd3Jvbmc=")
+        .await
+        .assert_is("535 5.7.8");
+    c.cmd("AUTH PLAIN AHNjYW5uZXIAY29ycmVjdCBob3JzZQ==")
+        .await
+        .assert_is("235 2.7.0");
+    c.cmd("AUTH PLAIN AHNjYW5uZXIAY29ycmVjdCBob3JzZQ==")
+        .await
+        .assert_is("503 5.5.1");
+    let r = c
+        .send_message("a@hospital.example", &["b@x.example"], b"Subject: a\r\n\r\nx\r\n")
+        .await;
     r.assert_is("250 2.0.0");
     w.wait_log("authorized=user scanner", Duration::from_secs(2));
 
@@ -227,7 +282,9 @@ async fn auth_plain_and_login_after_tls_only() {
 #[tokio::test]
 async fn too_many_auth_failures_close_the_session() {
     let hash = ward::smtp::relay::hash_password(b"pw").unwrap();
-    let w = ward(&format!("[smtp]\nmax_auth_failures = 2\n[[relay.user]]\nname = \"u\"\npassword_hash = \"{hash}\"\n"));
+    let w = ward(&format!(
+        "[smtp]\nmax_auth_failures = 2\n[[relay.user]]\nname = \"u\"\npassword_hash = \"{hash}\"\n"
+    ));
     let c = SmtpClient::connect(w.smtp()).await;
     let mut c = c.starttls(None).await;
     c.cmd("AUTH PLAIN AHUAeA==").await.assert_is("535 5.7.8");
@@ -246,18 +303,33 @@ async fn tenant_header_authorizes_and_is_removed() {
     let mut c = SmtpClient::connect(w.smtp()).await;
     c.ehlo("mail.protection.outlook.test").await;
     // Without the header: accepted at RCPT, refused at the end of DATA.
-    let r = c.send_message("a@contoso.example", &["b@x.example"], b"Subject: no header\r\n\r\nx\r\n").await;
+    let r = c
+        .send_message(
+            "a@contoso.example",
+            &["b@x.example"],
+            b"Subject: no header\r\n\r\nx\r\n",
+        )
+        .await;
     r.assert_is("550 5.7.1");
     // Wrong secret.
     let r = c
-        .send_message("a@contoso.example", &["b@x.example"], b"X-Ward-Tenant: wrong-secret-wrong-secret-0000\r\nSubject: w\r\n\r\nx\r\n")
+        .send_message(
+            "a@contoso.example",
+            &["b@x.example"],
+            b"X-Ward-Tenant: wrong-secret-wrong-secret-0000\r\nSubject: w\r\n\r\nx\r\n",
+        )
         .await;
     r.assert_is("550 5.7.1");
     // Right secret.
     let msg = format!("X-Ward-Tenant: {secret}\r\nSubject: ok\r\n\r\nx\r\n");
-    c.send_message("a@contoso.example", &["b@x.example"], msg.as_bytes()).await.assert_is("250 2.0.0");
+    c.send_message("a@contoso.example", &["b@x.example"], msg.as_bytes())
+        .await
+        .assert_is("250 2.0.0");
     w.wait_log("authorized=tenant contoso", Duration::from_secs(2));
-    assert!(!w.log().contains(secret), "the tenant secret must never be logged");
+    assert!(
+        !w.log().contains(secret),
+        "the tenant secret must never be logged"
+    );
 }
 
 #[tokio::test]
@@ -270,7 +342,12 @@ async fn over_long_command_line_is_drained_and_refused() {
     c.read_reply().await.assert_is("500 5.5.2");
     // The session is still in step.
     c.cmd("NOOP").await.assert_is("250 2.0.0");
-    c.cmd(&format!("MAIL FROM:<a@hospital.example> ENVID={}", "A".repeat(2100))).await.assert_is("500 5.5.2");
+    c.cmd(&format!(
+        "MAIL FROM:<a@hospital.example> ENVID={}",
+        "A".repeat(2100)
+    ))
+    .await
+    .assert_is("500 5.5.2");
 }
 
 #[tokio::test]
@@ -279,7 +356,9 @@ async fn data_limits_are_enforced_after_draining() {
     let mut c = SmtpClient::connect(w.smtp()).await;
     c.ehlo("client.test").await;
     // Declared too big.
-    c.cmd("MAIL FROM:<a@hospital.example> SIZE=5000").await.assert_is("552 5.3.4");
+    c.cmd("MAIL FROM:<a@hospital.example> SIZE=5000")
+        .await
+        .assert_is("552 5.3.4");
     // Too many recipients.
     c.cmd("MAIL FROM:<a@hospital.example>").await.assert_is("250");
     for i in 0..3 {
@@ -301,7 +380,8 @@ async fn data_limits_are_enforced_after_draining() {
     c.cmd("MAIL FROM:<a@hospital.example>").await.assert_is("250");
     c.cmd("RCPT TO:<r@x.example>").await.assert_is("250");
     c.cmd("DATA").await.assert_is("354");
-    c.send_raw(format!("Subject: long\r\n\r\n{}\r\n.\r\n", "z".repeat(1200)).as_bytes()).await;
+    c.send_raw(format!("Subject: long\r\n\r\n{}\r\n.\r\n", "z".repeat(1200)).as_bytes())
+        .await;
     c.read_reply().await.assert_is("550 5.6.0");
     c.cmd("NOOP").await.assert_is("250");
 }
@@ -311,7 +391,10 @@ async fn bare_line_endings_in_data_are_refused() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
     c.ehlo("client.test").await;
-    for body in [&b"Subject: x\r\n\r\nbare\nlf\r\n"[..], b"Subject: x\r\n\r\nbare\rcr\r\n"] {
+    for body in [
+        &b"Subject: x\r\n\r\nbare\nlf\r\n"[..],
+        b"Subject: x\r\n\r\nbare\rcr\r\n",
+    ] {
         c.cmd("MAIL FROM:<a@hospital.example>").await.assert_is("250");
         c.cmd("RCPT TO:<r@x.example>").await.assert_is("250");
         c.cmd("DATA").await.assert_is("354");
@@ -327,7 +410,14 @@ async fn bare_line_endings_in_data_are_refused() {
 #[tokio::test]
 async fn smuggling_vectors_never_end_data_or_make_a_second_message() {
     let w = ward("");
-    for vector in [&b"\n.\r\n"[..], b"\n.\n", b"\r.\r\n", b"\r.\r", b"\r\n.\n", b"\n..\r\n"] {
+    for vector in [
+        &b"\n.\r\n"[..],
+        b"\n.\n",
+        b"\r.\r\n",
+        b"\r.\r",
+        b"\r\n.\n",
+        b"\n..\r\n",
+    ] {
         let mut c = SmtpClient::connect(w.smtp()).await;
         c.ehlo("client.test").await;
         c.cmd("MAIL FROM:<a@hospital.example>").await.assert_is("250");
@@ -350,12 +440,26 @@ async fn malformed_addresses_get_precise_replies() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
     c.ehlo("client.test").await;
-    for bad in ["<a@@b.example>", "<a b@c.example>", "<@nodomain>", "<a@-bad-.example>", "a@b.example", "<a@b.example", "<.a@b.example>"] {
+    for bad in [
+        "<a@@b.example>",
+        "<a b@c.example>",
+        "<@nodomain>",
+        "<a@-bad-.example>",
+        "a@b.example",
+        "<a@b.example",
+        "<.a@b.example>",
+    ] {
         let r = c.cmd(&format!("MAIL FROM:{bad}")).await;
         assert_eq!(r.code, 501, "MAIL FROM:{bad} got {r:?}");
     }
     c.cmd("MAIL FROM:<a@hospital.example>").await.assert_is("250");
-    for bad in ["<a@@b.example>", "<a b@c.example>", "<>", "<a@b..example>", "<a@[999.1.1.1]>"] {
+    for bad in [
+        "<a@@b.example>",
+        "<a b@c.example>",
+        "<>",
+        "<a@b..example>",
+        "<a@[999.1.1.1]>",
+    ] {
         let r = c.cmd(&format!("RCPT TO:{bad}")).await;
         r.assert_is("501 5.1.3");
     }
@@ -368,10 +472,15 @@ async fn mail_loops_are_refused() {
     c.ehlo("client.test").await;
     let mut msg = String::new();
     for i in 0..6 {
-        msg.push_str(&format!("Received: from hop{i}.test by hop{}.test; Fri, 4 Dec 2026 10:00:00 +0000\r\n", i + 1));
+        msg.push_str(&format!(
+            "Received: from hop{i}.test by hop{}.test; Fri, 4 Dec 2026 10:00:00 +0000\r\n",
+            i + 1
+        ));
     }
     msg.push_str("Subject: loop\r\n\r\nx\r\n");
-    c.send_message("a@hospital.example", &["b@x.example"], msg.as_bytes()).await.assert_is("554 5.4.6");
+    c.send_message("a@hospital.example", &["b@x.example"], msg.as_bytes())
+        .await
+        .assert_is("554 5.4.6");
 }
 
 #[tokio::test]
@@ -433,7 +542,13 @@ async fn a_stalled_client_does_not_stall_others() {
         tasks.push(tokio::spawn(async move {
             let mut c = SmtpClient::connect(addr).await;
             c.ehlo("fast.test").await;
-            c.send_message("a@hospital.example", &[&format!("r{i}@x.example")], b"Subject: f\r\n\r\nx\r\n").await.code
+            c.send_message(
+                "a@hospital.example",
+                &[&format!("r{i}@x.example")],
+                b"Subject: f\r\n\r\nx\r\n",
+            )
+            .await
+            .code
         }));
     }
     for t in tasks {

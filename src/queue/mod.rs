@@ -254,14 +254,21 @@ impl Flusher {
                 }
             })
             .expect("spawning the queue flusher thread");
-        Flusher { tx: std::sync::Mutex::new(Some(tx)), thread: std::sync::Mutex::new(Some(thread)) }
+        Flusher {
+            tx: std::sync::Mutex::new(Some(tx)),
+            thread: std::sync::Mutex::new(Some(thread)),
+        }
     }
 
     async fn sync(&self) -> Result<(), QueueError> {
         let (tx, rx) = oneshot::channel();
         {
             let guard = self.tx.lock().map_err(|_| QueueError::Gone)?;
-            guard.as_ref().ok_or(QueueError::Gone)?.send(tx).map_err(|_| QueueError::Gone)?;
+            guard
+                .as_ref()
+                .ok_or(QueueError::Gone)?
+                .send(tx)
+                .map_err(|_| QueueError::Gone)?;
         }
         rx.await.map_err(|_| QueueError::Gone)?.map_err(QueueError::Flush)
     }
@@ -296,10 +303,22 @@ impl Queue {
     /// Opens (or creates) the queue under `dir` and rebuilds the due index.
     /// Blocking: call before the runtime serves, or in `spawn_blocking`.
     pub fn open(dir: &Path, cache_size: u64, master: Arc<MasterKey>) -> Result<Queue, QueueError> {
-        let db = sled::Config::new().path(dir).cache_capacity(cache_size).mode(sled::Mode::HighThroughput).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_size)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
         let tree = db.open_tree("queue")?;
         let flusher = Flusher::start(db.clone());
-        let q = Queue { inner: Arc::new(Inner { db, tree, master, flusher, arrivals: Wakeup::new() }) };
+        let q = Queue {
+            inner: Arc::new(Inner {
+                db,
+                tree,
+                master,
+                flusher,
+                arrivals: Wakeup::new(),
+            }),
+        };
         q.rebuild_due_index()?;
         Ok(q)
     }
@@ -316,7 +335,9 @@ impl Queue {
         let mut pending = 0usize;
         for kv in tree.scan_prefix([C]) {
             let (k, v) = kv?;
-            let Some((id, idx)) = parse_c_key(&k) else { continue };
+            let Some((id, idx)) = parse_c_key(&k) else {
+                continue;
+            };
             let rec: CopyRecord = decode_json(&format!("copy {id}/{idx}"), &v)?;
             batch.insert(&d_key(rec.next_attempt_ms, &id, idx)[..], &[][..]);
             pending += 1;
@@ -335,7 +356,13 @@ impl Queue {
         let started = Instant::now();
         let inner = self.inner.clone();
         let id = tokio::task::spawn_blocking(move || -> Result<QueueId, QueueError> {
-            let NewMessage { id, mut envelope, client, mut content, received_ms } = msg;
+            let NewMessage {
+                id,
+                mut envelope,
+                client,
+                mut content,
+                received_ms,
+            } = msg;
             let size = content.len() as u64;
             let recipients = std::mem::take(&mut envelope.recipients);
             let seal = crypto::seal(&inner.master, &id.0, &mut content);
@@ -356,7 +383,12 @@ impl Queue {
             let mut batch = sled::Batch::default();
             batch.insert(&m_key(&id)[..], value);
             for (i, r) in recipients.into_iter().enumerate() {
-                let rec = CopyRecord { recipient: r, attempts: 0, next_attempt_ms: received_ms, last: None };
+                let rec = CopyRecord {
+                    recipient: r,
+                    attempts: 0,
+                    next_attempt_ms: received_ms,
+                    last: None,
+                };
                 batch.insert(&c_key(C, &id, i as u32)[..], encode_json(&rec));
                 batch.insert(&d_key(received_ms, &id, i as u32)[..], &[][..]);
             }
@@ -406,7 +438,13 @@ impl Queue {
     pub async fn next_due_ms(&self) -> Result<Option<u64>, QueueError> {
         let inner = self.inner.clone();
         blocking(move || {
-            Ok(inner.tree.scan_prefix([D]).next().transpose()?.and_then(|(k, _)| parse_d_key(&k)).map(|(d, _, _)| d))
+            Ok(inner
+                .tree
+                .scan_prefix([D])
+                .next()
+                .transpose()?
+                .and_then(|(k, _)| parse_d_key(&k))
+                .map(|(d, _, _)| d))
         })
         .await
     }
@@ -545,7 +583,9 @@ impl Queue {
             let mut n = 0;
             for kv in inner.tree.scan_prefix([S]) {
                 let (k, v) = kv?;
-                let old = serde_json::from_slice::<FinalStatus>(&v).map(|s| s.finished_ms < cutoff).unwrap_or(true);
+                let old = serde_json::from_slice::<FinalStatus>(&v)
+                    .map(|s| s.finished_ms < cutoff)
+                    .unwrap_or(true);
                 if old {
                     batch.remove(k);
                     n += 1;
@@ -585,7 +625,10 @@ impl Queue {
 
 fn split_message<'a>(id: &QueueId, value: &'a [u8]) -> Result<(MessageMeta, &'a [u8]), QueueError> {
     let corrupt = |why: &str| QueueError::Corrupt(format!("message {id}"), why.to_string());
-    let len_bytes: [u8; 4] = value.get(..4).and_then(|b| b.try_into().ok()).ok_or_else(|| corrupt("short record"))?;
+    let len_bytes: [u8; 4] = value
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| corrupt("short record"))?;
     let len = u32::from_be_bytes(len_bytes) as usize;
     let meta_bytes = value.get(4..4 + len).ok_or_else(|| corrupt("short meta"))?;
     let meta: MessageMeta = decode_json(&format!("message {id}"), meta_bytes)?;
@@ -595,7 +638,9 @@ fn split_message<'a>(id: &QueueId, value: &'a [u8]) -> Result<(MessageMeta, &'a 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, QueueError> + Send + 'static,
 ) -> Result<T, QueueError> {
-    tokio::task::spawn_blocking(f).await.map_err(|_| QueueError::Gone)?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| QueueError::Gone)?
 }
 
 #[cfg(test)]
@@ -631,10 +676,16 @@ mod tests {
         let dir = temp_dir("cycle");
         let q = Queue::open(&dir, 8 << 20, key()).unwrap();
         let body = b"Subject: x\r\n\r\nPLAINTEXT-MARKER-4242\r\n";
-        let id = q.enqueue(message(body, &["a@x.example", "b@y.example"])).await.unwrap();
+        let id = q
+            .enqueue(message(body, &["a@x.example", "b@y.example"]))
+            .await
+            .unwrap();
         let claimed = q.claim_due(now_ms() + 1, 100).await.unwrap();
         assert_eq!(claimed.len(), 2);
-        assert!(q.claim_due(now_ms() + 1, 100).await.unwrap().is_empty(), "claimed copies are not handed out twice");
+        assert!(
+            q.claim_due(now_ms() + 1, 100).await.unwrap().is_empty(),
+            "claimed copies are not handed out twice"
+        );
         let (meta, content) = q.load(id).await.unwrap();
         assert_eq!(content, body);
         assert_eq!(meta.copies, 2);
@@ -651,7 +702,13 @@ mod tests {
         assert!(q.finish(id, 1, status("b@y.example")).await.unwrap());
         assert!(matches!(q.load(id).await, Err(QueueError::NotFound(_))));
         assert_eq!(q.statuses(id).await.unwrap().len(), 2);
-        assert_eq!(q.counts().await.unwrap(), QueueCounts { messages: 0, pending_copies: 0 });
+        assert_eq!(
+            q.counts().await.unwrap(),
+            QueueCounts {
+                messages: 0,
+                pending_copies: 0
+            }
+        );
         q.close();
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -733,7 +790,9 @@ mod tests {
         for i in 0..200 {
             let q = q.clone();
             tasks.push(tokio::spawn(async move {
-                q.enqueue(message(format!("message {i}\r\n").as_bytes(), &["a@x.example"])).await.unwrap()
+                q.enqueue(message(format!("message {i}\r\n").as_bytes(), &["a@x.example"]))
+                    .await
+                    .unwrap()
             }));
         }
         for t in tasks {

@@ -35,7 +35,8 @@ use crate::config::RelayConfig;
 
 /// A fixed hash checked when the user name is unknown, so a miss costs the
 /// same time as a wrong password. (Hash of a random string nobody knows.)
-const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$tbhcvdxjz6Pyo2mD7zWrrn+G1Y9RZWs6/qKUdXYAwJQ";
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$tbhcvdxjz6Pyo2mD7zWrrn+G1Y9RZWs6/qKUdXYAwJQ";
 
 /// Why a session may relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,12 +94,24 @@ impl RelayPolicy {
             networks: c.networks.clone(),
             connect_networks: c.connect_networks.clone(),
             deny_networks: c.deny_networks.clone(),
-            users: c.users.iter().map(|u| (u.name.clone(), u.password_hash.0.clone())).collect(),
-            certificates: c.client_certificates.iter().map(|x| (x.sha256, x.name.clone())).collect(),
+            users: c
+                .users
+                .iter()
+                .map(|u| (u.name.clone(), u.password_hash.0.clone()))
+                .collect(),
+            certificates: c
+                .client_certificates
+                .iter()
+                .map(|x| (x.sha256, x.name.clone()))
+                .collect(),
             tenant: c.tenant_header.as_ref().map(|t| TenantHeader {
                 header: t.header.clone(),
                 networks: t.networks.clone(),
-                tenants: t.tenants.iter().map(|x| (x.name.clone(), x.secret.0.as_bytes().to_vec())).collect(),
+                tenants: t
+                    .tenants
+                    .iter()
+                    .map(|x| (x.name.clone(), x.secret.0.as_bytes().to_vec()))
+                    .collect(),
             }),
         }
     }
@@ -153,7 +166,10 @@ impl RelayPolicy {
 
     /// The tenant header name, when tenant authentication applies to `ip`.
     pub fn tenant_header_for(&self, ip: IpAddr) -> Option<&str> {
-        self.tenant.as_ref().filter(|t| contains(&t.networks, ip)).map(|t| t.header.as_str())
+        self.tenant
+            .as_ref()
+            .filter(|t| contains(&t.networks, ip))
+            .map(|t| t.header.as_str())
     }
 
     /// The header name to strip from every message, if tenant headers are
@@ -187,7 +203,10 @@ pub fn hash_password(password: &[u8]) -> Result<String, String> {
     let mut salt_bytes = [0u8; 16];
     crate::crypto::fill_random(&mut salt_bytes);
     let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| e.to_string())?;
-    argon2::Argon2::default().hash_password(password, &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+    argon2::Argon2::default()
+        .hash_password(password, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -200,11 +219,17 @@ mod tests {
         let mut c = Config::default().relay;
         c.networks = vec!["10.1.0.0/16".parse().unwrap()];
         c.deny_networks = vec!["10.9.0.0/16".parse().unwrap()];
-        c.users = vec![RelayUser { name: "scanner".into(), password_hash: Secret(hash_password(b"pw-1").unwrap()) }];
+        c.users = vec![RelayUser {
+            name: "scanner".into(),
+            password_hash: Secret(hash_password(b"pw-1").unwrap()),
+        }];
         c.tenant_header = Some(TenantHeaderConfig {
             header: "X-Ward-Tenant".into(),
             networks: vec!["40.92.0.0/15".parse().unwrap()],
-            tenants: vec![TenantConfig { name: "contoso".into(), secret: Secret("s".repeat(32)) }],
+            tenants: vec![TenantConfig {
+                name: "contoso".into(),
+                secret: Secret("s".repeat(32)),
+            }],
         });
         RelayPolicy::new(&c)
     }
@@ -230,7 +255,10 @@ mod tests {
     #[test]
     fn tenant_header() {
         let p = policy();
-        assert_eq!(p.tenant_header_for("40.93.1.1".parse().unwrap()), Some("X-Ward-Tenant"));
+        assert_eq!(
+            p.tenant_header_for("40.93.1.1".parse().unwrap()),
+            Some("X-Ward-Tenant")
+        );
         assert_eq!(p.tenant_header_for("10.1.1.1".parse().unwrap()), None);
         assert_eq!(p.tenant_for(&[b"s".repeat(32)]).as_deref(), Some("contoso"));
         assert_eq!(p.tenant_for(&[b"s".repeat(31)]), None);

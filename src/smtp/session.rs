@@ -139,8 +139,12 @@ impl Session {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.stream.shutdown()).await;
         }
         match end {
-            End::Io(e) => tracing::debug!(session = self.id, client = %self.peer, error = %e, "connection error"),
-            End::Tls(e) => tracing::info!(session = self.id, client = %self.peer, error = %e, "TLS handshake failed"),
+            End::Io(e) => {
+                tracing::debug!(session = self.id, client = %self.peer, error = %e, "connection error")
+            }
+            End::Tls(e) => {
+                tracing::info!(session = self.id, client = %self.peer, error = %e, "TLS handshake failed")
+            }
             End::TooManyErrors => {
                 tracing::info!(session = self.id, client = %self.peer, errors = self.errors, "closed: too many errors")
             }
@@ -181,7 +185,9 @@ impl Session {
     /// A client that talks before the greeting is a bot or a confused
     /// pipeliner: 554 and goodbye.
     async fn pregreet_check(&mut self) -> Result<(), End> {
-        let Stream::Plain(tcp) = &self.stream else { return Ok(()) };
+        let Stream::Plain(tcp) = &self.stream else {
+            return Ok(());
+        };
         let delay = self.cfg().greeting_delay;
         let mut probe = [0u8; 1];
         let talked = if delay.is_zero() {
@@ -254,9 +260,12 @@ impl Session {
         let shutdown = self.ctx.shutdown.clone();
         let read = tokio::time::timeout(timeout, self.stream.read_buf(&mut self.rbuf));
         let result = if idle {
+            // Biased: between commands a pending shutdown wins over input
+            // that happens to be ready too.
             tokio::select! {
-                r = read => r,
+                biased;
                 _ = shutdown.cancelled() => return Err(End::Shutdown),
+                r = read => r,
             }
         } else {
             read.await
@@ -284,7 +293,11 @@ impl Session {
                 if draining || lf + 1 - start > max {
                     return Ok(Line::TooLong);
                 }
-                let end = if lf > start && self.rbuf[lf - 1] == b'\r' { lf - 1 } else { lf };
+                let end = if lf > start && self.rbuf[lf - 1] == b'\r' {
+                    lf - 1
+                } else {
+                    lf
+                };
                 return Ok(Line::Text(self.rbuf[start..end].to_vec()));
             }
             if self.rbuf.len() - self.rpos > max {
@@ -300,7 +313,10 @@ impl Session {
             Command::Ehlo(name) => self.hello(name, true),
             Command::Helo(name) => self.hello(name, false),
             Command::StartTls => self.starttls().await?,
-            Command::Auth { mechanism, initial_response } => self.auth(&mechanism, initial_response).await?,
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(&mechanism, initial_response).await?,
             Command::Mail { sender, params } => self.mail(sender, params),
             Command::Rcpt(recipient) => self.rcpt(recipient),
             Command::Data => self.data().await?,
@@ -432,12 +448,12 @@ impl Session {
         }
         let credentials = match mechanism {
             "PLAIN" => {
-                let Some(resp) = self.auth_response(initial, "").await? else { return Ok(()) };
+                let Some(resp) = self.auth_response(initial, "").await? else {
+                    return Ok(());
+                };
                 let mut parts = resp.split(|&b| b == 0);
                 match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                    (Some(authz), Some(user), Some(pass), None)
-                        if authz.is_empty() || authz == user =>
-                    {
+                    (Some(authz), Some(user), Some(pass), None) if authz.is_empty() || authz == user => {
                         Some((String::from_utf8_lossy(user).into_owned(), pass.to_vec()))
                     }
                     _ => None,
@@ -445,8 +461,12 @@ impl Session {
             }
             "LOGIN" => {
                 // "VXNlcm5hbWU6" = "Username:", "UGFzc3dvcmQ6" = "Password:".
-                let Some(user) = self.auth_response(initial, "VXNlcm5hbWU6").await? else { return Ok(()) };
-                let Some(pass) = self.auth_response(None, "UGFzc3dvcmQ6").await? else { return Ok(()) };
+                let Some(user) = self.auth_response(initial, "VXNlcm5hbWU6").await? else {
+                    return Ok(());
+                };
+                let Some(pass) = self.auth_response(None, "UGFzc3dvcmQ6").await? else {
+                    return Ok(());
+                };
                 Some((String::from_utf8_lossy(&user).into_owned(), pass))
             }
             _ => {
@@ -487,7 +507,11 @@ impl Session {
     /// One SASL response: the initial response if given, otherwise a 334
     /// challenge and the next line. None (after replying) when the client
     /// cancelled or sent bad base64.
-    async fn auth_response(&mut self, initial: Option<String>, challenge: &'static str) -> Result<Option<Vec<u8>>, End> {
+    async fn auth_response(
+        &mut self,
+        initial: Option<String>,
+        challenge: &'static str,
+    ) -> Result<Option<Vec<u8>>, End> {
         let text = match initial {
             Some(t) => t.into_bytes(),
             None => {
@@ -590,7 +614,12 @@ impl Session {
             return;
         };
         tx.tenant_pending |= tenant_pending;
-        if !tx.envelope.recipients.iter().any(|r| r.address == recipient.address) {
+        if !tx
+            .envelope
+            .recipients
+            .iter()
+            .any(|r| r.address == recipient.address)
+        {
             tx.envelope.recipients.push(recipient);
         }
         self.respond(Reply::recipient_ok());
@@ -659,16 +688,24 @@ impl Session {
 
     async fn bdat(&mut self, size: u64, last: bool) -> Result<(), End> {
         // The chunk is on its way whatever we answer: always consume it.
-        let ready = self.tx.as_ref().is_some_and(|t| !t.envelope.recipients.is_empty());
+        let ready = self
+            .tx
+            .as_ref()
+            .is_some_and(|t| !t.envelope.recipients.is_empty());
         if !ready {
             self.read_chunk(size, |_| {}).await?;
             self.respond(Reply::bad_sequence("Need MAIL and RCPT before BDAT"));
             return Ok(());
         }
-        let Some(mut tx) = self.tx.take() else { return Ok(()) };
+        let Some(mut tx) = self.tx.take() else {
+            return Ok(());
+        };
         let (max_size, max_line) = (self.cfg().max_message_size, self.cfg().max_data_line_length);
-        let mut state =
-            tx.bdat.take().unwrap_or_else(|| BdatState { rx: BdatReceiver::new(max_size, max_line), body: Vec::new(), failed: false });
+        let mut state = tx.bdat.take().unwrap_or_else(|| BdatState {
+            rx: BdatReceiver::new(max_size, max_line),
+            body: Vec::new(),
+            failed: false,
+        });
         if state.failed {
             self.read_chunk(size, |_| {}).await?;
             self.respond(Reply::bdat_after_error());
@@ -707,7 +744,13 @@ impl Session {
 
     /// The end of DATA or BDAT LAST: check, authorize by tenant header, add
     /// Received, queue durably, and only then answer.
-    async fn finish_message(&mut self, tx: Transaction, mut body: Vec<u8>, problem: Option<BodyProblem>, size: u64) {
+    async fn finish_message(
+        &mut self,
+        tx: Transaction,
+        mut body: Vec<u8>,
+        problem: Option<BodyProblem>,
+        size: u64,
+    ) {
         if let Some(p) = problem {
             let reply = match p {
                 BodyProblem::TooBig => Reply::message_too_big(),
@@ -762,7 +805,13 @@ impl Session {
         let sender = tx.envelope.sender.clone();
         let rcpts = tx.envelope.recipients.len();
         let size = content.len();
-        let msg = NewMessage { id, envelope: tx.envelope, client, content, received_ms: crate::queue::now_ms() };
+        let msg = NewMessage {
+            id,
+            envelope: tx.envelope,
+            client,
+            content,
+            received_ms: crate::queue::now_ms(),
+        };
         match self.ctx.queue.enqueue(msg).await {
             Ok(id) => {
                 tracing::info!(

@@ -27,8 +27,12 @@ impl Stream {
             Stream::Tls(s) => {
                 let (_, conn) = s.get_ref();
                 Some((
-                    conn.protocol_version().map(crate::tls::version_name).unwrap_or_default(),
-                    conn.negotiated_cipher_suite().map(crate::tls::cipher_name).unwrap_or_default(),
+                    conn.protocol_version()
+                        .map(crate::tls::version_name)
+                        .unwrap_or_default(),
+                    conn.negotiated_cipher_suite()
+                        .map(crate::tls::cipher_name)
+                        .unwrap_or_default(),
                 ))
             }
             _ => None,
@@ -40,7 +44,9 @@ impl Stream {
         match self {
             Stream::Tls(s) => {
                 let (_, conn) = s.get_ref();
-                conn.peer_certificates().and_then(|c| c.first()).map(crate::tls::fingerprint)
+                conn.peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(crate::tls::fingerprint)
             }
             _ => None,
         }

@@ -23,7 +23,10 @@ pub struct SmtpReply {
 impl SmtpReply {
     /// "5.7.1" from the first line, if present.
     pub fn status(&self) -> &str {
-        self.lines.first().and_then(|l| l.split_whitespace().next()).unwrap_or("")
+        self.lines
+            .first()
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or("")
     }
 
     /// "550 5.7.1": code and enhanced status.
@@ -47,7 +50,11 @@ impl SmtpReply {
     }
 
     pub fn has_line(&self, l: &str) -> bool {
-        self.lines.iter().any(|x| x.eq_ignore_ascii_case(l) || x.to_ascii_uppercase().starts_with(&format!("{} ", l.to_ascii_uppercase())))
+        self.lines.iter().any(|x| {
+            x.eq_ignore_ascii_case(l)
+                || x.to_ascii_uppercase()
+                    .starts_with(&format!("{} ", l.to_ascii_uppercase()))
+        })
     }
 }
 
@@ -62,7 +69,11 @@ impl SmtpClient {
     pub async fn connect_raw(addr: SocketAddr) -> SmtpClient {
         let tcp = TcpStream::connect(addr).await.expect("connect to ward");
         tcp.set_nodelay(true).ok();
-        SmtpClient { io: Box::new(tcp), buf: Vec::new(), timeout: Duration::from_secs(20) }
+        SmtpClient {
+            io: Box::new(tcp),
+            buf: Vec::new(),
+            timeout: Duration::from_secs(20),
+        }
     }
 
     /// Connects and asserts the 220 greeting.
@@ -77,8 +88,15 @@ impl SmtpClient {
     /// certificate.
     pub async fn connect_tls(addr: SocketAddr) -> SmtpClient {
         let tcp = TcpStream::connect(addr).await.expect("connect");
-        let tls = tls_connector(None).connect("ward.test".try_into().unwrap(), tcp).await.expect("TLS handshake");
-        let mut c = SmtpClient { io: Box::new(tls), buf: Vec::new(), timeout: Duration::from_secs(20) };
+        let tls = tls_connector(None)
+            .connect("ward.test".try_into().unwrap(), tcp)
+            .await
+            .expect("TLS handshake");
+        let mut c = SmtpClient {
+            io: Box::new(tls),
+            buf: Vec::new(),
+            timeout: Duration::from_secs(20),
+        };
         let greeting = c.read_reply().await;
         assert_eq!(greeting.code, 220, "greeting {greeting:?}");
         c
@@ -87,6 +105,20 @@ impl SmtpClient {
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.io.write_all(bytes).await.expect("write");
         self.io.flush().await.expect("flush");
+    }
+
+    /// Like `send_raw`, but returns false instead of panicking when the
+    /// connection is gone.
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> bool {
+        self.io.write_all(bytes).await.is_ok() && self.io.flush().await.is_ok()
+    }
+
+    /// Sends a command and reads its reply; None if the connection failed.
+    pub async fn try_cmd(&mut self, line: &str) -> Option<SmtpReply> {
+        if !self.try_send_raw(format!("{line}\r\n").as_bytes()).await {
+            return None;
+        }
+        self.try_read_reply().await
     }
 
     /// Sends a command line (CRLF appended) and reads one reply.
@@ -125,11 +157,16 @@ impl SmtpClient {
         loop {
             if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=i).collect();
-                let s = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
+                let s = String::from_utf8_lossy(&line)
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string();
                 return Some(s);
             }
             let mut chunk = [0u8; 8192];
-            let n = tokio::time::timeout_at(deadline, self.io.read(&mut chunk)).await.ok()?.ok()?;
+            let n = tokio::time::timeout_at(deadline, self.io.read(&mut chunk))
+                .await
+                .ok()?
+                .ok()?;
             if n == 0 {
                 return None;
             }
@@ -167,7 +204,11 @@ impl SmtpClient {
             .connect("ward.test".try_into().unwrap(), self.io)
             .await
             .expect("TLS handshake with ward");
-        let mut c = SmtpClient { io: Box::new(tls), buf: Vec::new(), timeout: self.timeout };
+        let mut c = SmtpClient {
+            io: Box::new(tls),
+            buf: Vec::new(),
+            timeout: self.timeout,
+        };
         c.ehlo("client.test").await;
         c
     }
@@ -256,9 +297,12 @@ pub fn tls_connector(client_cert: Option<(Vec<u8>, Vec<u8>)>) -> tokio_rustls::T
         .with_custom_certificate_verifier(Arc::new(AnyCert(provider)));
     let config = match client_cert {
         Some((cert_pem, key_pem)) => {
-            let certs: Vec<_> =
-                rustls_pemfile::certs(&mut &cert_pem[..]).collect::<Result<_, _>>().expect("client cert PEM");
-            let key = rustls_pemfile::private_key(&mut &key_pem[..]).expect("key PEM").expect("a key");
+            let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+                .collect::<Result<_, _>>()
+                .expect("client cert PEM");
+            let key = rustls_pemfile::private_key(&mut &key_pem[..])
+                .expect("key PEM")
+                .expect("a key");
             builder.with_client_auth_cert(certs, key).expect("client cert")
         }
         None => builder.with_no_client_auth(),

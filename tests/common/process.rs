@@ -114,7 +114,10 @@ impl Ward {
     }
 
     pub fn listener(&self, name: &str) -> SocketAddr {
-        *self.listeners.get(name).unwrap_or_else(|| panic!("no listener {name}; log:\n{}", self.log()))
+        *self
+            .listeners
+            .get(name)
+            .unwrap_or_else(|| panic!("no listener {name}; log:\n{}", self.log()))
     }
 
     /// Everything Ward logged so far.
@@ -192,12 +195,21 @@ impl Drop for Ward {
 fn parse_listening(line: &str) -> Option<(String, SocketAddr)> {
     let rest = &line[line.find("listening on ")? + "listening on ".len()..];
     let addr: SocketAddr = rest.split_whitespace().next()?.parse().ok()?;
-    let name = line.split_whitespace().find_map(|w| w.strip_prefix("listener="))?;
+    let name = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("listener="))?;
     Some((name.trim_matches('"').to_string(), addr))
 }
 
 /// Runs `ward` with arguments and returns (status, stdout, stderr).
 pub fn ward_cli(args: &[&str]) -> (ExitStatus, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ward")).args(args).output().expect("run ward");
-    (out.status, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(args)
+        .output()
+        .expect("run ward");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
