@@ -50,8 +50,9 @@ RUN apt-get update \
     && install -d -o root -g ward -m 0750 /etc/ward
 
 COPY --from=build /usr/local/bin/ward /usr/local/bin/ward
-# The default configuration; mount your own over it.
-COPY --chown=root:ward --chmod=0640 conf/ward.toml /etc/ward/ward.toml
+# The container default (relays for nobody until configured); mount your own
+# configuration over it.
+COPY --chown=root:ward --chmod=0640 conf/container.toml /etc/ward/ward.toml
 
 # Queue, keys and generated certificates (server.data_dir). Relative paths in
 # the configuration resolve here too.

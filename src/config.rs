@@ -1617,6 +1617,20 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_config_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 3);
+    }
+
+    #[test]
     fn shipped_config_is_the_embedded_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/ward.toml");
         let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));

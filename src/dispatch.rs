@@ -27,7 +27,9 @@ use crate::config::Config;
 use crate::delivery::{
     AttemptError, AttemptErrorKind, Delivery, OutboundMessage, RecipientOutcome, RemoteReply, TlsEvidence,
 };
-use crate::queue::{AttemptRecord, CopyRecord, FinalState, FinalStatus, Queue, QueueError, QueueId, now_ms};
+use crate::queue::{
+    AttemptRecord, Claimed, CopyRecord, FinalState, FinalStatus, Queue, QueueError, QueueId, now_ms,
+};
 
 /// How many claimed copies may wait in memory for a connection. Beyond it,
 /// dispatch stops claiming until workers catch up (the rest stay on disk).
@@ -135,39 +137,22 @@ impl Dispatcher {
         self.workers.wait().await;
     }
 
-    async fn enqueue_jobs(self: &Arc<Self>, claimed: Vec<(QueueId, u32)>) {
-        // Group by message, then by recipient domain.
-        let mut by_message: Vec<(QueueId, Vec<u32>)> = Vec::new();
-        for (id, idx) in claimed {
-            match by_message.iter_mut().find(|(m, _)| *m == id) {
-                Some((_, v)) => v.push(idx),
-                None => by_message.push((id, vec![idx])),
+    async fn enqueue_jobs(self: &Arc<Self>, claimed: Vec<Claimed>) {
+        // Group by message, then by recipient domain: one transaction each.
+        let mut jobs: Vec<Job> = Vec::new();
+        for Claimed { id, idx, copy } in claimed {
+            let domain = copy.recipient.domain();
+            match jobs.iter_mut().find(|j| j.id == id && j.domain == domain) {
+                Some(j) => j.copies.push((idx, copy)),
+                None => jobs.push(Job {
+                    id,
+                    domain,
+                    copies: vec![(idx, copy)],
+                }),
             }
         }
-        for (id, idxs) in by_message {
-            let mut per_domain: Vec<Job> = Vec::new();
-            for idx in idxs {
-                let copy = match self.queue.copy(id, idx).await {
-                    Ok(Some(c)) => c,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::error!(queue_id = %id, error = %e, "cannot read recipient copy");
-                        continue;
-                    }
-                };
-                let domain = copy.recipient.domain();
-                match per_domain.iter_mut().find(|j| j.domain == domain) {
-                    Some(j) => j.copies.push((idx, copy)),
-                    None => per_domain.push(Job {
-                        id,
-                        domain,
-                        copies: vec![(idx, copy)],
-                    }),
-                }
-            }
-            for job in per_domain {
-                self.push(job);
-            }
+        for job in jobs {
+            self.push(job);
         }
     }
 
@@ -203,7 +188,7 @@ impl Dispatcher {
         loop {
             let wake = {
                 let mut map = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
-                let Some(d) = map.get_mut(domain) else { return None };
+                let d = map.get_mut(domain)?;
                 if let Some(job) = d.pending.pop_front() {
                     return Some(job);
                 }
@@ -233,13 +218,11 @@ impl Dispatcher {
             self.run_job(&mut conn, job).await;
             self.in_memory.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
             self.drained.notify_one();
-            if conn
+            let spent = conn
                 .as_ref()
-                .is_some_and(|c| !c.is_reusable() || c.messages_sent() >= max_per_conn)
-            {
-                if let Some(c) = conn.take() {
-                    c.quit().await;
-                }
+                .is_some_and(|c| !c.is_reusable() || c.messages_sent() >= max_per_conn);
+            if spent && let Some(c) = conn.take() {
+                c.quit().await;
             }
         }
         if let Some(c) = conn.take() {
@@ -287,9 +270,8 @@ impl Dispatcher {
                     };
                     for other in waiting {
                         let n = other.copies.len();
-                        match self.queue.meta(other.id).await {
-                            Ok(m) => self.fail_job(&other, &m, &e).await,
-                            Err(_) => {}
+                        if let Ok(m) = self.queue.meta(other.id).await {
+                            self.fail_job(&other, &m, &e).await;
                         }
                         self.in_memory.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -384,9 +366,9 @@ impl Dispatcher {
                     finished_ms: now,
                     last: Some(record),
                 };
-                self.queue.finish(id, idx, status).await.map(|_| ())
+                self.queue.finish(vec![(id, idx, status)]).await.map(|_| ())
             }
-            None => self.queue.reschedule(id, idx, copy).await,
+            None => self.queue.reschedule(vec![(id, idx, copy)]).await,
         };
         if let Err(e) = stored {
             // The copy stays pending on disk; after a restart it is retried.

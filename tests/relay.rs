@@ -334,8 +334,6 @@ async fn dsn_parameters_travel_with_the_message_and_tenant_header_does_not() {
 async fn many_messages_share_connections() {
     let (ca, dns) = setup().await;
     let mx = TestMx::plain().await;
-    let mut extra = route("partner.test", "127.0.0.1", mx.port(), "may");
-    extra.push_str("\n[delivery]\n");
     let w = Ward::start(&delivery_toml(
         &dns,
         &ca,
@@ -382,8 +380,7 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 async fn queued_mail_is_encrypted_at_rest_and_resumes_after_restart() {
     let (ca, dns) = setup().await;
     let mx = TestMx::start(MxOptions::new().reply_times(Stage::DataEnd, "451 4.3.0 not yet", 1)).await;
-    let mut extra = route("partner.test", "127.0.0.1", mx.port(), "may");
-    extra = extra.replace("tls_policy = \"may\"\n", "tls_policy = \"may\"\n");
+    let extra = route("partner.test", "127.0.0.1", mx.port(), "may");
     let toml = delivery_toml(&dns, &ca, 25, "may", &extra)
         .replace("retry_schedule = [\"1s\"]", "retry_schedule = [\"3s\"]");
     let mut w = Ward::start(&toml);

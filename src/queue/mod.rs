@@ -4,16 +4,25 @@
 //! Owns invariant 1 (durable before 250) and, with `crypto`, invariant 2
 //! (never readable at rest).
 //!
-//! - [`Queue::enqueue`] seals the message under a fresh per-message key,
-//!   writes the sealed message, one record per recipient copy and their
-//!   due-index entries in one atomic sled batch, then waits for a flush
-//!   (fsync) that began after the batch was applied. Only then does it
-//!   return, and only then may the SMTP session say 250. Concurrent sessions
-//!   share flushes: a single flusher thread takes every caller waiting at that
-//!   moment and serves them with one `flush()` (group commit).
+//! - [`Queue::enqueue`] seals the message under a fresh per-message key and
+//!   hands it to the queue's writer thread. The writer takes every request
+//!   waiting at that moment, appends their sealed contents to the content log
+//!   ([`content`]), applies their records (meta with the wrapped key, one
+//!   record per recipient copy, due-index entries) as one atomic sled batch,
+//!   then makes it all durable in order: `fdatasync` of the content log,
+//!   sled's `flush()`, `fdatasync` of sled's log file. Only then does it
+//!   answer them all (group commit), and only then may the SMTP session say
+//!   250. The last `fdatasync` matters: on Linux sled's flush ends with
+//!   `sync_file_range`, which neither commits the file's size nor flushes the
+//!   disk's write cache.
+//! - sled's own periodic flush is off, so no record reaches disk before the
+//!   content it points to; the writer flushes records of delivery results
+//!   (which need no flush of their own) within [`IDLE_FLUSH`]. A record whose
+//!   content is missing after a crash was never acknowledged; opening the
+//!   queue discards it.
 //! - sled is never called on the async runtime's worker threads (it blocks,
-//!   and under load it hung there: DESIGN.md "Known pitfalls"); every call
-//!   goes through `spawn_blocking` or the flusher thread.
+//!   and under load it hung there: DESIGN.md "Known pitfalls"): writes go to
+//!   the writer thread, reads through `spawn_blocking`.
 //! - The due index (`D` keys) is derived data: claiming a copy for delivery
 //!   removes its entry, and opening the queue rebuilds the index from the
 //!   copy records, so a copy that was being delivered when the process died
@@ -24,7 +33,7 @@
 //! Record layout in one sled tree (so a batch is atomic):
 //!
 //! ```text
-//! M id                → u32 meta length, meta (JSON), sealed content
+//! M id                → MessageMeta (JSON): envelope, wrapped key, content location
 //! C id idx            → CopyRecord (JSON)        a pending recipient copy
 //! D due_ms id idx     → ()                        due-time index
 //! S id idx            → FinalStatus (JSON)       kept for status_retention
@@ -35,10 +44,13 @@
 //!
 //! Refuses: records it cannot decode are reported as errors, never guessed.
 
+pub mod content;
 mod envelope;
 
+pub use content::Location;
 pub use envelope::*;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
@@ -98,6 +110,8 @@ pub struct MessageMeta {
     /// Number of recipient copies the message was queued with.
     pub copies: u32,
     pub seal: SealInfo,
+    /// Where the sealed content is in the content log.
+    pub location: Location,
 }
 
 /// One delivery attempt as recorded (no content: codes, hosts, TLS facts).
@@ -194,6 +208,17 @@ fn d_key(due_ms: u64, id: &QueueId, idx: u32) -> [u8; 29] {
     k
 }
 
+/// Records of delivery results (which need no flush of their own) reach
+/// disk at the next group commit or after this long without one.
+pub const IDLE_FLUSH: Duration = Duration::from_millis(500);
+
+fn id_prefix(prefix: u8, id: &QueueId) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
 fn parse_c_key(k: &[u8]) -> Option<(QueueId, u32)> {
     if k.len() != 21 {
         return None;
@@ -222,65 +247,248 @@ fn decode_json<T: for<'de> Deserialize<'de>>(what: &str, v: &[u8]) -> Result<T, 
     serde_json::from_slice(v).map_err(|e| QueueError::Corrupt(what.to_string(), e.to_string()))
 }
 
-type FlushWaiter = oneshot::Sender<Result<(), String>>;
-
-/// The group-commit flusher: one thread, one flush for everyone waiting.
-struct Flusher {
-    tx: std::sync::Mutex<Option<std_mpsc::Sender<FlushWaiter>>>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+/// One write or read-modify-write the writer thread performs.
+enum Op {
+    /// A new message: on disk before the caller is answered.
+    Enqueue(Box<Sealed>, oneshot::Sender<Result<(), QueueError>>),
+    /// Writes that need no flush of their own (delivery results): they are
+    /// made durable by the next group that flushes, or by sled's periodic
+    /// flush; losing them in a crash means a copy is delivered again.
+    Apply(Vec<Write>, oneshot::Sender<Result<(), QueueError>>),
+    /// Copies reaching a final state (the message is deleted with its last
+    /// one); answers which messages left the queue.
+    Finish(
+        Vec<(QueueId, u32, FinalStatus)>,
+        oneshot::Sender<Result<Vec<QueueId>, QueueError>>,
+    ),
+    /// Claim due copies (remove their due-index entries).
+    Claim(u64, usize, oneshot::Sender<Result<Vec<Claimed>, QueueError>>),
+    /// Flush everything written so far.
+    Sync(oneshot::Sender<Result<(), QueueError>>),
 }
 
-impl Flusher {
-    fn start(db: sled::Db) -> Flusher {
-        let (tx, rx) = std_mpsc::channel::<FlushWaiter>();
-        let thread = std::thread::Builder::new()
-            .name("ward-queue-flush".into())
-            .spawn(move || {
-                // Every waiter in `batch` applied its writes before sending
-                // itself here, so the flush below (which starts after we
-                // took them) covers all of them.
-                while let Ok(first) = rx.recv() {
-                    let mut batch = vec![first];
-                    while let Ok(more) = rx.try_recv() {
-                        batch.push(more);
+type Write = (Vec<u8>, Option<Vec<u8>>);
+
+/// A sealed message on its way to the writer.
+struct Sealed {
+    meta: MessageMeta,
+    content: Vec<u8>,
+    /// Copy records and due-index entries.
+    writes: Vec<Write>,
+}
+
+/// A copy claimed for delivery.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: QueueId,
+    pub idx: u32,
+    pub copy: CopyRecord,
+}
+
+/// The writer thread: applies every waiting request as one batch, then
+/// flushes once for all that need it.
+struct Writer {
+    tree: sled::Tree,
+    db: sled::Db,
+    /// sled's log file, opened by us for `fdatasync`.
+    log_file: std::fs::File,
+    content: Arc<content::ContentLog>,
+}
+
+impl Writer {
+    fn run(self, rx: std_mpsc::Receiver<Op>) {
+        let mut unflushed = false;
+        loop {
+            let first = match rx.recv_timeout(IDLE_FLUSH) {
+                Ok(op) => op,
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                    if unflushed {
+                        if let Err(e) = self.sync() {
+                            tracing::error!(error = %e, "queue flush failed");
+                        }
+                        unflushed = false;
                     }
-                    let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
-                    if let Err(e) = &result {
-                        tracing::error!(error = %e, "queue flush failed");
-                    }
-                    for waiter in batch {
-                        let _ = waiter.send(result.clone());
+                    continue;
+                }
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut ops = vec![first];
+            while ops.len() < 4096 {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            unflushed = !self.group(ops);
+        }
+        if let Err(e) = self.sync() {
+            tracing::error!(error = %e, "final queue flush failed");
+        }
+    }
+
+    /// Content first, then the records that point at it.
+    fn sync(&self) -> Result<(), String> {
+        self.content.sync().map_err(|e| format!("content log: {e}"))?;
+        self.db.flush().map_err(|e| e.to_string())?;
+        self.log_file.sync_data().map_err(|e| format!("queue log: {e}"))
+    }
+
+    /// Performs one group; returns true if it ended with a flush.
+    fn group(&self, ops: Vec<Op>) -> bool {
+        // 1. Every plain write of the group in one atomic batch.
+        let mut batch = sled::Batch::default();
+        let mut finished_ids: Vec<QueueId> = Vec::new();
+        let mut needs_sync = false;
+        let mut appended: Vec<Result<(), String>> = Vec::new();
+        for op in &ops {
+            match op {
+                Op::Enqueue(sealed, _) => {
+                    needs_sync = true;
+                    match self.content.append(&sealed.content) {
+                        Ok(location) => {
+                            let mut meta = sealed.meta.clone();
+                            meta.location = location;
+                            batch.insert(&m_key(&meta.id)[..], encode_json(&meta));
+                            add(&mut batch, &sealed.writes);
+                            appended.push(Ok(()));
+                        }
+                        Err(e) => appended.push(Err(format!("content log: {e}"))),
                     }
                 }
-            })
-            .expect("spawning the queue flusher thread");
-        Flusher {
-            tx: std::sync::Mutex::new(Some(tx)),
-            thread: std::sync::Mutex::new(Some(thread)),
+                Op::Apply(writes, _) => add(&mut batch, writes),
+                Op::Finish(items, _) => {
+                    for (id, idx, status) in items {
+                        batch.remove(&c_key(C, id, *idx)[..]);
+                        batch.insert(&c_key(S, id, *idx)[..], encode_json(status));
+                        finished_ids.push(*id);
+                    }
+                }
+                Op::Sync(_) => needs_sync = true,
+                Op::Claim(..) => {}
+            }
         }
+        let applied = self.tree.apply_batch(batch).map_err(|e| e.to_string());
+
+        // 2. Messages whose last pending copy just finished leave the queue:
+        // their meta (with the wrapped key) and content are deleted.
+        let mut gone: HashSet<QueueId> = HashSet::new();
+        let mut released: Vec<u64> = Vec::new();
+        let mut cleanup = sled::Batch::default();
+        if applied.is_ok() {
+            for id in &finished_ids {
+                if gone.contains(id) {
+                    continue;
+                }
+                let pending = self.tree.scan_prefix(id_prefix(C, id)).keys().next().is_some();
+                if !pending {
+                    gone.insert(*id);
+                    if let Ok(Some(v)) = self.tree.get(m_key(id))
+                        && let Ok(meta) = serde_json::from_slice::<MessageMeta>(&v)
+                    {
+                        released.push(meta.location.segment);
+                    }
+                    cleanup.remove(&m_key(id)[..]);
+                }
+            }
+        }
+        let cleaned = self.tree.apply_batch(cleanup).map_err(|e| e.to_string());
+        if cleaned.is_ok() {
+            // The records are gone (the wrapped keys with them); the content
+            // segment is deleted once nothing refers to it.
+            for segment in released {
+                self.content.release(segment);
+            }
+        }
+
+        // 3. Claims, after this group's writes.
+        let mut claims: Vec<Result<Vec<Claimed>, String>> = Vec::new();
+        for op in &ops {
+            if let Op::Claim(now, limit, _) = op {
+                claims.push(self.claim(*now, *limit).map_err(|e| e.to_string()));
+            }
+        }
+
+        // 4. One flush for the whole group: sled's, then the log file's
+        // data and size down to the device.
+        let synced = if needs_sync && applied.is_ok() {
+            self.sync()
+        } else {
+            Ok(())
+        };
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, "queue flush failed");
+        }
+
+        let mut claims = claims.into_iter();
+        let mut appended = appended.into_iter();
+        for op in ops {
+            match op {
+                Op::Enqueue(_, reply) => {
+                    let own = appended.next().unwrap_or_else(|| Err("append lost".into()));
+                    let _ = reply.send(
+                        own.and(applied.clone())
+                            .and(synced.clone())
+                            .map_err(QueueError::Flush),
+                    );
+                }
+                Op::Apply(_, reply) => {
+                    let _ = reply.send(applied.clone().map_err(QueueError::Flush));
+                }
+                Op::Finish(items, reply) => {
+                    let mut left: Vec<QueueId> = Vec::new();
+                    for (id, _, _) in &items {
+                        if gone.contains(id) && !left.contains(id) {
+                            left.push(*id);
+                        }
+                    }
+                    let r = applied
+                        .clone()
+                        .and(cleaned.clone())
+                        .map(|_| left)
+                        .map_err(QueueError::Flush);
+                    let _ = reply.send(r);
+                }
+                Op::Claim(_, _, reply) => {
+                    let r = claims.next().unwrap_or_else(|| Err("claim lost".into()));
+                    let _ = reply.send(r.map_err(QueueError::Flush));
+                }
+                Op::Sync(reply) => {
+                    let _ = reply.send(synced.clone().map_err(QueueError::Flush));
+                }
+            }
+        }
+        needs_sync
     }
 
-    async fn sync(&self) -> Result<(), QueueError> {
-        let (tx, rx) = oneshot::channel();
-        {
-            let guard = self.tx.lock().map_err(|_| QueueError::Gone)?;
-            guard
-                .as_ref()
-                .ok_or(QueueError::Gone)?
-                .send(tx)
-                .map_err(|_| QueueError::Gone)?;
+    fn claim(&self, now_ms: u64, limit: usize) -> Result<Vec<Claimed>, QueueError> {
+        let mut out = Vec::new();
+        let mut batch = sled::Batch::default();
+        let end = d_key(now_ms, &QueueId([0xff; 16]), u32::MAX);
+        for kv in self.tree.range(&[D][..]..=&end[..]) {
+            let (k, _) = kv?;
+            batch.remove(k.clone());
+            let Some((_, id, idx)) = parse_d_key(&k) else {
+                continue;
+            };
+            // A due entry without a pending copy is stale: drop it.
+            if let Some(v) = self.tree.get(c_key(C, &id, idx))? {
+                let copy: CopyRecord = decode_json(&format!("copy {id}/{idx}"), &v)?;
+                out.push(Claimed { id, idx, copy });
+            }
+            if out.len() >= limit {
+                break;
+            }
         }
-        rx.await.map_err(|_| QueueError::Gone)?.map_err(QueueError::Flush)
+        self.tree.apply_batch(batch)?;
+        Ok(out)
     }
+}
 
-    fn stop(&self) {
-        if let Ok(mut g) = self.tx.lock() {
-            g.take();
-        }
-        if let Ok(mut g) = self.thread.lock()
-            && let Some(t) = g.take()
-        {
-            let _ = t.join();
+fn add(batch: &mut sled::Batch, writes: &[Write]) {
+    for (k, v) in writes {
+        match v {
+            Some(v) => batch.insert(k.as_slice(), v.as_slice()),
+            None => batch.remove(k.as_slice()),
         }
     }
 }
@@ -292,30 +500,54 @@ pub struct Queue {
 }
 
 struct Inner {
-    db: sled::Db,
     tree: sled::Tree,
+    db: sled::Db,
+    content: Arc<content::ContentLog>,
     master: Arc<MasterKey>,
-    flusher: Flusher,
+    writer: std::sync::Mutex<Option<std_mpsc::Sender<Op>>>,
+    writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     arrivals: Wakeup,
 }
+
+/// Content up to this size is sealed on the async worker itself; larger
+/// content is sealed on a blocking thread so a worker is never held for long.
+const SEAL_INLINE_MAX: usize = 256 * 1024;
 
 impl Queue {
     /// Opens (or creates) the queue under `dir` and rebuilds the due index.
     /// Blocking: call before the runtime serves, or in `spawn_blocking`.
     pub fn open(dir: &Path, cache_size: u64, master: Arc<MasterKey>) -> Result<Queue, QueueError> {
+        // No periodic flush of sled's own: records must not reach disk
+        // before the content they point to (the writer orders the syncs).
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_size)
             .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(None)
             .open()?;
         let tree = db.open_tree("queue")?;
-        let flusher = Flusher::start(db.clone());
+        let log_file = std::fs::File::open(dir.join("db"))
+            .map_err(|e| QueueError::Corrupt("queue log file".into(), e.to_string()))?;
+        let content = Arc::new(open_content(dir, &tree)?);
+        let (tx, rx) = std_mpsc::channel();
+        let writer = Writer {
+            tree: tree.clone(),
+            db: db.clone(),
+            log_file,
+            content: content.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("ward-queue-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| QueueError::Corrupt("queue writer thread".into(), e.to_string()))?;
         let q = Queue {
             inner: Arc::new(Inner {
-                db,
                 tree,
+                db,
+                content,
                 master,
-                flusher,
+                writer: std::sync::Mutex::new(Some(tx)),
+                writer_thread: std::sync::Mutex::new(Some(thread)),
                 arrivals: Wakeup::new(),
             }),
         };
@@ -350,54 +582,35 @@ impl Queue {
         Ok(())
     }
 
+    fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Op,
+    ) -> Result<oneshot::Receiver<T>, QueueError> {
+        let (tx, rx) = oneshot::channel();
+        let guard = self.inner.writer.lock().map_err(|_| QueueError::Gone)?;
+        guard
+            .as_ref()
+            .ok_or(QueueError::Gone)?
+            .send(make(tx))
+            .map_err(|_| QueueError::Gone)?;
+        Ok(rx)
+    }
+
     /// Seals and stores a message with one pending copy per recipient, and
     /// returns only once it is on disk (invariant 1).
     pub async fn enqueue(&self, msg: NewMessage) -> Result<QueueId, QueueError> {
         let started = Instant::now();
-        let inner = self.inner.clone();
-        let id = tokio::task::spawn_blocking(move || -> Result<QueueId, QueueError> {
-            let NewMessage {
-                id,
-                mut envelope,
-                client,
-                mut content,
-                received_ms,
-            } = msg;
-            let size = content.len() as u64;
-            let recipients = std::mem::take(&mut envelope.recipients);
-            let seal = crypto::seal(&inner.master, &id.0, &mut content);
-            let meta = MessageMeta {
-                id,
-                received_ms,
-                size,
-                envelope,
-                client,
-                copies: recipients.len() as u32,
-                seal,
-            };
-            let meta_json = encode_json(&meta);
-            let mut value = Vec::with_capacity(4 + meta_json.len() + content.len());
-            value.extend_from_slice(&(meta_json.len() as u32).to_be_bytes());
-            value.extend_from_slice(&meta_json);
-            value.extend_from_slice(&content);
-            let mut batch = sled::Batch::default();
-            batch.insert(&m_key(&id)[..], value);
-            for (i, r) in recipients.into_iter().enumerate() {
-                let rec = CopyRecord {
-                    recipient: r,
-                    attempts: 0,
-                    next_attempt_ms: received_ms,
-                    last: None,
-                };
-                batch.insert(&c_key(C, &id, i as u32)[..], encode_json(&rec));
-                batch.insert(&d_key(received_ms, &id, i as u32)[..], &[][..]);
-            }
-            inner.tree.apply_batch(batch)?;
-            Ok(id)
-        })
-        .await
-        .map_err(|_| QueueError::Gone)??;
-        self.inner.flusher.sync().await?;
+        let master = self.inner.master.clone();
+        let id = msg.id;
+        let sealed = if msg.content.len() <= SEAL_INLINE_MAX {
+            seal_message(&master, msg)
+        } else {
+            tokio::task::spawn_blocking(move || seal_message(&master, msg))
+                .await
+                .map_err(|_| QueueError::Gone)?
+        };
+        let rx = self.submit(|tx| Op::Enqueue(Box::new(sealed), tx))?;
+        rx.await.map_err(|_| QueueError::Gone)??;
         tracing::debug!(queue_id = %id, elapsed_us = started.elapsed().as_micros() as u64, "queued and flushed");
         self.inner.arrivals.notify_one();
         Ok(id)
@@ -410,28 +623,12 @@ impl Queue {
 
     /// Claims up to `limit` copies due at or before `now_ms`: their due-index
     /// entries are removed, so they are not handed out twice. A claimed copy
-    /// must be finished with [`Queue::reschedule`] or [`Queue::finish`]; if
+    /// must be settled with [`Queue::reschedule`] or [`Queue::finish`]; if
     /// the process dies first it is due again after the restart.
-    pub async fn claim_due(&self, now_ms: u64, limit: usize) -> Result<Vec<(QueueId, u32)>, QueueError> {
-        let inner = self.inner.clone();
-        blocking(move || {
-            let mut out = Vec::new();
-            let mut batch = sled::Batch::default();
-            let end = d_key(now_ms, &QueueId([0xff; 16]), u32::MAX);
-            for kv in inner.tree.range(&[D][..]..=&end[..]) {
-                let (k, _) = kv?;
-                if let Some((_, id, idx)) = parse_d_key(&k) {
-                    out.push((id, idx));
-                }
-                batch.remove(k);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-            inner.tree.apply_batch(batch)?;
-            Ok(out)
-        })
-        .await
+    pub async fn claim_due(&self, now_ms: u64, limit: usize) -> Result<Vec<Claimed>, QueueError> {
+        self.submit(|tx| Op::Claim(now_ms, limit, tx))?
+            .await
+            .map_err(|_| QueueError::Gone)?
     }
 
     /// The time of the earliest due-index entry, if any.
@@ -453,23 +650,21 @@ impl Queue {
     pub async fn load(&self, id: QueueId) -> Result<(MessageMeta, Vec<u8>), QueueError> {
         let inner = self.inner.clone();
         blocking(move || {
-            let value = inner.tree.get(m_key(&id))?.ok_or(QueueError::NotFound(id))?;
-            let (meta, sealed) = split_message(&id, &value)?;
-            let mut content = sealed.to_vec();
+            let meta = read_meta(&inner.tree, &id)?;
+            let mut content = inner
+                .content
+                .read(&meta.location)
+                .map_err(|e| QueueError::Corrupt(format!("content of message {id}"), e.to_string()))?;
             crypto::open(&inner.master, &id.0, &meta.seal, &mut content)?;
             Ok((meta, content))
         })
         .await
     }
 
-    /// Reads a message's meta data without decrypting it.
+    /// Reads a message's meta data without decrypting anything.
     pub async fn meta(&self, id: QueueId) -> Result<MessageMeta, QueueError> {
         let inner = self.inner.clone();
-        blocking(move || {
-            let value = inner.tree.get(m_key(&id))?.ok_or(QueueError::NotFound(id))?;
-            Ok(split_message(&id, &value)?.0)
-        })
-        .await
+        blocking(move || read_meta(&inner.tree, &id)).await
     }
 
     /// Reads one pending copy.
@@ -482,69 +677,42 @@ impl Queue {
         .await
     }
 
-    /// Records a failed attempt and the time of the next one.
-    pub async fn reschedule(&self, id: QueueId, idx: u32, record: CopyRecord) -> Result<(), QueueError> {
-        let inner = self.inner.clone();
-        blocking(move || {
-            let mut batch = sled::Batch::default();
-            batch.insert(&c_key(C, &id, idx)[..], encode_json(&record));
-            batch.insert(&d_key(record.next_attempt_ms, &id, idx)[..], &[][..]);
-            inner.tree.apply_batch(batch)?;
-            Ok(())
-        })
-        .await
+    /// Records failed attempts and the time of each copy's next one.
+    pub async fn reschedule(&self, items: Vec<(QueueId, u32, CopyRecord)>) -> Result<(), QueueError> {
+        let mut writes = Vec::with_capacity(items.len() * 2);
+        for (id, idx, record) in items {
+            writes.push((c_key(C, &id, idx).to_vec(), Some(encode_json(&record))));
+            writes.push((d_key(record.next_attempt_ms, &id, idx).to_vec(), Some(Vec::new())));
+        }
+        self.submit(|tx| Op::Apply(writes, tx))?
+            .await
+            .map_err(|_| QueueError::Gone)?
     }
 
     /// Puts a claimed copy back as due at `due_ms` without counting an
     /// attempt (e.g. delivery was interrupted by shutdown).
     pub async fn release(&self, id: QueueId, idx: u32, due_ms: u64) -> Result<(), QueueError> {
-        let inner = self.inner.clone();
-        blocking(move || {
-            if inner.tree.contains_key(c_key(C, &id, idx))? {
-                inner.tree.insert(&d_key(due_ms, &id, idx)[..], &[][..])?;
-            }
-            Ok(())
-        })
-        .await
+        let writes = vec![(d_key(due_ms, &id, idx).to_vec(), Some(Vec::new()))];
+        self.submit(|tx| Op::Apply(writes, tx))?
+            .await
+            .map_err(|_| QueueError::Gone)?
     }
 
-    /// Records a copy's final state. When it was the message's last pending
-    /// copy, the sealed message (and its wrapped key) is deleted.
-    /// Returns true if the message left the queue.
-    pub async fn finish(&self, id: QueueId, idx: u32, status: FinalStatus) -> Result<bool, QueueError> {
-        let inner = self.inner.clone();
-        blocking(move || {
-            let mut batch = sled::Batch::default();
-            batch.remove(&c_key(C, &id, idx)[..]);
-            batch.insert(&c_key(S, &id, idx)[..], encode_json(&status));
-            // Any other copy of this message still pending?
-            let mut prefix = [0u8; 17];
-            prefix[0] = C;
-            prefix[1..].copy_from_slice(&id.0);
-            let others = inner
-                .tree
-                .scan_prefix(prefix)
-                .keys()
-                .filter_map(|k| k.ok())
-                .any(|k| parse_c_key(&k).is_some_and(|(_, i)| i != idx));
-            if !others {
-                batch.remove(&m_key(&id)[..]);
-            }
-            inner.tree.apply_batch(batch)?;
-            Ok(!others)
-        })
-        .await
+    /// Records copies' final states. A message whose last pending copy this
+    /// was is deleted, sealed content and wrapped key with it; its id is in
+    /// the returned list.
+    pub async fn finish(&self, items: Vec<(QueueId, u32, FinalStatus)>) -> Result<Vec<QueueId>, QueueError> {
+        self.submit(|tx| Op::Finish(items, tx))?
+            .await
+            .map_err(|_| QueueError::Gone)?
     }
 
     /// Final statuses recorded for a message.
     pub async fn statuses(&self, id: QueueId) -> Result<Vec<(u32, FinalStatus)>, QueueError> {
         let inner = self.inner.clone();
         blocking(move || {
-            let mut prefix = [0u8; 17];
-            prefix[0] = S;
-            prefix[1..].copy_from_slice(&id.0);
             let mut out = Vec::new();
-            for kv in inner.tree.scan_prefix(prefix) {
+            for kv in inner.tree.scan_prefix(id_prefix(S, &id)) {
                 let (k, v) = kv?;
                 if let Some((_, idx)) = parse_c_key(&k) {
                     out.push((idx, decode_json(&format!("status {id}/{idx}"), &v)?));
@@ -559,11 +727,8 @@ impl Queue {
     pub async fn pending_copies(&self, id: QueueId) -> Result<Vec<(u32, CopyRecord)>, QueueError> {
         let inner = self.inner.clone();
         blocking(move || {
-            let mut prefix = [0u8; 17];
-            prefix[0] = C;
-            prefix[1..].copy_from_slice(&id.0);
             let mut out = Vec::new();
-            for kv in inner.tree.scan_prefix(prefix) {
+            for kv in inner.tree.scan_prefix(id_prefix(C, &id)) {
                 let (k, v) = kv?;
                 if let Some((_, idx)) = parse_c_key(&k) {
                     out.push((idx, decode_json(&format!("copy {id}/{idx}"), &v)?));
@@ -577,24 +742,28 @@ impl Queue {
     /// Deletes final statuses older than `retention`.
     pub async fn purge_statuses(&self, retention: Duration) -> Result<usize, QueueError> {
         let inner = self.inner.clone();
-        blocking(move || {
+        let writes = blocking(move || {
             let cutoff = now_ms().saturating_sub(retention.as_millis() as u64);
-            let mut batch = sled::Batch::default();
-            let mut n = 0;
+            let mut writes = Vec::new();
             for kv in inner.tree.scan_prefix([S]) {
                 let (k, v) = kv?;
                 let old = serde_json::from_slice::<FinalStatus>(&v)
                     .map(|s| s.finished_ms < cutoff)
                     .unwrap_or(true);
                 if old {
-                    batch.remove(k);
-                    n += 1;
+                    writes.push((k.to_vec(), None));
                 }
             }
-            inner.tree.apply_batch(batch)?;
-            Ok(n)
+            Ok(writes)
         })
-        .await
+        .await?;
+        let n = writes.len();
+        if n > 0 {
+            self.submit(|tx| Op::Apply(writes, tx))?
+                .await
+                .map_err(|_| QueueError::Gone)??;
+        }
+        Ok(n)
     }
 
     /// Messages and pending copies in the queue.
@@ -611,28 +780,110 @@ impl Queue {
 
     /// Flushes everything to disk (used at shutdown).
     pub async fn flush(&self) -> Result<(), QueueError> {
-        self.inner.flusher.sync().await
+        self.submit(Op::Sync)?.await.map_err(|_| QueueError::Gone)?
     }
 
-    /// Stops the flusher thread after a final flush. Call once at shutdown.
+    /// Stops the writer thread (after it finished every request) and flushes.
+    /// Call once at shutdown; blocking.
     pub fn close(&self) {
+        if let Ok(mut g) = self.inner.writer.lock() {
+            g.take();
+        }
+        if let Ok(mut g) = self.inner.writer_thread.lock()
+            && let Some(t) = g.take()
+        {
+            let _ = t.join();
+        }
         if let Err(e) = self.inner.db.flush() {
             tracing::error!(error = %e, "final queue flush failed");
         }
-        self.inner.flusher.stop();
     }
 }
 
-fn split_message<'a>(id: &QueueId, value: &'a [u8]) -> Result<(MessageMeta, &'a [u8]), QueueError> {
-    let corrupt = |why: &str| QueueError::Corrupt(format!("message {id}"), why.to_string());
-    let len_bytes: [u8; 4] = value
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| corrupt("short record"))?;
-    let len = u32::from_be_bytes(len_bytes) as usize;
-    let meta_bytes = value.get(4..4 + len).ok_or_else(|| corrupt("short meta"))?;
-    let meta: MessageMeta = decode_json(&format!("message {id}"), meta_bytes)?;
-    Ok((meta, &value[4 + len..]))
+/// Seals the content and builds the records for a new message: meta,
+/// copies and their due-index entries (the writer adds the content's
+/// location).
+fn seal_message(master: &MasterKey, msg: NewMessage) -> Sealed {
+    let NewMessage {
+        id,
+        mut envelope,
+        client,
+        mut content,
+        received_ms,
+    } = msg;
+    let size = content.len() as u64;
+    let recipients = std::mem::take(&mut envelope.recipients);
+    let seal = crypto::seal(master, &id.0, &mut content);
+    let meta = MessageMeta {
+        id,
+        received_ms,
+        size,
+        envelope,
+        client,
+        copies: recipients.len() as u32,
+        seal,
+        location: Location {
+            segment: 0,
+            offset: 0,
+            len: 0,
+        },
+    };
+    let mut writes = Vec::with_capacity(2 * recipients.len());
+    for (i, r) in recipients.into_iter().enumerate() {
+        let rec = CopyRecord {
+            recipient: r,
+            attempts: 0,
+            next_attempt_ms: received_ms,
+            last: None,
+        };
+        writes.push((c_key(C, &id, i as u32).to_vec(), Some(encode_json(&rec))));
+        writes.push((d_key(received_ms, &id, i as u32).to_vec(), Some(Vec::new())));
+    }
+    Sealed {
+        meta,
+        content,
+        writes,
+    }
+}
+
+/// Opens the content log, counting references from the message records and
+/// discarding records whose content did not survive a crash (such a message
+/// was never acknowledged: its content is synced before its 250).
+fn open_content(dir: &Path, tree: &sled::Tree) -> Result<content::ContentLog, QueueError> {
+    let content_dir = dir.join("content");
+    let mut refs: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    let mut broken: Vec<QueueId> = Vec::new();
+    for kv in tree.scan_prefix([M]) {
+        let (_, v) = kv?;
+        let meta: MessageMeta = decode_json("message record", &v)?;
+        let path = content_dir.join(format!("{:016}.seg", meta.location.segment));
+        let complete = std::fs::metadata(&path)
+            .map(|m| m.len() >= meta.location.offset + meta.location.len)
+            .unwrap_or(false);
+        if complete {
+            *refs.entry(meta.location.segment).or_insert(0) += 1;
+        } else {
+            broken.push(meta.id);
+        }
+    }
+    if !broken.is_empty() {
+        let mut batch = sled::Batch::default();
+        for id in &broken {
+            tracing::warn!(queue_id = %id, "discarding a message whose content was not written before a crash (it was never acknowledged)");
+            batch.remove(&m_key(id)[..]);
+            for k in tree.scan_prefix(id_prefix(C, id)).keys().flatten() {
+                batch.remove(k);
+            }
+        }
+        tree.apply_batch(batch)?;
+    }
+    content::ContentLog::open(&content_dir, refs)
+        .map_err(|e| QueueError::Corrupt("content log".into(), e.to_string()))
+}
+
+fn read_meta(tree: &sled::Tree, id: &QueueId) -> Result<MessageMeta, QueueError> {
+    let value = tree.get(m_key(id))?.ok_or(QueueError::NotFound(*id))?;
+    decode_json(&format!("message {id}"), &value)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -667,6 +918,10 @@ mod tests {
         }
     }
 
+    fn ids(c: Vec<Claimed>) -> Vec<(QueueId, u32)> {
+        c.into_iter().map(|c| (c.id, c.idx)).collect()
+    }
+
     fn key() -> Arc<MasterKey> {
         Arc::new(MasterKey::from_bytes(&[9u8; 32]))
     }
@@ -682,6 +937,7 @@ mod tests {
             .unwrap();
         let claimed = q.claim_due(now_ms() + 1, 100).await.unwrap();
         assert_eq!(claimed.len(), 2);
+        assert_eq!(claimed[1].copy.recipient.address, "b@y.example");
         assert!(
             q.claim_due(now_ms() + 1, 100).await.unwrap().is_empty(),
             "claimed copies are not handed out twice"
@@ -698,8 +954,16 @@ mod tests {
             finished_ms: now_ms(),
             last: None,
         };
-        assert!(!q.finish(id, 0, status("a@x.example")).await.unwrap());
-        assert!(q.finish(id, 1, status("b@y.example")).await.unwrap());
+        assert!(
+            q.finish(vec![(id, 0, status("a@x.example"))])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            q.finish(vec![(id, 1, status("b@y.example"))]).await.unwrap(),
+            vec![id]
+        );
         assert!(matches!(q.load(id).await, Err(QueueError::NotFound(_))));
         assert_eq!(q.statuses(id).await.unwrap().len(), 2);
         assert_eq!(
@@ -720,11 +984,11 @@ mod tests {
         {
             let q = Queue::open(&dir, 8 << 20, key()).unwrap();
             id = q.enqueue(message(b"hello\r\n", &["a@x.example"])).await.unwrap();
-            assert_eq!(q.claim_due(now_ms() + 1, 10).await.unwrap(), vec![(id, 0)]);
+            assert_eq!(ids(q.claim_due(now_ms() + 1, 10).await.unwrap()), vec![(id, 0)]);
             q.close();
         }
         let q = Queue::open(&dir, 8 << 20, key()).unwrap();
-        assert_eq!(q.claim_due(now_ms() + 1, 10).await.unwrap(), vec![(id, 0)]);
+        assert_eq!(ids(q.claim_due(now_ms() + 1, 10).await.unwrap()), vec![(id, 0)]);
         q.close();
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -738,9 +1002,29 @@ mod tests {
         let mut rec = q.copy(id, 0).await.unwrap().unwrap();
         rec.attempts = 1;
         rec.next_attempt_ms = now_ms() + 60_000;
-        q.reschedule(id, 0, rec).await.unwrap();
+        q.reschedule(vec![(id, 0, rec)]).await.unwrap();
         assert!(q.claim_due(now_ms() + 1, 10).await.unwrap().is_empty());
-        assert_eq!(q.claim_due(now_ms() + 61_000, 10).await.unwrap(), vec![(id, 0)]);
+        assert_eq!(
+            ids(q.claim_due(now_ms() + 61_000, 10).await.unwrap()),
+            vec![(id, 0)]
+        );
+        q.close();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn large_messages_are_chunked_and_round_trip() {
+        let dir = temp_dir("large");
+        let q = Queue::open(&dir, 8 << 20, key()).unwrap();
+        let body: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
+        let id = q.enqueue(message(&body, &["a@x.example"])).await.unwrap();
+        assert_eq!(q.load(id).await.unwrap().1, body);
+        // No value went to sled's unsynced blob files.
+        let blobs = std::fs::read_dir(dir.join("blobs"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(blobs, 0);
+        assert_eq!(q.inner.content.segments(), 1);
         q.close();
         std::fs::remove_dir_all(&dir).unwrap();
     }
