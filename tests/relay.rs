@@ -67,7 +67,7 @@ fn split_received(data: &[u8]) -> (String, &[u8]) {
     panic!("unterminated Received header");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_over_verified_tls_with_the_body_byte_identical() {
     let (ca, dns) = setup().await;
     dns.mx("example.test", 10, "mx.example.test");
@@ -104,17 +104,14 @@ async fn relays_over_verified_tls_with_the_body_byte_identical() {
     let (version, _) = m.tls.clone().expect("delivered over TLS");
     assert!(version.contains("1.3") || version.contains("1.2"), "{version}");
     assert_eq!(m.sni.as_deref(), Some("mx.example.test"));
-    w.wait_log("delivered", LONG);
-    let log = w.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains(" delivered ") || l.ends_with("delivered"))
-        .unwrap_or("");
-    assert!(log.contains("verified=true"), "{log}");
-    assert!(!line.is_empty());
+    let line = w.line(&[" delivered ", "to=bob@example.test"], LONG).await;
+    assert!(
+        line.contains("verified=true") && line.contains("tls=TLSv1."),
+        "{line}"
+    );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_sends_nothing_to_an_mx_below_policy() {
     let (ca, dns) = setup().await;
     let plain = TestMx::plain().await;
@@ -172,7 +169,7 @@ async fn verify_sends_nothing_to_an_mx_below_policy() {
     assert!(!w.log().contains(" delivered"), "{}", w.log());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypt_and_may_policies_per_destination() {
     let (ca, dns) = setup().await;
     let self_signed = TestMx::start(MxOptions::new().starttls(ca.self_signed(&["mx.lab.test"]))).await;
@@ -196,21 +193,16 @@ async fn encrypt_and_may_policies_per_destination() {
     assert!(got[0].tls.is_some(), "encrypt must use TLS");
     let got = plain.wait_for(1, LONG).await;
     assert!(got[0].tls.is_none());
-    w.wait_log("to=x@lab.test", LONG);
-    let log = w.log();
-    let lab = log
-        .lines()
-        .find(|l| l.contains("to=x@lab.test") && l.contains("delivered"))
-        .expect("lab delivered");
-    assert!(lab.contains("verified=false"), "{lab}");
-    let old = log
-        .lines()
-        .find(|l| l.contains("to=y@oldclinic.test") && l.contains("delivered"))
-        .expect("clinic delivered");
+    let lab = w.line(&[" delivered ", "to=x@lab.test"], LONG).await;
+    assert!(
+        lab.contains("verified=false") && lab.contains("tls=TLSv1."),
+        "{lab}"
+    );
+    let old = w.line(&[" delivered ", "to=y@oldclinic.test"], LONG).await;
     assert!(old.contains("tls=none"), "{old}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporary_failures_are_retried_and_permanent_ones_recorded() {
     let (ca, dns) = setup().await;
     let mx = TestMx::start(
@@ -252,11 +244,12 @@ async fn temporary_failures_are_retried_and_permanent_ones_recorded() {
         failed.contains("to=gone@partner.test") && failed.contains("status=5.1.1"),
         "{failed}"
     );
-    w.wait_log("to=ok@partner.test", LONG);
-    assert!(log.contains("attempts=1") || w.log().contains("attempts=2"));
+    // The retry delivered it: the second attempt.
+    let delivered = w.line(&[" delivered ", "to=ok@partner.test"], LONG).await;
+    assert!(delivered.contains("attempts=2"), "{delivered}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn null_mx_and_nxdomain_fail_permanently() {
     let (ca, dns) = setup().await;
     dns.null_mx("nomail.test");
@@ -287,7 +280,7 @@ async fn null_mx_and_nxdomain_fail_permanently() {
     assert!(nx.contains("status=5.1.2"), "{nx}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dsn_parameters_travel_with_the_message_and_tenant_header_does_not() {
     let (ca, dns) = setup().await;
     let mx = TestMx::plain().await;
@@ -330,7 +323,7 @@ async fn dsn_parameters_travel_with_the_message_and_tenant_header_does_not() {
     assert!(text.contains("Subject: d\r\n\r\nbody\r\n"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_messages_share_connections() {
     let (ca, dns) = setup().await;
     let mx = TestMx::plain().await;
@@ -376,7 +369,7 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_mail_is_encrypted_at_rest_and_resumes_after_restart() {
     let (ca, dns) = setup().await;
     let mx = TestMx::start(MxOptions::new().reply_times(Stage::DataEnd, "451 4.3.0 not yet", 1)).await;
@@ -410,7 +403,7 @@ async fn queued_mail_is_encrypted_at_rest_and_resumes_after_restart() {
     assert!(String::from_utf8_lossy(&got[0].data).contains(marker));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_the_message_in_progress_then_exits_zero() {
     let (ca, dns) = setup().await;
     let mx = TestMx::plain().await;
@@ -449,7 +442,7 @@ async fn sigterm_finishes_the_message_in_progress_then_exits_zero() {
     mx.wait_for(1, LONG).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_smtplib_relays_through_ward() {
     let (ca, dns) = setup().await;
     let mx = TestMx::plain().await;
@@ -503,4 +496,50 @@ print("sent")
         "dot transparency through both hops"
     );
     assert!(text.contains("with ESMTPS"), "Received header records TLS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_expire_after_max_lifetime() {
+    let (ca, dns) = setup().await;
+    let mx = TestMx::start(MxOptions::new().reply(Stage::AnyRcpt, "451 4.2.1 mailbox busy")).await;
+    let toml = delivery_toml(
+        &dns,
+        &ca,
+        25,
+        "may",
+        &route("partner.test", "127.0.0.1", mx.port(), "may"),
+    )
+    .replace(
+        "scan_interval = \"200ms\"",
+        "scan_interval = \"200ms\"\nmax_lifetime = \"3s\"",
+    );
+    let w = Ward::start(&toml);
+    let mut c = SmtpClient::connect(w.smtp()).await;
+    c.ehlo("client.test").await;
+    c.send_message(
+        "alice@hospital.example",
+        &["busy@partner.test"],
+        b"Subject: e\r\n\r\nx\r\n",
+    )
+    .await
+    .assert_is("250 2.0.0");
+    w.wait_log("delivery failed permanently", LONG);
+    let log = w.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("delivery failed permanently"))
+        .unwrap();
+    assert!(
+        line.contains("state=Expired") && line.contains("code=451"),
+        "{line}"
+    );
+    assert!(
+        log_count_at_least(&w, "delivery deferred", 2),
+        "retried before expiring:\n{log}"
+    );
+    assert!(mx.received().is_empty());
+}
+
+fn log_count_at_least(w: &Ward, needle: &str, n: usize) -> bool {
+    w.log_count(needle) >= n
 }

@@ -17,7 +17,7 @@ fn ward(extra: &str) -> Ward {
     Ward::start(&format!("{NOWHERE}{extra}"))
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ehlo_advertises_the_extensions() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
@@ -43,7 +43,7 @@ async fn ehlo_advertises_the_extensions() {
     c.quit().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_commands_answer_with_enhanced_codes() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
@@ -61,7 +61,7 @@ async fn basic_commands_answer_with_enhanced_codes() {
     assert!(c.is_closed(Duration::from_secs(2)).await);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_is_queued_with_its_id() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
@@ -80,7 +80,7 @@ async fn a_message_is_queued_with_its_id() {
     c.quit().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_commands_get_replies_in_order() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
@@ -98,7 +98,7 @@ async fn pipelined_commands_get_replies_in_order() {
     c.read_reply().await.assert_is("250 2.0.0");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bdat_chunks_make_one_message() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
@@ -124,7 +124,7 @@ async fn bdat_chunks_make_one_message() {
     c.cmd("NOOP").await.assert_is("250");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dsn_and_utf8_parameters_are_accepted() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
@@ -156,7 +156,7 @@ async fn dsn_and_utf8_parameters_are_accepted() {
     c.read_reply().await.assert_is("250 2.0.0");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_is_refused_outside_allowed_networks_including_classic_tricks() {
     // Loopback is not an allowed network here: nothing may be relayed.
     let w = ward("[relay]\nnetworks = [\"10.0.0.0/8\"]\n");
@@ -181,7 +181,7 @@ async fn relay_is_refused_outside_allowed_networks_including_classic_tricks() {
     assert!(w.log().contains("relay denied"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_networks_are_refused_at_connect() {
     let w = ward("[relay]\ndeny_networks = [\"127.0.0.0/8\"]\n");
     let mut c = SmtpClient::connect_raw(w.smtp()).await;
@@ -189,7 +189,7 @@ async fn denied_networks_are_refused_at_connect() {
     assert!(c.is_closed(Duration::from_secs(2)).await);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_tls_refuses_mail_before_starttls() {
     let w = Ward::start(&format!(
         "{NOWHERE}[[listener]]\nname = \"strict\"\naddress = \"127.0.0.1:0\"\ntls = \"starttls\"\nrequire_tls = true\n"
@@ -203,7 +203,7 @@ async fn require_tls_refuses_mail_before_starttls() {
     c.cmd("MAIL FROM:<a@hospital.example>").await.assert_is("250");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn implicit_tls_listener() {
     let w = Ward::start(&format!(
         "{NOWHERE}[[listener]]\nname = \"smtps\"\naddress = \"127.0.0.1:0\"\ntls = \"implicit\"\n"
@@ -217,7 +217,7 @@ async fn implicit_tls_listener() {
     r.assert_is("250 2.0.0");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starttls_discards_pipelined_commands() {
     // CVE-2011-0411: commands sent with STARTTLS must not run after TLS.
     let w = ward("");
@@ -234,7 +234,7 @@ async fn starttls_discards_pipelined_commands() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_plain_and_login_after_tls_only() {
     let hash = ward::smtp::relay::hash_password(b"correct horse").unwrap();
     let w = ward(&format!(
@@ -279,7 +279,7 @@ async fn auth_plain_and_login_after_tls_only() {
     c3.cmd("AUTH CRAM-MD5").await.assert_is("504 5.5.4");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_auth_failures_close_the_session() {
     let hash = ward::smtp::relay::hash_password(b"pw").unwrap();
     let w = ward(&format!(
@@ -293,7 +293,7 @@ async fn too_many_auth_failures_close_the_session() {
     assert!(c.is_closed(Duration::from_secs(2)).await);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_header_authorizes_and_is_removed() {
     let secret = "t0p-s3cret-tenant-value-0123456789";
     let w = ward(&format!(
@@ -332,7 +332,7 @@ async fn tenant_header_authorizes_and_is_removed() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_long_command_line_is_drained_and_refused() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
@@ -350,7 +350,7 @@ async fn over_long_command_line_is_drained_and_refused() {
     .assert_is("500 5.5.2");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_limits_are_enforced_after_draining() {
     let w = ward("[smtp]\nmax_message_size = 4096\nmax_recipients = 3\n");
     let mut c = SmtpClient::connect(w.smtp()).await;
@@ -386,7 +386,7 @@ async fn data_limits_are_enforced_after_draining() {
     c.cmd("NOOP").await.assert_is("250");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bare_line_endings_in_data_are_refused() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
@@ -407,7 +407,7 @@ async fn bare_line_endings_in_data_are_refused() {
 /// Each smuggling vector is followed by a complete second transaction. None
 /// may end DATA early: the client must get exactly one final reply (a
 /// refusal, since the data holds bare line endings) and no second 250.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_vectors_never_end_data_or_make_a_second_message() {
     let w = ward("");
     for vector in [
@@ -435,7 +435,7 @@ async fn smuggling_vectors_never_end_data_or_make_a_second_message() {
     assert_eq!(w.log_count("message queued"), 0, "{}", w.log());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_addresses_get_precise_replies() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
@@ -465,7 +465,7 @@ async fn malformed_addresses_get_precise_replies() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_loops_are_refused() {
     let w = ward("[smtp]\nmax_received_headers = 5\n");
     let mut c = SmtpClient::connect(w.smtp()).await;
@@ -483,7 +483,7 @@ async fn mail_loops_are_refused() {
         .assert_is("554 5.4.6");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limits_total_and_per_ip() {
     let w = ward("[smtp]\nmax_connections_per_ip = 2\n");
     let _a = SmtpClient::connect(w.smtp()).await;
@@ -500,7 +500,7 @@ async fn connection_limits_total_and_per_ip() {
     c.read_reply().await.assert_is("421 4.7.0");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn talking_before_the_greeting_is_refused() {
     let w = ward("[smtp]\ngreeting_delay = \"500ms\"\n");
     let mut c = SmtpClient::connect_raw(w.smtp()).await;
@@ -512,7 +512,7 @@ async fn talking_before_the_greeting_is_refused() {
     ok.ehlo("patient.test").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_clients_time_out_and_error_storms_are_cut_off() {
     let w = ward("[smtp]\ncommand_timeout = \"1s\"\nmax_errors = 3\n");
     let mut c = SmtpClient::connect(w.smtp()).await;
@@ -526,7 +526,7 @@ async fn idle_clients_time_out_and_error_storms_are_cut_off() {
     assert!(c.is_closed(Duration::from_secs(2)).await);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_does_not_stall_others() {
     let w = ward("");
     // One client opens DATA and goes silent; others keep working.
@@ -556,7 +556,7 @@ async fn a_stalled_client_does_not_stall_others() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_message_content_in_logs() {
     let w = ward("");
     let mut c = SmtpClient::connect(w.smtp()).await;
@@ -573,5 +573,39 @@ async fn no_message_content_in_logs() {
     let log = w.log();
     for secret in ["Diagnosis", "078-05-1120", "99887766", "condition X"] {
         assert!(!log.contains(secret), "content leaked into the log: {secret}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_client_certificate_fingerprint_authorizes_relay() {
+    let ca = common::TestCa::new();
+    let allowed = ca.issue(&["connector.hospital.example"]);
+    let other = ca.issue(&["someone-else.example"]);
+    let der = rustls_pemfile::certs(&mut allowed.cert_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let fp = ward::tls::fingerprint(&der);
+    let hex: Vec<String> = fp.iter().map(|b| format!("{b:02X}")).collect();
+    let w = ward(&format!(
+        "[relay]\nnetworks = []\n[[relay.client_certificate]]\nname = \"m365-connector\"\nsha256 = \"{}\"\n",
+        hex.join(":")
+    ));
+    let pair = |c: &common::CertPair| Some((c.cert_pem.clone().into_bytes(), c.key_pem.clone().into_bytes()));
+
+    // The configured certificate may relay.
+    let c = SmtpClient::connect(w.smtp()).await;
+    let mut c = c.starttls(pair(&allowed)).await;
+    c.send_message("a@hospital.example", &["b@x.example"], b"Subject: c\r\n\r\nx\r\n")
+        .await
+        .assert_is("250 2.0.0");
+    w.wait_log("authorized=certificate m365-connector", Duration::from_secs(2));
+
+    // Another certificate, or none, may not.
+    for cert in [pair(&other), None] {
+        let c = SmtpClient::connect(w.smtp()).await;
+        let mut c = c.starttls(cert).await;
+        c.cmd("MAIL FROM:<a@hospital.example>").await.assert_is("250");
+        c.cmd("RCPT TO:<b@x.example>").await.assert_is("550 5.7.1");
     }
 }

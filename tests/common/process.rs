@@ -137,6 +137,21 @@ impl Ward {
         panic!("log never contained {needle:?}; log:\n{}", self.log());
     }
 
+    /// Waits (without blocking the async runtime) for a log line containing
+    /// every one of `needles`, and returns it.
+    pub async fn line(&self, needles: &[&str], timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.log().lines().find(|l| needles.iter().all(|n| l.contains(n))) {
+                return l.to_string();
+            }
+            if Instant::now() > deadline {
+                panic!("no log line with {needles:?}; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Counts log lines containing `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
         self.log().lines().filter(|l| l.contains(needle)).count()

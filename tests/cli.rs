@@ -1,0 +1,101 @@
+//! The command line: what an admin sees.
+
+mod common;
+
+use common::process::ward_cli;
+
+fn temp_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ward.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn version_and_help() {
+    let (status, out, _) = ward_cli(&["--version"]);
+    assert!(status.success());
+    assert!(out.starts_with("ward "), "{out}");
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["check-config", "--help"],
+        &["hash-password", "--help"],
+    ] {
+        let (status, out, _) = ward_cli(args);
+        assert!(status.success(), "{args:?}");
+        assert!(out.contains("Usage: ward"), "{args:?}: {out}");
+    }
+    let (status, _, err) = ward_cli(&["frobnicate"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("unrecognized subcommand"), "{err}");
+}
+
+#[test]
+fn check_config_accepts_the_shipped_files() {
+    for f in ["conf/ward.toml", "conf/try-it.toml", "conf/container.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+        let (status, out, err) = ward_cli(&["check-config", "--config", path.to_str().unwrap()]);
+        assert!(status.success(), "{f}: {err}");
+        assert!(out.contains("configuration is valid"), "{out}");
+    }
+}
+
+#[test]
+fn check_config_names_file_line_and_problem() {
+    let (_d, path) = temp_file("[server]\ndata_dir = \"./var\"\n\n[smtp]\nmax_message_size = \"ten megs\"\n");
+    let (status, _, err) = ward_cli(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.starts_with(&format!("{}:5:", path.display())), "{err}");
+    assert!(err.contains("ten megs"), "{err}");
+
+    let (_d, path) = temp_file("[relay]\nnetworks = [\"10.0.0.0/8\"]\nopen_relay = true\n");
+    let (status, _, err) = ward_cli(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains(":3:") && err.contains("unknown field"), "{err}");
+
+    let (status, _, err) = ward_cli(&["check-config", "--config", "/nonexistent/ward.toml"]);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("cannot read"), "{err}");
+
+    // serve refuses a bad file the same way, and says what to do.
+    let (_d, path) = temp_file("[smtp]\nmax_errors = 0\n");
+    let (status, _, err) = ward_cli(&["serve", "--config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains(":2:") && err.contains("check-config"), "{err}");
+}
+
+#[test]
+fn hash_password_makes_a_hash_the_config_accepts() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret pass\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let (_d, path) = temp_file(&format!(
+        "[[relay.user]]\nname = \"scanner\"\npassword_hash = \"{hash}\"\n"
+    ));
+    let (status, _, err) = ward_cli(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(status.success(), "{err}");
+}
+
+#[test]
+fn config_reference_lists_every_setting() {
+    let (status, out, _) = ward_cli(&["config-reference"]);
+    assert!(status.success());
+    for key in [
+        "smtp.max_message_size",
+        "delivery.tls_policy",
+        "queue.retry_schedule",
+        "relay.tenant_header.header",
+    ] {
+        assert!(out.contains(&format!("`{key}`")), "{key}");
+    }
+}
