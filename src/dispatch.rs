@@ -355,25 +355,31 @@ impl Dispatcher {
         };
         log_attempt(id, &copy, &record, final_state, received_ms);
         copy.last = Some(record.clone());
-        let stored = match final_state {
-            Some(state) => {
-                let status = FinalStatus {
-                    recipient: copy.recipient.clone(),
-                    sender: sender.to_string(),
-                    state,
-                    attempts: copy.attempts,
-                    received_ms,
-                    finished_ms: now,
-                    last: Some(record),
-                };
-                self.queue.finish(vec![(id, idx, status)]).await.map(|_| ())
+        // Handed to the queue's writer now; the worker does not wait for
+        // the write (it waits behind group-commit flushes). If it fails the
+        // copy stays pending on disk and is retried after a restart.
+        let stored: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), QueueError>> + Send>> =
+            match final_state {
+                Some(state) => {
+                    let status = FinalStatus {
+                        recipient: copy.recipient.clone(),
+                        sender: sender.to_string(),
+                        state,
+                        attempts: copy.attempts,
+                        received_ms,
+                        finished_ms: now,
+                        last: Some(record),
+                    };
+                    let f = self.queue.finish(vec![(id, idx, status)]);
+                    Box::pin(async move { f.await.map(|_| ()) })
+                }
+                None => Box::pin(self.queue.reschedule(vec![(id, idx, copy)])),
+            };
+        self.workers.spawn(async move {
+            if let Err(e) = stored.await {
+                tracing::error!(queue_id = %id, error = %e, "cannot record delivery result");
             }
-            None => self.queue.reschedule(vec![(id, idx, copy)]).await,
-        };
-        if let Err(e) = stored {
-            // The copy stays pending on disk; after a restart it is retried.
-            tracing::error!(queue_id = %id, error = %e, "cannot record delivery result");
-        }
+        });
     }
 }
 

@@ -677,16 +677,21 @@ impl Queue {
         .await
     }
 
-    /// Records failed attempts and the time of each copy's next one.
-    pub async fn reschedule(&self, items: Vec<(QueueId, u32, CopyRecord)>) -> Result<(), QueueError> {
+    /// Records failed attempts and the time of each copy's next one. The
+    /// request is handed to the writer at once (so it is ordered before any
+    /// later request from the caller); the returned future only reports the
+    /// result and may be dropped.
+    pub fn reschedule(
+        &self,
+        items: Vec<(QueueId, u32, CopyRecord)>,
+    ) -> impl std::future::Future<Output = Result<(), QueueError>> + Send + 'static {
         let mut writes = Vec::with_capacity(items.len() * 2);
         for (id, idx, record) in items {
             writes.push((c_key(C, &id, idx).to_vec(), Some(encode_json(&record))));
             writes.push((d_key(record.next_attempt_ms, &id, idx).to_vec(), Some(Vec::new())));
         }
-        self.submit(|tx| Op::Apply(writes, tx))?
-            .await
-            .map_err(|_| QueueError::Gone)?
+        let rx = self.submit(|tx| Op::Apply(writes, tx));
+        async move { rx?.await.map_err(|_| QueueError::Gone)? }
     }
 
     /// Puts a claimed copy back as due at `due_ms` without counting an
@@ -700,11 +705,14 @@ impl Queue {
 
     /// Records copies' final states. A message whose last pending copy this
     /// was is deleted, sealed content and wrapped key with it; its id is in
-    /// the returned list.
-    pub async fn finish(&self, items: Vec<(QueueId, u32, FinalStatus)>) -> Result<Vec<QueueId>, QueueError> {
-        self.submit(|tx| Op::Finish(items, tx))?
-            .await
-            .map_err(|_| QueueError::Gone)?
+    /// the returned list. Handed to the writer at once, like
+    /// [`Queue::reschedule`].
+    pub fn finish(
+        &self,
+        items: Vec<(QueueId, u32, FinalStatus)>,
+    ) -> impl std::future::Future<Output = Result<Vec<QueueId>, QueueError>> + Send + 'static {
+        let rx = self.submit(|tx| Op::Finish(items, tx));
+        async move { rx?.await.map_err(|_| QueueError::Gone)? }
     }
 
     /// Final statuses recorded for a message.
