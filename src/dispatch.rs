@@ -189,10 +189,13 @@ impl Dispatcher {
             let wake = {
                 let mut map = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
                 let d = map.get_mut(domain)?;
-                if let Some(job) = d.pending.pop_front() {
+                // After shutdown no new transaction starts: jobs not begun
+                // stay pending on disk and resume at the next start.
+                let stopping = self.shutdown.is_cancelled();
+                if !stopping && let Some(job) = d.pending.pop_front() {
                     return Some(job);
                 }
-                if !linger || self.shutdown.is_cancelled() || tokio::time::Instant::now() >= deadline {
+                if !linger || stopping || tokio::time::Instant::now() >= deadline {
                     d.workers -= 1;
                     if d.workers == 0 && d.pending.is_empty() {
                         map.remove(domain);

@@ -631,21 +631,6 @@ impl Queue {
             .map_err(|_| QueueError::Gone)?
     }
 
-    /// The time of the earliest due-index entry, if any.
-    pub async fn next_due_ms(&self) -> Result<Option<u64>, QueueError> {
-        let inner = self.inner.clone();
-        blocking(move || {
-            Ok(inner
-                .tree
-                .scan_prefix([D])
-                .next()
-                .transpose()?
-                .and_then(|(k, _)| parse_d_key(&k))
-                .map(|(d, _, _)| d))
-        })
-        .await
-    }
-
     /// Reads and decrypts a message.
     pub async fn load(&self, id: QueueId) -> Result<(MessageMeta, Vec<u8>), QueueError> {
         let inner = self.inner.clone();
@@ -694,15 +679,6 @@ impl Queue {
         async move { rx?.await.map_err(|_| QueueError::Gone)? }
     }
 
-    /// Puts a claimed copy back as due at `due_ms` without counting an
-    /// attempt (e.g. delivery was interrupted by shutdown).
-    pub async fn release(&self, id: QueueId, idx: u32, due_ms: u64) -> Result<(), QueueError> {
-        let writes = vec![(d_key(due_ms, &id, idx).to_vec(), Some(Vec::new()))];
-        self.submit(|tx| Op::Apply(writes, tx))?
-            .await
-            .map_err(|_| QueueError::Gone)?
-    }
-
     /// Records copies' final states. A message whose last pending copy this
     /// was is deleted, sealed content and wrapped key with it; its id is in
     /// the returned list. Handed to the writer at once, like
@@ -724,22 +700,6 @@ impl Queue {
                 let (k, v) = kv?;
                 if let Some((_, idx)) = parse_c_key(&k) {
                     out.push((idx, decode_json(&format!("status {id}/{idx}"), &v)?));
-                }
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    /// Pending copies of a message.
-    pub async fn pending_copies(&self, id: QueueId) -> Result<Vec<(u32, CopyRecord)>, QueueError> {
-        let inner = self.inner.clone();
-        blocking(move || {
-            let mut out = Vec::new();
-            for kv in inner.tree.scan_prefix(id_prefix(C, &id)) {
-                let (k, v) = kv?;
-                if let Some((_, idx)) = parse_c_key(&k) {
-                    out.push((idx, decode_json(&format!("copy {id}/{idx}"), &v)?));
                 }
             }
             Ok(out)
