@@ -8,8 +8,8 @@
 //! floor 5   cli · server
 //! floor 4   dispatch
 //! floor 3   smtp · delivery
-//! floor 2   queue · tls
-//! floor 1   config · crypto
+//! floor 2   policy · queue · tls
+//! floor 1   scan · config · crypto
 //! ```
 
 pub mod cli;
@@ -18,6 +18,7 @@ pub mod crypto;
 pub mod delivery;
 pub mod dispatch;
 pub mod queue;
+pub mod scan;
 pub mod server;
 pub mod smtp;
 pub mod tls;
