@@ -42,6 +42,24 @@ pub enum Command {
     /// Print the reference of every setting, its default and meaning
     /// (Markdown).
     ConfigReference,
+    /// Scan message files (.eml) for PHI offline, with the same code and
+    /// policy the server uses. Exit 0: no PHI; 1: PHI in some file; 2: error.
+    Scan {
+        /// One JSON object per file, one per line.
+        #[arg(long)]
+        json: bool,
+        /// Show masked evidence for each match (kind, part, masked value,
+        /// context keyword), for operators tuning policy.
+        #[arg(long, conflicts_with = "json")]
+        explain: bool,
+        /// Configuration file for [scan] and [policy]; default: the embedded
+        /// defaults.
+        #[arg(long, short, env = "WARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Message files (RFC 5322).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -63,6 +81,104 @@ pub fn main() -> ExitCode {
             print!("{}", crate::config::reference_markdown());
             ExitCode::SUCCESS
         }
+        Command::Scan {
+            json,
+            explain,
+            config,
+            files,
+        } => scan(json, explain, config, &files),
+    }
+}
+
+fn scan(json: bool, explain: bool, config: Option<PathBuf>, files: &[PathBuf]) -> ExitCode {
+    let config = match &config {
+        Some(p) => match Config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("ward: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::embedded(),
+    };
+    let scanner = crate::scan::Scanner::new(crate::smtp::scan_settings(&config.scan));
+    let policy = crate::policy::Policy::new(&config.policy);
+    let mut any_phi = false;
+    let mut any_error = false;
+    for file in files {
+        let raw = match std::fs::read(file) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("ward: {}: cannot read: {e}", file.display());
+                any_error = true;
+                continue;
+            }
+        };
+        let verdict = scanner.scan(&raw);
+        let subject = crate::scan::subject_of(&raw).unwrap_or_default();
+        let decision = policy.content(&verdict, policy.subject_triggers(&subject));
+        let phi = matches!(decision.reason, crate::policy::Reason::Detector(_));
+        any_phi |= phi;
+        if json {
+            let findings: Vec<serde_json::Value> = verdict
+                .findings
+                .iter()
+                .map(|f| serde_json::json!({"kind": f.kind.id(), "count": f.count, "part": f.part.to_string()}))
+                .collect();
+            let line = serde_json::json!({
+                "file": file.to_string_lossy(),
+                "phi": phi,
+                "findings": findings,
+                "action": decision.action.to_string(),
+            });
+            println!("{line}");
+            continue;
+        }
+        let mut summary: Vec<String> = verdict
+            .findings
+            .iter()
+            .map(|f| format!("{} x{} in {}", f.kind, f.count, f.part))
+            .collect();
+        summary.extend(
+            verdict
+                .unscanned
+                .iter()
+                .map(|u| format!("{} unscanned ({:?})", u.part, u.reason)),
+        );
+        let what = if summary.is_empty() {
+            "nothing found".to_string()
+        } else {
+            summary.join(", ")
+        };
+        println!(
+            "{}: {} ({}): {what}",
+            file.display(),
+            decision.action,
+            decision.reason
+        );
+        if explain {
+            for e in scanner.explain(&raw) {
+                let context = e
+                    .context
+                    .as_deref()
+                    .map(|c| format!("  context \"{c}\""))
+                    .unwrap_or_default();
+                println!(
+                    "    {:<15} {:<14} {:<24} {:?}{context}",
+                    e.kind.id(),
+                    e.part.to_string(),
+                    e.masked,
+                    e.confidence
+                );
+            }
+        }
+    }
+    if any_error {
+        ExitCode::from(2)
+    } else if any_phi {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

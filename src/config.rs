@@ -72,6 +72,8 @@ pub struct Config {
     pub queue: QueueConfig,
     pub delivery: DeliveryConfig,
     pub dns: DnsConfig,
+    pub scan: ScanConfig,
+    pub policy: PolicyConfig,
 }
 
 impl Default for Config {
@@ -91,6 +93,8 @@ impl Default for Config {
             queue: QueueConfig::default(),
             delivery: DeliveryConfig::default(),
             dns: DnsConfig::default(),
+            scan: ScanConfig::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -669,6 +673,199 @@ impl Default for DnsConfig {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanConfig {
+    /// Characters around a match searched for a context keyword.
+    pub context_window: usize,
+    /// Longest one message's scan may take before the 250; on overrun the
+    /// decision is `policy.timeout_action` (never deliver).
+    #[serde(deserialize_with = "de_duration")]
+    pub time_budget: Duration,
+    /// Deepest nesting of multiparts, attached messages and archives.
+    pub max_depth: usize,
+    /// Largest single decoded part that is scanned; larger ones are unscanned.
+    #[serde(deserialize_with = "de_size")]
+    pub max_part_size: u64,
+    /// Most text extracted from one message.
+    #[serde(deserialize_with = "de_size")]
+    pub max_total_text: u64,
+    /// Most members read from one archive (docx, xlsx, pptx are zip files).
+    pub max_archive_entries: usize,
+    /// Most bytes decompressed from one archive or PDF.
+    #[serde(deserialize_with = "de_size")]
+    pub max_decompressed: u64,
+    /// Highest decompressed-to-compressed ratio of one archive member.
+    pub max_compression_ratio: u64,
+}
+
+impl Default for ScanConfig {
+    fn default() -> Self {
+        ScanConfig {
+            context_window: 300,
+            time_budget: Duration::from_secs(5),
+            max_depth: 10,
+            max_part_size: 25 * 1024 * 1024,
+            max_total_text: 50 * 1024 * 1024,
+            max_archive_entries: 2000,
+            max_decompressed: 100 * 1024 * 1024,
+            max_compression_ratio: 200,
+        }
+    }
+}
+
+/// What policy does with a recipient's copy, from least to most strict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyAction {
+    /// Deliver under the destination's TLS policy.
+    Deliver,
+    /// Deliver only over TLS meeting `verify`, otherwise through the pickup
+    /// portal (until the portal exists, the copy waits).
+    Protect,
+    /// Hold for an administrator.
+    Quarantine,
+    /// Refuse with 550 5.7.1 (content-free reason).
+    Reject,
+}
+
+impl fmt::Display for PolicyAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PolicyAction::Deliver => "deliver",
+            PolicyAction::Protect => "protect",
+            PolicyAction::Quarantine => "quarantine",
+            PolicyAction::Reject => "reject",
+        })
+    }
+}
+
+/// The detector ids policy may name (the scanner's `Kind` ids; a unit test
+/// in `scan` keeps the two lists equal).
+pub const DETECTOR_IDS: [&str; 12] = [
+    "ssn",
+    "mbi",
+    "npi",
+    "dea",
+    "icd10",
+    "mrn",
+    "dob",
+    "health_plan_id",
+    "credit_card",
+    "phone",
+    "email_address",
+    "health_terms",
+];
+
+/// What one detector's findings mean for policy.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorRule {
+    /// Action when the detector fires.
+    pub action: PolicyAction,
+    /// Matches (all parts together) needed before it counts.
+    #[serde(default = "one")]
+    pub min_count: u32,
+    /// If not empty, the rule applies only when one of these detectors also
+    /// fired in the message (e.g. a phone number is PHI next to a diagnosis).
+    #[serde(default)]
+    pub with_any: Vec<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl DetectorRule {
+    fn new(action: PolicyAction, with_any: &[&str]) -> DetectorRule {
+        DetectorRule {
+            action,
+            min_count: 1,
+            with_any: with_any.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// The built-in rule for each detector; `[policy.detectors.<id>]` replaces it.
+pub fn default_detector_rule(id: &str) -> DetectorRule {
+    use PolicyAction::*;
+    match id {
+        // Provider identifiers and health words alone are not patient PHI.
+        "npi" | "dea" | "health_terms" => DetectorRule::new(Deliver, &[]),
+        // Contact details are PHI next to health information.
+        "phone" | "email_address" => DetectorRule::new(Protect, &["health_terms"]),
+        _ => DetectorRule::new(Protect, &[]),
+    }
+}
+
+/// A sender or recipient rule.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRule {
+    /// Envelope sender to match: `user@example.org`, `@example.org` (the
+    /// domain), `.example.org` (its subdomains too) or `*`.
+    #[serde(default)]
+    pub sender: Option<String>,
+    /// Recipient to match, same forms.
+    #[serde(default)]
+    pub recipient: Option<String>,
+    /// The action for matching copies. Rules only make a decision stricter:
+    /// the strictest of content and rules wins.
+    pub action: PolicyAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Subject words that make a message `protect` whatever it contains
+    /// (case-insensitive).
+    pub trigger_words: Vec<String>,
+    /// Remove trigger words from the Subject before delivery.
+    pub strip_trigger_words: bool,
+    /// Action when a part could not be scanned (encrypted, too large, ...).
+    pub unscanned_action: PolicyAction,
+    /// Action when scanning overran `scan.time_budget` (never `deliver`).
+    pub timeout_action: PolicyAction,
+    /// Per-detector rules replacing the built-in ones, by detector id.
+    pub detectors: std::collections::BTreeMap<String, DetectorRule>,
+    /// Partner domains known to do verified TLS: protected copies go to them
+    /// over `verify` TLS and never to the portal.
+    pub verified_tls_domains: Vec<String>,
+    /// Domains whose every copy is protected and goes to the pickup portal.
+    pub portal_domains: Vec<String>,
+    /// Domains Ward never delivers to: 550 5.7.1 at RCPT.
+    pub blocked_domains: Vec<String>,
+    /// Sender and recipient rules.
+    #[serde(rename = "rule")]
+    pub rules: Vec<PolicyRule>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            trigger_words: vec!["[secure]".into(), "[encrypt]".into()],
+            strip_trigger_words: false,
+            unscanned_action: PolicyAction::Protect,
+            timeout_action: PolicyAction::Protect,
+            detectors: Default::default(),
+            verified_tls_domains: Vec::new(),
+            portal_domains: Vec::new(),
+            blocked_domains: Vec::new(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// The rule in force for a detector: configured or built in.
+    pub fn detector_rule(&self, id: &str) -> DetectorRule {
+        self.detectors
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| default_detector_rule(id))
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Value parsers shared by the schema.
 
@@ -1027,6 +1224,79 @@ impl Config {
                 );
             }
         }
+        let sc = &self.scan;
+        for (name, v) in [
+            ("context_window", sc.context_window as u64),
+            ("max_depth", sc.max_depth as u64),
+            ("max_part_size", sc.max_part_size),
+            ("max_total_text", sc.max_total_text),
+            ("max_archive_entries", sc.max_archive_entries as u64),
+            ("max_decompressed", sc.max_decompressed),
+            ("max_compression_ratio", sc.max_compression_ratio),
+        ] {
+            if v == 0 {
+                bad(vec![K("scan"), K(name)], format!("{name} must be at least 1"));
+            }
+        }
+        if sc.time_budget < Duration::from_millis(10) {
+            bad(
+                vec![K("scan"), K("time_budget")],
+                "time_budget must be at least 10ms".into(),
+            );
+        }
+        let pc = &self.policy;
+        if pc.timeout_action == PolicyAction::Deliver {
+            bad(
+                vec![K("policy"), K("timeout_action")],
+                "timeout_action can't be \"deliver\": a message that was not fully scanned is never delivered unprotected".into(),
+            );
+        }
+        for (id, rule) in &pc.detectors {
+            if !DETECTOR_IDS.contains(&id.as_str()) {
+                bad(
+                    vec![K("policy"), K("detectors")],
+                    format!(
+                        "unknown detector `{id}`; detectors are {}",
+                        DETECTOR_IDS.join(", ")
+                    ),
+                );
+            }
+            for other in &rule.with_any {
+                if !DETECTOR_IDS.contains(&other.as_str()) {
+                    bad(
+                        vec![K("policy"), K("detectors")],
+                        format!("detector `{id}`: with_any names unknown detector `{other}`"),
+                    );
+                }
+            }
+        }
+        for (i, w) in pc.trigger_words.iter().enumerate() {
+            if w.trim().is_empty() {
+                bad(
+                    vec![K("policy"), K("trigger_words")],
+                    format!("trigger word {} is empty", i + 1),
+                );
+            }
+        }
+        for (key, list) in [
+            ("verified_tls_domains", &pc.verified_tls_domains),
+            ("portal_domains", &pc.portal_domains),
+            ("blocked_domains", &pc.blocked_domains),
+        ] {
+            for d in list {
+                if !is_hostname(d.strip_prefix('.').unwrap_or(d)) {
+                    bad(vec![K("policy"), K(key)], format!("`{d}` is not a domain"));
+                }
+            }
+        }
+        for (i, r) in pc.rules.iter().enumerate() {
+            if r.sender.is_none() && r.recipient.is_none() {
+                bad(
+                    vec![K("policy"), K("rule"), I(i)],
+                    "a rule needs `sender` or `recipient`".into(),
+                );
+            }
+        }
         if self.dns.attempts == 0 {
             bad(
                 vec![K("dns"), K("attempts")],
@@ -1353,6 +1623,11 @@ pub const SETTINGS: &[SettingDoc] = &[
         doc: "Messages sent over one connection before it is closed.",
     },
     SettingDoc {
+        key: "delivery.connection_cache_time",
+        default: "\"2s\"",
+        doc: "How long an idle delivery connection is kept open for the next message to the same destination.",
+    },
+    SettingDoc {
         key: "delivery.connect_timeout",
         default: "\"30s\"",
         doc: "TCP connect timeout.",
@@ -1427,6 +1702,111 @@ pub const SETTINGS: &[SettingDoc] = &[
         default: "2",
         doc: "Attempts per DNS query before the lookup fails temporarily.",
     },
+    SettingDoc {
+        key: "scan.context_window",
+        default: "300",
+        doc: "Characters around a match searched for a context keyword (\"SSN\", \"DOB\", \"MRN\", ...).",
+    },
+    SettingDoc {
+        key: "scan.time_budget",
+        default: "\"5s\"",
+        doc: "Longest one message's scan may take before the 250; on overrun the decision is policy.timeout_action, never deliver.",
+    },
+    SettingDoc {
+        key: "scan.max_depth",
+        default: "10",
+        doc: "Deepest nesting of multiparts, attached messages and archives; deeper parts are unscanned.",
+    },
+    SettingDoc {
+        key: "scan.max_part_size",
+        default: "26214400",
+        doc: "Largest decoded part that is scanned (25 MiB); larger parts are unscanned.",
+    },
+    SettingDoc {
+        key: "scan.max_total_text",
+        default: "52428800",
+        doc: "Most text extracted from one message (50 MiB); the rest is unscanned.",
+    },
+    SettingDoc {
+        key: "scan.max_archive_entries",
+        default: "2000",
+        doc: "Most members read from one archive (docx, xlsx and pptx are zip files).",
+    },
+    SettingDoc {
+        key: "scan.max_decompressed",
+        default: "104857600",
+        doc: "Most bytes decompressed from one archive or PDF (100 MiB): zip-bomb guard.",
+    },
+    SettingDoc {
+        key: "scan.max_compression_ratio",
+        default: "200",
+        doc: "Highest decompressed-to-compressed ratio of one archive member: zip-bomb guard.",
+    },
+    SettingDoc {
+        key: "policy.trigger_words",
+        default: "[\"[secure]\", \"[encrypt]\"]",
+        doc: "Subject words (case-insensitive) that make a message protect whatever it contains.",
+    },
+    SettingDoc {
+        key: "policy.strip_trigger_words",
+        default: "false",
+        doc: "Remove trigger words from the Subject before delivery (only where they appear unencoded).",
+    },
+    SettingDoc {
+        key: "policy.unscanned_action",
+        default: "\"protect\"",
+        doc: "Action when a part can't be scanned (encrypted, too large, unknown binary): deliver, protect, quarantine or reject.",
+    },
+    SettingDoc {
+        key: "policy.timeout_action",
+        default: "\"protect\"",
+        doc: "Action when scanning overruns scan.time_budget: protect, quarantine or reject (never deliver).",
+    },
+    SettingDoc {
+        key: "policy.detectors.<id>.action",
+        default: "(see meaning)",
+        doc: "Action when detector <id> fires. Built in: ssn, mbi, icd10, mrn, dob, health_plan_id and credit_card protect; phone and email_address protect only with health_terms; npi, dea and health_terms alone deliver.",
+    },
+    SettingDoc {
+        key: "policy.detectors.<id>.min_count",
+        default: "1",
+        doc: "Matches of <id> (all parts together) needed before its rule applies.",
+    },
+    SettingDoc {
+        key: "policy.detectors.<id>.with_any",
+        default: "[]",
+        doc: "If not empty, the rule applies only when one of these detectors fired too.",
+    },
+    SettingDoc {
+        key: "policy.verified_tls_domains",
+        default: "[]",
+        doc: "Partner domains known to do verified TLS: protected copies go to them over verify TLS and never to the portal. A leading dot covers subdomains.",
+    },
+    SettingDoc {
+        key: "policy.portal_domains",
+        default: "[]",
+        doc: "Domains whose every copy is protected and goes to the pickup portal (until the portal exists, such copies wait).",
+    },
+    SettingDoc {
+        key: "policy.blocked_domains",
+        default: "[]",
+        doc: "Domains Ward never delivers to: 550 5.7.1 at RCPT.",
+    },
+    SettingDoc {
+        key: "policy.rule[].sender",
+        default: "(none)",
+        doc: "Envelope sender a rule matches: user@example.org, @example.org, .example.org (subdomains too) or *.",
+    },
+    SettingDoc {
+        key: "policy.rule[].recipient",
+        default: "(none)",
+        doc: "Recipient a rule matches, same forms. A rule with both needs both to match.",
+    },
+    SettingDoc {
+        key: "policy.rule[].action",
+        default: "(required)",
+        doc: "Action for matching copies. Rules only make a decision stricter: the strictest of content and rules wins.",
+    },
 ];
 
 /// The settings reference as Markdown (for the README and
@@ -1460,7 +1840,10 @@ mod tests {
         let mut tables: Vec<(String, Vec<String>)> = Vec::new();
         for s in SETTINGS {
             // Optional tables and arrays of tables have no defaults to compare.
-            if s.default.starts_with('(') || s.key.contains("[]") || s.key.starts_with("relay.tenant_header.")
+            if s.default.starts_with('(')
+                || s.key.contains("[]")
+                || s.key.contains("<id>")
+                || s.key.starts_with("relay.tenant_header.")
             {
                 continue;
             }
@@ -1484,7 +1867,8 @@ mod tests {
         // Each documented key, set alone, must be accepted by the schema
         // (or fail for its value, not as an unknown field).
         for s in SETTINGS {
-            let parts: Vec<&str> = s.key.split('.').collect();
+            let key = s.key.replace("<id>", "ssn");
+            let parts: Vec<&str> = key.split('.').collect();
             let (last, tables) = parts.split_last().unwrap();
             let mut header = String::new();
             let mut is_array = false;
@@ -1507,6 +1891,47 @@ mod tests {
             if let Err(e) = parse(&doc) {
                 assert!(!e.message.contains("unknown field"), "{}: {e}", s.key);
             }
+        }
+    }
+
+    /// conf/ward.toml sets (or shows commented) every setting; each key it
+    /// sets must be documented, so nothing can be added undocumented.
+    #[test]
+    fn every_setting_in_the_shipped_config_is_documented() {
+        use toml::de::{DeTable, DeValue};
+        fn walk(prefix: &str, t: &DeTable, out: &mut Vec<String>) {
+            for (k, v) in t.iter() {
+                let key = if prefix.is_empty() {
+                    k.get_ref().to_string()
+                } else {
+                    format!("{prefix}.{}", k.get_ref())
+                };
+                match v.get_ref() {
+                    DeValue::Table(inner) => walk(&key, inner, out),
+                    DeValue::Array(items)
+                        if items.iter().all(|i| i.get_ref().is_table()) && !items.is_empty() =>
+                    {
+                        for i in items.iter() {
+                            if let Some(inner) = i.get_ref().as_table() {
+                                walk(&format!("{key}[]"), inner, out);
+                            }
+                        }
+                    }
+                    _ => out.push(key),
+                }
+            }
+        }
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/ward.toml")).unwrap();
+        let root = DeTable::parse(&text).unwrap();
+        let mut keys = Vec::new();
+        walk("", root.get_ref(), &mut keys);
+        assert!(keys.len() > 60, "conf/ward.toml should show every setting");
+        for k in keys {
+            let documented = SETTINGS
+                .iter()
+                .any(|s| s.key == k || s.key == k.replace("detectors.ssn", "detectors.<id>"));
+            assert!(documented, "{k} is in conf/ward.toml but not in SETTINGS");
         }
     }
 

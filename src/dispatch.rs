@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, PolicyAction, TlsPolicy};
 use crate::delivery::{
     AttemptError, AttemptErrorKind, Delivery, OutboundMessage, RecipientOutcome, RemoteReply, TlsEvidence,
 };
@@ -37,10 +37,18 @@ const MAX_IN_MEMORY: usize = 20_000;
 /// Copies claimed per queue scan.
 const CLAIM_BATCH: usize = 1_000;
 
-/// One message's copies for one destination domain: one SMTP transaction.
+/// Where a job goes and how: copies that policy protects travel on their
+/// own connections, held to `verify` TLS whatever the destination allows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Lane {
+    domain: String,
+    protected: bool,
+}
+
+/// One message's copies for one lane: one SMTP transaction.
 struct Job {
     id: QueueId,
-    domain: String,
+    lane: Lane,
     copies: Vec<(u32, CopyRecord)>,
 }
 
@@ -57,7 +65,7 @@ pub struct Dispatcher {
     delivery: Arc<Delivery>,
     shutdown: CancellationToken,
     workers: TaskTracker,
-    destinations: Mutex<HashMap<String, Destination>>,
+    destinations: Mutex<HashMap<Lane, Destination>>,
     in_memory: std::sync::atomic::AtomicUsize,
     drained: Notify,
 }
@@ -138,32 +146,72 @@ impl Dispatcher {
     }
 
     async fn enqueue_jobs(self: &Arc<Self>, claimed: Vec<Claimed>) {
-        // Group by message, then by recipient domain: one transaction each.
+        // Group by message, then by lane: one transaction each.
         let mut jobs: Vec<Job> = Vec::new();
+        let mut waiting_for_portal: Vec<(QueueId, u32, CopyRecord)> = Vec::new();
         for Claimed { id, idx, copy } in claimed {
-            let domain = copy.recipient.domain();
-            match jobs.iter_mut().find(|j| j.id == id && j.domain == domain) {
+            let protected = copy.policy.action == PolicyAction::Protect;
+            if protected && copy.policy.portal_only {
+                waiting_for_portal.push((id, idx, copy));
+                continue;
+            }
+            let lane = Lane {
+                domain: copy.recipient.domain(),
+                protected,
+            };
+            match jobs.iter_mut().find(|j| j.id == id && j.lane == lane) {
                 Some(j) => j.copies.push((idx, copy)),
                 None => jobs.push(Job {
                     id,
-                    domain,
+                    lane,
                     copies: vec![(idx, copy)],
                 }),
             }
+        }
+        for (id, idx, copy) in waiting_for_portal {
+            self.wait_for_portal(id, idx, copy).await;
         }
         for job in jobs {
             self.push(job);
         }
     }
 
+    /// A protected copy for a portal domain. The pickup portal does not
+    /// exist yet: the copy waits (and is retried on the schedule, so it
+    /// reaches the portal once there is one, or expires).
+    async fn wait_for_portal(&self, id: QueueId, idx: u32, copy: CopyRecord) {
+        let meta = self.queue.meta(id).await.ok();
+        let received = meta.as_ref().map(|m| m.received_ms).unwrap_or_else(now_ms);
+        let sender = meta
+            .as_ref()
+            .map(|m| m.envelope.sender.clone())
+            .unwrap_or_default();
+        let record = AttemptRecord {
+            at_ms: now_ms(),
+            outcome: "portal-pending".into(),
+            status: Some("4.7.0".into()),
+            detail: "protected copy for a portal domain: waiting for the pickup portal".into(),
+            ..Default::default()
+        };
+        self.settle(
+            id,
+            idx,
+            copy,
+            received,
+            &sender,
+            CopyResult::TlsPolicyNotMet(record),
+        )
+        .await;
+    }
+
     fn push(self: &Arc<Self>, job: Job) {
         self.in_memory
             .fetch_add(job.copies.len(), std::sync::atomic::Ordering::Relaxed);
         let limit = self.config.delivery.destination_concurrency;
-        let domain = job.domain.clone();
+        let lane = job.lane.clone();
         let spawn = {
             let mut map = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
-            let d = map.entry(domain.clone()).or_default();
+            let d = map.entry(lane.clone()).or_default();
             d.pending.push_back(job);
             d.wake.notify_one();
             if d.workers < limit && d.workers < d.pending.len() {
@@ -175,20 +223,20 @@ impl Dispatcher {
         };
         if spawn {
             let me = self.clone();
-            self.workers.spawn(async move { me.worker(domain).await });
+            self.workers.spawn(async move { me.worker(lane).await });
         }
     }
 
-    /// Takes the next job for `domain`, waiting up to the connection cache
+    /// Takes the next job for `lane`, waiting up to the connection cache
     /// time when a connection is open. On None the worker has been
     /// unregistered.
-    async fn next_job(&self, domain: &str, linger: bool) -> Option<Job> {
+    async fn next_job(&self, lane: &Lane, linger: bool) -> Option<Job> {
         let wait = self.config.delivery.connection_cache_time;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let wake = {
                 let mut map = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
-                let d = map.get_mut(domain)?;
+                let d = map.get_mut(lane)?;
                 // After shutdown no new transaction starts: jobs not begun
                 // stay pending on disk and resume at the next start.
                 let stopping = self.shutdown.is_cancelled();
@@ -198,7 +246,7 @@ impl Dispatcher {
                 if !linger || stopping || tokio::time::Instant::now() >= deadline {
                     d.workers -= 1;
                     if d.workers == 0 && d.pending.is_empty() {
-                        map.remove(domain);
+                        map.remove(lane);
                     }
                     return None;
                 }
@@ -212,11 +260,11 @@ impl Dispatcher {
         }
     }
 
-    /// One connection's worth of work for a destination.
-    async fn worker(self: Arc<Self>, domain: String) {
+    /// One connection's worth of work for a lane.
+    async fn worker(self: Arc<Self>, lane: Lane) {
         let max_per_conn = self.config.delivery.max_messages_per_connection;
         let mut conn: Option<crate::delivery::Connection> = None;
-        while let Some(job) = self.next_job(&domain, conn.is_some()).await {
+        while let Some(job) = self.next_job(&lane, conn.is_some()).await {
             let n = job.copies.len();
             self.run_job(&mut conn, job).await;
             self.in_memory.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
@@ -258,7 +306,13 @@ impl Dispatcher {
             }
         };
         if conn.is_none() {
-            match self.delivery.connect(&job.domain).await {
+            // Invariant 3: a protected copy leaves only over verified TLS.
+            let minimum = if job.lane.protected {
+                TlsPolicy::Verify
+            } else {
+                TlsPolicy::May
+            };
+            match self.delivery.connect_at_least(&job.lane.domain, minimum).await {
                 Ok(c) => *conn = Some(c),
                 Err(e) => {
                     self.fail_job(&job, &meta, &e).await;
@@ -267,7 +321,7 @@ impl Dispatcher {
                     // connect timeouts again.
                     let waiting: Vec<Job> = {
                         let mut map = self.destinations.lock().unwrap_or_else(|p| p.into_inner());
-                        map.get_mut(&job.domain)
+                        map.get_mut(&job.lane)
                             .map(|d| d.pending.drain(..).collect())
                             .unwrap_or_default()
                     };
@@ -366,6 +420,7 @@ impl Dispatcher {
                 Some(state) => {
                     let status = FinalStatus {
                         recipient: copy.recipient.clone(),
+                        policy: copy.policy.clone(),
                         sender: sender.to_string(),
                         state,
                         attempts: copy.attempts,
@@ -474,15 +529,18 @@ fn log_attempt(
     let status = r.status.as_deref().unwrap_or("-");
     match state {
         Some(FinalState::Delivered) => tracing::info!(
-            queue_id = %id, to = %copy.recipient.address, remote = %remote, tls = %tls, verified, code = %code, status = %status, delay_s,
+            queue_id = %id, to = %copy.recipient.address,
+            policy = %copy.policy.action, remote = %remote, tls = %tls, verified, code = %code, status = %status, delay_s,
             attempts = copy.attempts, "delivered"
         ),
         Some(s) => tracing::warn!(
-            queue_id = %id, to = %copy.recipient.address, remote = %remote, tls = %tls, verified, code = %code, status = %status,
+            queue_id = %id, to = %copy.recipient.address,
+            policy = %copy.policy.action, remote = %remote, tls = %tls, verified, code = %code, status = %status,
             detail = %r.detail, attempts = copy.attempts, state = ?s, "delivery failed permanently"
         ),
         None => tracing::info!(
-            queue_id = %id, to = %copy.recipient.address, remote = %remote, tls = %tls, verified, code = %code, status = %status,
+            queue_id = %id, to = %copy.recipient.address,
+            policy = %copy.policy.action, remote = %remote, tls = %tls, verified, code = %code, status = %status,
             detail = %r.detail, attempts = copy.attempts, outcome = %r.outcome,
             next_attempt_in_s = copy.next_attempt_ms.saturating_sub(now_ms()) / 1000, "delivery deferred"
         ),

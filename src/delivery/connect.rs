@@ -66,9 +66,13 @@ impl HostFailure {
     }
 }
 
-pub(super) async fn connect(delivery: &Delivery, domain: &str) -> Result<Connection, AttemptError> {
+pub(super) async fn connect(
+    delivery: &Delivery,
+    domain: &str,
+    minimum: TlsPolicy,
+) -> Result<Connection, AttemptError> {
     let domain = domain.trim_end_matches('.').to_lowercase();
-    let policy = delivery.policy_for(&domain);
+    let policy = stricter(delivery.policy_for(&domain), minimum);
     let targets = route::resolve(delivery, &domain).await.inspect_err(|e| {
         tracing::info!(%domain, kind = ?e.kind, status = %e.status, detail = %e.detail, "no route");
     })?;
@@ -330,6 +334,16 @@ async fn attempt(
         Err(reply) => return Err(refused(reply, "EHLO after STARTTLS", &evidence)),
     };
     Ok(Connection::new(stream, extensions, evidence, remote.clone(), t))
+}
+
+/// The stricter of two TLS policies: verify > encrypt > may.
+pub(crate) fn stricter(a: TlsPolicy, b: TlsPolicy) -> TlsPolicy {
+    let rank = |p: TlsPolicy| match p {
+        TlsPolicy::May => 0,
+        TlsPolicy::Encrypt => 1,
+        TlsPolicy::Verify => 2,
+    };
+    if rank(a) >= rank(b) { a } else { b }
 }
 
 #[cfg(test)]

@@ -111,7 +111,18 @@ impl Delivery {
     /// `Temporary` (DNS answers that say the domain cannot receive mail are
     /// `Permanent`).
     pub async fn connect(&self, domain: &str) -> Result<Connection, AttemptError> {
-        connect::connect(self, domain).await
+        connect::connect(self, domain, TlsPolicy::May).await
+    }
+
+    /// Like [`Delivery::connect`], but under at least `minimum` (the stricter
+    /// of it and the destination's policy wins). Copies that policy marked
+    /// `protect` are sent with `minimum = Verify`.
+    pub async fn connect_at_least(
+        &self,
+        domain: &str,
+        minimum: TlsPolicy,
+    ) -> Result<Connection, AttemptError> {
+        connect::connect(self, domain, minimum).await
     }
 }
 

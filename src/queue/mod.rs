@@ -59,7 +59,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify as Wakeup, oneshot};
 
+use crate::config::PolicyAction;
 use crate::crypto::{self, MasterKey, SealInfo};
+use crate::scan::{Finding, Unscanned};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -112,6 +114,12 @@ pub struct MessageMeta {
     pub seal: SealInfo,
     /// Where the sealed content is in the content log.
     pub location: Location,
+    /// What the scanner found (kinds, counts, parts; never values).
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+    /// Parts the scanner could not read.
+    #[serde(default)]
+    pub unscanned: Vec<Unscanned>,
 }
 
 /// One delivery attempt as recorded (no content: codes, hosts, TLS facts).
@@ -130,13 +138,47 @@ pub struct AttemptRecord {
     pub tls_verified: Option<bool>,
 }
 
-/// A recipient copy still waiting for delivery.
+/// Policy's decision for one copy, as stored (content-free).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyPolicy {
+    pub action: PolicyAction,
+    /// Why, in content-free words ("detector ssn", "rule 2", ...).
+    pub reason: String,
+    /// A protected copy goes only to the pickup portal.
+    #[serde(default)]
+    pub portal_only: bool,
+    /// The destination is known to do verified TLS: never the portal.
+    #[serde(default)]
+    pub verified_partner: bool,
+}
+
+impl Default for CopyPolicy {
+    fn default() -> Self {
+        CopyPolicy {
+            action: PolicyAction::Deliver,
+            reason: "clean".into(),
+            portal_only: false,
+            verified_partner: false,
+        }
+    }
+}
+
+/// A recipient copy still waiting for delivery (or held in quarantine).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CopyRecord {
     pub recipient: Recipient,
     pub attempts: u32,
     pub next_attempt_ms: u64,
     pub last: Option<AttemptRecord>,
+    #[serde(default)]
+    pub policy: CopyPolicy,
+}
+
+impl CopyRecord {
+    /// Quarantined copies wait for an administrator, not for a retry time.
+    pub fn is_held(&self) -> bool {
+        self.policy.action == PolicyAction::Quarantine
+    }
 }
 
 /// The final state of a recipient copy.
@@ -153,6 +195,8 @@ pub enum FinalState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FinalStatus {
     pub recipient: Recipient,
+    #[serde(default)]
+    pub policy: CopyPolicy,
     pub sender: String,
     pub state: FinalState,
     pub attempts: u32,
@@ -170,6 +214,12 @@ pub struct NewMessage {
     pub client: ClientInfo,
     pub content: Vec<u8>,
     pub received_ms: u64,
+    /// Policy's decision per recipient, in `envelope.recipients` order
+    /// (missing entries mean `deliver`).
+    pub policies: Vec<CopyPolicy>,
+    /// The scan's findings and unscanned parts (content-free).
+    pub findings: Vec<Finding>,
+    pub unscanned: Vec<Unscanned>,
 }
 
 /// Counts for status output.
@@ -571,7 +621,9 @@ impl Queue {
                 continue;
             };
             let rec: CopyRecord = decode_json(&format!("copy {id}/{idx}"), &v)?;
-            batch.insert(&d_key(rec.next_attempt_ms, &id, idx)[..], &[][..]);
+            if !rec.is_held() {
+                batch.insert(&d_key(rec.next_attempt_ms, &id, idx)[..], &[][..]);
+            }
             pending += 1;
         }
         tree.apply_batch(batch)?;
@@ -778,6 +830,9 @@ fn seal_message(master: &MasterKey, msg: NewMessage) -> Sealed {
         client,
         mut content,
         received_ms,
+        policies,
+        findings,
+        unscanned,
     } = msg;
     let size = content.len() as u64;
     let recipients = std::mem::take(&mut envelope.recipients);
@@ -795,17 +850,24 @@ fn seal_message(master: &MasterKey, msg: NewMessage) -> Sealed {
             offset: 0,
             len: 0,
         },
+        findings,
+        unscanned,
     };
     let mut writes = Vec::with_capacity(2 * recipients.len());
     for (i, r) in recipients.into_iter().enumerate() {
+        let policy = policies.get(i).cloned().unwrap_or_default();
         let rec = CopyRecord {
             recipient: r,
             attempts: 0,
             next_attempt_ms: received_ms,
             last: None,
+            policy,
         };
         writes.push((c_key(C, &id, i as u32).to_vec(), Some(encode_json(&rec))));
-        writes.push((d_key(received_ms, &id, i as u32).to_vec(), Some(Vec::new())));
+        // A quarantined copy is held: it has no due time until released.
+        if !rec.is_held() {
+            writes.push((d_key(received_ms, &id, i as u32).to_vec(), Some(Vec::new())));
+        }
     }
     Sealed {
         meta,
@@ -883,6 +945,9 @@ mod tests {
             client: ClientInfo::default(),
             content: body.to_vec(),
             received_ms: now_ms(),
+            policies: Vec::new(),
+            findings: Vec::new(),
+            unscanned: Vec::new(),
         }
     }
 
@@ -915,6 +980,7 @@ mod tests {
         assert_eq!(meta.copies, 2);
         let status = |r: &str| FinalStatus {
             recipient: Recipient::new(r),
+            policy: CopyPolicy::default(),
             sender: meta.envelope.sender.clone(),
             state: FinalState::Delivered,
             attempts: 1,
@@ -976,6 +1042,33 @@ mod tests {
             ids(q.claim_due(now_ms() + 61_000, 10).await.unwrap()),
             vec![(id, 0)]
         );
+        q.close();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn quarantined_copies_are_held_across_restarts() {
+        let dir = temp_dir("held");
+        let held = CopyPolicy {
+            action: PolicyAction::Quarantine,
+            reason: "rule 1".into(),
+            ..CopyPolicy::default()
+        };
+        {
+            let q = Queue::open(&dir, 8 << 20, key()).unwrap();
+            let mut m = message(b"x\r\n", &["a@x.example", "b@y.example"]);
+            m.policies = vec![held.clone(), CopyPolicy::default()];
+            q.enqueue(m).await.unwrap();
+            let claimed = q.claim_due(now_ms() + 1, 10).await.unwrap();
+            assert_eq!(claimed.len(), 1, "only the copy not in quarantine is due");
+            assert_eq!(claimed[0].copy.recipient.address, "b@y.example");
+            q.close();
+        }
+        let q = Queue::open(&dir, 8 << 20, key()).unwrap();
+        let claimed = q.claim_due(now_ms() + 1, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].copy.recipient.address, "b@y.example");
+        assert_eq!(q.counts().await.unwrap().pending_copies, 2);
         q.close();
         std::fs::remove_dir_all(&dir).unwrap();
     }

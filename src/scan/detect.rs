@@ -31,7 +31,9 @@ pub struct Detector {
 
 impl Detector {
     pub fn new(context_window: usize) -> Detector {
-        Detector { _context_window: context_window }
+        Detector {
+            _context_window: context_window,
+        }
     }
 
     /// Every match in `text`.

@@ -45,5 +45,11 @@ pub struct Extraction {
 /// Extracts every readable text segment of a raw message.
 pub fn extract(raw: &[u8], _limits: &ExtractLimits, _deadline: Instant) -> Extraction {
     let text = String::from_utf8_lossy(raw).into_owned();
-    Extraction { segments: vec![Segment { part: super::Part::Body, text }], ..Default::default() }
+    Extraction {
+        segments: vec![Segment {
+            part: super::Part::Body,
+            text,
+        }],
+        ..Default::default()
+    }
 }

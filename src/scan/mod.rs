@@ -172,7 +172,11 @@ pub struct Verdict {
 impl Verdict {
     /// Total matches of `kind` over all parts.
     pub fn count(&self, kind: Kind) -> u32 {
-        self.findings.iter().filter(|f| f.kind == kind).map(|f| f.count).sum()
+        self.findings
+            .iter()
+            .filter(|f| f.kind == kind)
+            .map(|f| f.count)
+            .sum()
     }
 
     /// Kinds found anywhere, in `Kind::ALL` order.
@@ -206,8 +210,19 @@ pub struct ScanSettings {
 
 impl Default for ScanSettings {
     fn default() -> Self {
-        ScanSettings { limits: ExtractLimits::default(), context_window: 300, time_budget: Duration::from_secs(5) }
+        ScanSettings {
+            limits: ExtractLimits::default(),
+            context_window: 300,
+            time_budget: Duration::from_secs(5),
+        }
     }
+}
+
+/// The decoded Subject of a raw message (RFC 2047 encoded words decoded),
+/// for trigger words.
+pub fn subject_of(raw: &[u8]) -> Option<String> {
+    let msg = mail_parser::MessageParser::new().parse_headers(raw)?;
+    msg.subject().map(str::to_string)
 }
 
 /// Extraction plus detection, built once and shared.
@@ -226,12 +241,18 @@ impl Scanner {
     pub fn scan(&self, raw: &[u8]) -> Verdict {
         let deadline = Instant::now() + self.settings.time_budget;
         let extraction = extract::extract(raw, &self.settings.limits, deadline);
-        let mut verdict = Verdict { unscanned: extraction.unscanned, ..Verdict::default() };
+        let mut verdict = Verdict {
+            unscanned: extraction.unscanned,
+            ..Verdict::default()
+        };
         let mut counts: std::collections::BTreeMap<(Part, Kind), (u32, Confidence)> = Default::default();
         for seg in &extraction.segments {
             if Instant::now() > deadline {
                 verdict.timed_out = true;
-                verdict.unscanned.push(Unscanned { part: seg.part, reason: UnscannedReason::TimeLimit });
+                verdict.unscanned.push(Unscanned {
+                    part: seg.part,
+                    reason: UnscannedReason::TimeLimit,
+                });
                 continue;
             }
             for m in self.detector.detect(&seg.text) {
@@ -243,7 +264,12 @@ impl Scanner {
         verdict.timed_out |= extraction.timed_out;
         verdict.findings = counts
             .into_iter()
-            .map(|((part, kind), (count, confidence))| Finding { kind, count, part, confidence })
+            .map(|((part, kind), (count, confidence))| Finding {
+                kind,
+                count,
+                part,
+                confidence,
+            })
             .collect();
         verdict
     }
@@ -299,6 +325,12 @@ mod tests {
             assert_eq!(Kind::parse(k.id()), Some(k));
             assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{}\"", k.id()));
         }
+    }
+
+    #[test]
+    fn config_knows_every_detector() {
+        let ids: Vec<&str> = Kind::ALL.iter().map(|k| k.id()).collect();
+        assert_eq!(ids, crate::config::DETECTOR_IDS.to_vec());
     }
 
     #[test]

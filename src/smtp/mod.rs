@@ -53,6 +53,8 @@ pub struct SmtpContext {
     /// offered and implicit-TLS listeners can't start).
     pub tls: Option<TlsAcceptor>,
     pub relay: RelayPolicy,
+    pub scanner: crate::scan::Scanner,
+    pub policy: crate::policy::Policy,
     pub queue: Queue,
     pub shutdown: CancellationToken,
     pub sessions: TaskTracker,
@@ -71,6 +73,8 @@ impl SmtpContext {
         SmtpContext {
             hostname: config.server.effective_hostname(),
             relay: RelayPolicy::new(&config.relay),
+            scanner: crate::scan::Scanner::new(scan_settings(&config.scan)),
+            policy: crate::policy::Policy::new(&config.policy),
             config,
             tls,
             queue,
@@ -85,6 +89,23 @@ impl SmtpContext {
     /// Sessions open now.
     pub fn open_connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+}
+
+/// The scanner's settings from `[scan]`.
+pub fn scan_settings(c: &crate::config::ScanConfig) -> crate::scan::ScanSettings {
+    let to_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    crate::scan::ScanSettings {
+        limits: crate::scan::ExtractLimits {
+            max_depth: c.max_depth,
+            max_part_size: to_usize(c.max_part_size),
+            max_total_text: to_usize(c.max_total_text),
+            max_archive_entries: c.max_archive_entries,
+            max_decompressed: to_usize(c.max_decompressed),
+            max_compression_ratio: c.max_compression_ratio,
+        },
+        context_window: c.context_window,
+        time_budget: c.time_budget,
     }
 }
 

@@ -298,6 +298,12 @@ impl Reply {
     pub fn data_with_bdat() -> Reply {
         Reply::bad_sequence("DATA may not be used after BDAT")
     }
+    pub fn policy_rejected() -> Reply {
+        Reply::new(550, "5.7.1", "Message refused by the organization's mail policy")
+    }
+    pub fn recipient_blocked() -> Reply {
+        Reply::new(550, "5.7.1", "Delivery to this domain is not permitted by policy")
+    }
     pub fn storage_failed() -> Reply {
         Reply::new(451, "4.3.0", "Message could not be stored, try again later")
     }

@@ -33,7 +33,7 @@ use super::relay::{Authorized, canonical};
 use super::stream::Stream;
 use super::{ConnectionGuard, SmtpContext};
 use crate::config::{ListenerConfig, ListenerTls};
-use crate::queue::{ClientInfo, Envelope, NewMessage, QueueId};
+use crate::queue::{ClientInfo, CopyPolicy, Envelope, NewMessage, QueueId};
 use crate::smtp::Reply;
 
 /// Why a session ended.
@@ -613,6 +613,11 @@ impl Session {
             self.respond(Reply::relay_denied());
             return;
         };
+        if self.ctx.policy.is_blocked(&recipient.address) {
+            tracing::info!(session = self.id, client = %self.peer, recipient = %recipient.address, "recipient domain blocked by policy");
+            self.respond(Reply::recipient_blocked());
+            return;
+        }
         tx.tenant_pending |= tenant_pending;
         if !tx
             .envelope
@@ -789,6 +794,56 @@ impl Session {
             self.respond(Reply::relay_denied());
             return;
         };
+
+        // Scan before the 250, so policy can still refuse in-session.
+        let verdict = self.scan(&body).await;
+        let subject = crate::scan::subject_of(&body).unwrap_or_default();
+        let triggered = self.ctx.policy.subject_triggers(&subject);
+        let content_decision = self.ctx.policy.content(&verdict, triggered);
+        let decisions: Vec<_> = tx
+            .envelope
+            .recipients
+            .iter()
+            .map(|r| {
+                self.ctx
+                    .policy
+                    .decide(content_decision, &tx.envelope.sender, &r.address)
+            })
+            .collect();
+        let findings = summarize(&verdict);
+        if let Some(d) = decisions
+            .iter()
+            .find(|d| d.action == crate::policy::Action::Reject)
+        {
+            tracing::info!(
+                session = self.id,
+                client = %self.ip,
+                from = %tx.envelope.sender,
+                findings = %findings,
+                reason = %d.reason,
+                "message rejected by policy"
+            );
+            self.respond(Reply::policy_rejected());
+            return;
+        }
+        if triggered && self.ctx.policy.strips_trigger_words() {
+            strip_trigger_words(&mut body, self.ctx.policy.trigger_words());
+        }
+        let policies: Vec<CopyPolicy> = decisions
+            .iter()
+            .map(|d| CopyPolicy {
+                action: d.action,
+                reason: d.reason.to_string(),
+                portal_only: d.portal_only,
+                verified_partner: d.verified_partner,
+            })
+            .collect();
+        let strictest = decisions
+            .iter()
+            .map(|d| d.action)
+            .max()
+            .unwrap_or(crate::policy::Action::Deliver);
+
         let id = QueueId::generate();
         let received = self.received_header(&id, &tx, &authorized);
         let mut content = Vec::with_capacity(received.len() + body.len());
@@ -811,6 +866,9 @@ impl Session {
             client,
             content,
             received_ms: crate::queue::now_ms(),
+            policies,
+            findings: verdict.findings,
+            unscanned: verdict.unscanned,
         };
         match self.ctx.queue.enqueue(msg).await {
             Ok(id) => {
@@ -822,6 +880,8 @@ impl Session {
                     recipients = rcpts,
                     size,
                     authorized = %authorized,
+                    findings = %findings,
+                    action = %strictest,
                     "message queued"
                 );
                 self.respond(Reply::queued(&id.to_string()));
@@ -829,6 +889,28 @@ impl Session {
             Err(e) => {
                 tracing::error!(session = self.id, client = %self.ip, error = %e, "queueing failed");
                 self.respond(Reply::storage_failed());
+            }
+        }
+    }
+
+    /// Runs the scanner: inline for small messages, on a blocking thread for
+    /// large ones (scanning is CPU work that must not hold a runtime worker).
+    async fn scan(&self, body: &[u8]) -> crate::scan::Verdict {
+        const INLINE_MAX: usize = 64 * 1024;
+        if body.len() <= INLINE_MAX {
+            return self.ctx.scanner.scan(body);
+        }
+        let ctx = self.ctx.clone();
+        let copy = body.to_vec();
+        match tokio::task::spawn_blocking(move || ctx.scanner.scan(&copy)).await {
+            Ok(v) => v,
+            Err(_) => {
+                // The scan task died: treat the message as not scanned, so
+                // policy never delivers it unprotected.
+                crate::scan::Verdict {
+                    timed_out: true,
+                    ..Default::default()
+                }
             }
         }
     }
@@ -874,4 +956,52 @@ pub fn rfc5322_date(t: time::OffsetDateTime) -> String {
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] +0000"
     );
     t.format(FORMAT).unwrap_or_default()
+}
+
+/// "ssn:2 dob:1" (kinds and counts only), or "none".
+fn summarize(v: &crate::scan::Verdict) -> String {
+    let parts: Vec<String> = v
+        .kinds()
+        .into_iter()
+        .map(|k| format!("{k}:{}", v.count(k)))
+        .collect();
+    let mut out = if parts.is_empty() {
+        "none".to_string()
+    } else {
+        parts.join(" ")
+    };
+    if !v.unscanned.is_empty() {
+        out.push_str(&format!(" unscanned:{}", v.unscanned.len()));
+    }
+    out
+}
+
+/// Removes trigger words from an unencoded Subject header (encoded words
+/// are left alone: re-encoding a header is not worth the risk of breaking
+/// it).
+fn strip_trigger_words(msg: &mut Vec<u8>, words: &[String]) {
+    let header_end = headers::header_section_len(msg);
+    let mut start = 0;
+    while start < header_end {
+        let line_end = msg[start..header_end]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(header_end, |p| start + p + 1);
+        let line = &msg[start..line_end];
+        if line.len() > 8 && line[..8].eq_ignore_ascii_case(b"subject:") && line.is_ascii() {
+            let text = String::from_utf8_lossy(line).into_owned();
+            let mut lowered = text.to_lowercase();
+            let mut cleaned = text.clone();
+            for w in words {
+                while let Some(pos) = lowered.find(w.as_str()) {
+                    cleaned.replace_range(pos..pos + w.len(), "");
+                    lowered.replace_range(pos..pos + w.len(), "");
+                }
+            }
+            let cleaned = cleaned.replace("  ", " ").replacen("Subject:  ", "Subject: ", 1);
+            msg.splice(start..line_end, cleaned.into_bytes());
+            return;
+        }
+        start = line_end;
+    }
 }
