@@ -68,8 +68,8 @@ fn prepare_data_dir(dir: &Path) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// Runs Ward until SIGTERM/SIGINT.
-pub async fn run(config: Config) -> Result<(), ServerError> {
+/// Runs Ward until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
+pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), ServerError> {
     let config = Arc::new(config);
     let data_dir = config.server.data_dir.clone();
     prepare_data_dir(&data_dir)?;
@@ -145,7 +145,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let dispatch_task = tokio::spawn(dispatcher.run());
     tracing::info!(hostname = %ctx.hostname, data_dir = %config.server.data_dir.display(), "ward started");
 
-    wait_for_stop_signal().await?;
+    wait_for_stop_signal(&ctx, config_path.as_deref()).await?;
     tracing::info!("stopping: no new connections; finishing sessions and deliveries in progress");
     shutdown.cancel();
     for t in listener_tasks {
@@ -178,7 +178,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     Ok(())
 }
 
-async fn wait_for_stop_signal() -> Result<(), ServerError> {
+async fn wait_for_stop_signal(ctx: &SmtpContext, config_path: Option<&Path>) -> Result<(), ServerError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
@@ -187,10 +187,29 @@ async fn wait_for_stop_signal() -> Result<(), ServerError> {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => {
-                // Without a handler SIGHUP would kill the process.
-                tracing::warn!("SIGHUP received: live reload is not available in this version; restart ward to apply configuration changes");
-            }
+            _ = hup.recv() => reload(ctx, config_path),
+        }
+    }
+}
+
+/// SIGHUP: re-read the configuration; a valid one replaces the scanner and
+/// policy (other settings still need a restart in this version); an invalid
+/// one is refused and the running configuration stays.
+fn reload(ctx: &SmtpContext, config_path: Option<&Path>) {
+    let Some(path) = config_path else {
+        tracing::warn!("SIGHUP: running on the embedded defaults, nothing to reload");
+        return;
+    };
+    match Config::load(path) {
+        Ok(new) => {
+            ctx.reload_content_rules(&new);
+            tracing::info!(
+                path = %path.display(),
+                "configuration reloaded: [scan] and [policy] are in force; other changes take effect at the next restart"
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload refused; the running configuration stays")
         }
     }
 }

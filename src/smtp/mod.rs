@@ -53,8 +53,8 @@ pub struct SmtpContext {
     /// offered and implicit-TLS listeners can't start).
     pub tls: Option<TlsAcceptor>,
     pub relay: RelayPolicy,
-    pub scanner: crate::scan::Scanner,
-    pub policy: crate::policy::Policy,
+    /// Scanner and policy; replaced as a pair on reload (SIGHUP).
+    content_rules: std::sync::RwLock<Arc<ContentRules>>,
     pub queue: Queue,
     pub shutdown: CancellationToken,
     pub sessions: TaskTracker,
@@ -73,8 +73,7 @@ impl SmtpContext {
         SmtpContext {
             hostname: config.server.effective_hostname(),
             relay: RelayPolicy::new(&config.relay),
-            scanner: crate::scan::Scanner::new(scan_settings(&config.scan)),
-            policy: crate::policy::Policy::new(&config.policy),
+            content_rules: std::sync::RwLock::new(Arc::new(ContentRules::new(&config))),
             config,
             tls,
             queue,
@@ -86,9 +85,43 @@ impl SmtpContext {
         }
     }
 
+    /// The scanner and policy in force (a message keeps the pair it started
+    /// with, even if a reload happens meanwhile).
+    pub fn content_rules(&self) -> Arc<ContentRules> {
+        self.content_rules
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Replaces scanner and policy from a new, already validated
+    /// configuration (SIGHUP).
+    pub fn reload_content_rules(&self, config: &Config) {
+        let new = Arc::new(ContentRules::new(config));
+        match self.content_rules.write() {
+            Ok(mut g) => *g = new,
+            Err(p) => *p.into_inner() = new,
+        }
+    }
+
     /// Sessions open now.
     pub fn open_connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+}
+
+/// The scanner and the policy, compiled from `[scan]` and `[policy]`.
+pub struct ContentRules {
+    pub scanner: crate::scan::Scanner,
+    pub policy: crate::policy::Policy,
+}
+
+impl ContentRules {
+    pub fn new(config: &Config) -> ContentRules {
+        ContentRules {
+            scanner: crate::scan::Scanner::new(scan_settings(&config.scan)),
+            policy: crate::policy::Policy::new(&config.policy),
+        }
     }
 }
 

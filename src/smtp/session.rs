@@ -613,7 +613,7 @@ impl Session {
             self.respond(Reply::relay_denied());
             return;
         };
-        if self.ctx.policy.is_blocked(&recipient.address) {
+        if self.ctx.content_rules().policy.is_blocked(&recipient.address) {
             tracing::info!(session = self.id, client = %self.peer, recipient = %recipient.address, "recipient domain blocked by policy");
             self.respond(Reply::recipient_blocked());
             return;
@@ -796,16 +796,17 @@ impl Session {
         };
 
         // Scan before the 250, so policy can still refuse in-session.
-        let verdict = self.scan(&body).await;
+        let rules = self.ctx.content_rules();
+        let verdict = self.scan(&rules, &body).await;
         let subject = crate::scan::subject_of(&body).unwrap_or_default();
-        let triggered = self.ctx.policy.subject_triggers(&subject);
-        let content_decision = self.ctx.policy.content(&verdict, triggered);
+        let triggered = rules.policy.subject_triggers(&subject);
+        let content_decision = rules.policy.content(&verdict, triggered);
         let decisions: Vec<_> = tx
             .envelope
             .recipients
             .iter()
             .map(|r| {
-                self.ctx
+                rules
                     .policy
                     .decide(content_decision, &tx.envelope.sender, &r.address)
             })
@@ -826,8 +827,8 @@ impl Session {
             self.respond(Reply::policy_rejected());
             return;
         }
-        if triggered && self.ctx.policy.strips_trigger_words() {
-            strip_trigger_words(&mut body, self.ctx.policy.trigger_words());
+        if triggered && rules.policy.strips_trigger_words() {
+            strip_trigger_words(&mut body, rules.policy.trigger_words());
         }
         let policies: Vec<CopyPolicy> = decisions
             .iter()
@@ -895,14 +896,14 @@ impl Session {
 
     /// Runs the scanner: inline for small messages, on a blocking thread for
     /// large ones (scanning is CPU work that must not hold a runtime worker).
-    async fn scan(&self, body: &[u8]) -> crate::scan::Verdict {
+    async fn scan(&self, rules: &Arc<super::ContentRules>, body: &[u8]) -> crate::scan::Verdict {
         const INLINE_MAX: usize = 64 * 1024;
         if body.len() <= INLINE_MAX {
-            return self.ctx.scanner.scan(body);
+            return rules.scanner.scan(body);
         }
-        let ctx = self.ctx.clone();
+        let rules = rules.clone();
         let copy = body.to_vec();
-        match tokio::task::spawn_blocking(move || ctx.scanner.scan(&copy)).await {
+        match tokio::task::spawn_blocking(move || rules.scanner.scan(&copy)).await {
             Ok(v) => v,
             Err(_) => {
                 // The scan task died: treat the message as not scanned, so
