@@ -2,8 +2,8 @@
 //! scans with extra memory at most 2x its size").
 //!
 //! A counting global allocator records the peak of live heap bytes while
-//! `extract` runs on a ~25 MB message (a base64 CSV, a docx, an HTML part
-//! and a plain body); the peak above what was live before the call must stay
+//! `extract` runs on a ~25 MB message (a base64 CSV, a docx, a PDF, an HTML
+//! part and a plain body); the peak above what was live before the call must stay
 //! under twice the message size. A `realloc` counts as its size change, as
 //! the system allocator does it in place or with mremap for large blocks.
 //! This file holds one test, so nothing else allocates in the process while
@@ -83,6 +83,36 @@ fn digits(seed: &mut u64, n: usize) -> String {
         .collect()
 }
 
+fn pdf(seed: &mut u64) -> Vec<u8> {
+    use lopdf::{Document, Object, Stream, dictionary};
+    let mut doc = Document::with_version("1.5");
+    let pages_id = doc.new_object_id();
+    let font_id =
+        doc.add_object(dictionary! { "Type" => "Font", "Subtype" => "Type1", "BaseFont" => "Helvetica" });
+    let noise: Vec<u8> = digits(seed, 5 * 1024 * 1024).into_bytes();
+    let image = dictionary! {
+        "Type" => "XObject", "Subtype" => "Image", "Width" => 2048, "Height" => 2560,
+        "BitsPerComponent" => 8, "ColorSpace" => "DeviceGray",
+    };
+    let image_id = doc.add_object(Stream::new(image, noise));
+    let resources_id = doc.add_object(dictionary! {
+        "Font" => dictionary! { "F1" => font_id }, "XObject" => dictionary! { "Im1" => image_id },
+    });
+    let content =
+        b"q 100 0 0 100 0 0 cm /Im1 Do Q BT /F1 12 Tf 72 700 Td (Patient SSN 078-05-1120) Tj ET".to_vec();
+    let content_id = doc.add_object(Stream::new(dictionary! {}, content));
+    let page_id = doc.add_object(dictionary! {
+        "Type" => "Page", "Parent" => pages_id, "Contents" => content_id, "Resources" => resources_id,
+    });
+    let pages = dictionary! { "Type" => "Pages", "Kids" => vec![page_id.into()], "Count" => 1 };
+    doc.objects.insert(pages_id, Object::Dictionary(pages));
+    let catalog_id = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages_id });
+    doc.trailer.set("Root", catalog_id);
+    let mut out = Vec::new();
+    doc.save_to(&mut out).unwrap();
+    out
+}
+
 fn message() -> Vec<u8> {
     let mut seed = 0x2545_F491_4F6C_DD1D_u64;
     let mut raw = Vec::with_capacity(27 * 1024 * 1024);
@@ -100,10 +130,10 @@ fn message() -> Vec<u8> {
         );
     }
 
-    // ~16.5 MB CSV, base64 (~22 MB encoded).
-    let mut csv = Vec::with_capacity(16 * 1024 * 1024);
+    // ~11.5 MB CSV, base64 (~15.4 MB encoded).
+    let mut csv = Vec::with_capacity(13 * 1024 * 1024);
     let mut row = 0u64;
-    while csv.len() < 16 * 1024 * 1024 + 512 * 1024 {
+    while csv.len() < 11 * 1024 * 1024 {
         csv.extend_from_slice(
             format!(
                 "{row},Jane Roe,{:03}-{:02}-{:04},1970-01-01\r\n",
@@ -143,6 +173,14 @@ fn message() -> Vec<u8> {
           Content-Disposition: attachment; filename=r.docx\r\nContent-Transfer-Encoding: base64\r\n\r\n",
     );
     b64_lines(&docx, &mut raw);
+
+    // A ~5 MB PDF: a scanned-looking image and a line of text.
+    let pdf = pdf(&mut seed);
+    raw.extend_from_slice(
+        b"--b1\r\nContent-Type: application/pdf; name=scan.pdf\r\nContent-Disposition: attachment\r\n\
+          Content-Transfer-Encoding: base64\r\n\r\n",
+    );
+    b64_lines(&pdf, &mut raw);
     raw.extend_from_slice(b"--b1--\r\n");
     raw
 }
@@ -183,7 +221,7 @@ fn a_25_mb_message_extracts_within_twice_its_size() {
         extraction
             .segments
             .iter()
-            .any(|s| s.part == Part::Attachment(1) && s.text.len() > 15 * 1024 * 1024)
+            .any(|s| s.part == Part::Attachment(1) && s.text.len() > 11 * 1024 * 1024)
     );
     assert!(
         extraction
@@ -197,6 +235,9 @@ fn a_25_mb_message_extracts_within_twice_its_size() {
             .iter()
             .any(|s| s.part == Part::Body && s.text.contains("row 9999-45-6789"))
     );
+    let pdf_text =
+        |s: &&ward::scan::Segment| s.part == Part::Attachment(3) && s.text.contains("SSN 078-05-1120");
+    assert!(extraction.segments.iter().any(|s| pdf_text(&s)));
     assert!(
         peak <= 2 * raw.len(),
         "peak extra heap {peak} bytes for a {} byte message",

@@ -51,8 +51,11 @@ enum Mode {
     /// An xlsx worksheet: inline strings and cell values, except values
     /// that index the shared strings (those are read from sharedStrings).
     Sheet,
-    /// Every text node (OpenDocument, document properties, custom XML).
+    /// Every text node (OpenDocument, where spans are inline).
     All,
+    /// Every text node, each element its own field (document properties,
+    /// custom XML data).
+    Fields,
 }
 
 /// Extracts the text of an Office document in `bytes` into `sink`. Returns
@@ -101,7 +104,7 @@ pub(super) fn extract(sink: &mut DocSink<'_>, bytes: &[u8], level: usize) -> boo
         if sink.full() || sink.expired() {
             break;
         }
-        let embedded = name.contains("/embeddings/") || name.starts_with("Object ");
+        let embedded = ooxml && name.contains("/embeddings/");
         let mode = if embedded { None } else { member_mode(name, odf) };
         if mode.is_none() && !embedded {
             continue;
@@ -189,12 +192,21 @@ fn member_mode(name: &str, odf: bool) -> Option<Mode> {
         return None;
     }
     if odf {
-        return matches!(name, "content.xml" | "styles.xml" | "meta.xml").then_some(Mode::All);
+        // Embedded objects (charts, formulas) are sub-documents in "Object N/".
+        let part = matches!(name, "content.xml" | "styles.xml" | "meta.xml")
+            || (name.starts_with("Object ") && name.ends_with("/content.xml"));
+        return part.then_some(Mode::All);
     }
     let file = name.rsplit('/').next().unwrap_or(name);
     if name == "[Content_Types].xml"
         || name.ends_with(".rels")
         || name.contains("/theme/")
+        // Slide layouts and masters: placeholder prompts ("Click to edit
+        // Master title style") and cached dates, never a patient's data.
+        || name.starts_with("ppt/slideLayouts/")
+        || name.starts_with("ppt/slideMasters/")
+        || name.starts_with("ppt/notesMasters/")
+        || name.starts_with("ppt/handoutMasters/")
         || matches!(
             file,
             "styles.xml"
@@ -217,7 +229,7 @@ fn member_mode(name: &str, odf: bool) -> Option<Mode> {
     } else if name == "docProps/core.xml"
         || (name.starts_with("customXml/item") && !file.starts_with("itemProps"))
     {
-        Some(Mode::All)
+        Some(Mode::Fields)
     } else {
         Some(Mode::Runs)
     }
@@ -237,6 +249,9 @@ fn xml_text(sink: &mut DocSink<'_>, input: &mut impl Read, mode: Mode) -> bool {
     // Inside a worksheet cell value that is not a shared-string index.
     let mut in_value = false;
     let mut shared_cell = false;
+    // A document property written by the software (timestamps, revision
+    // count), not by a person: dates there would only look like birth dates.
+    let mut machine_field = false;
     let mut events = 0u32;
     loop {
         events = events.wrapping_add(1);
@@ -250,13 +265,16 @@ fn xml_text(sink: &mut DocSink<'_>, input: &mut impl Read, mode: Mode) -> bool {
             Ok(event) => event,
             Err(_) => return false,
         };
-        let reading = mode == Mode::All || in_text > 0 || in_value;
+        let reading =
+            mode == Mode::All || (mode == Mode::Fields && !machine_field) || in_text > 0 || in_value;
         match event {
             Event::Start(e) => {
                 let name = e.local_name();
                 let name = name.as_ref();
+                machine_field = matches!(name, "created" | "modified" | "lastPrinted" | "revision");
                 match name {
-                    "t" | "delText" => in_text += 1,
+                    // `text`: threaded comments in xlsx.
+                    "t" | "delText" | "text" => in_text += 1,
                     "c" if mode == Mode::Sheet => {
                         shared_cell = e
                             .try_get_attribute("t")
@@ -270,12 +288,18 @@ fn xml_text(sink: &mut DocSink<'_>, input: &mut impl Read, mode: Mode) -> bool {
             }
             Event::Empty(e) => match e.local_name().as_ref() {
                 "tab" => sink.boundary('\t'),
+                // Word's non-breaking hyphen is an element, not a character:
+                // "078<w:noBreakHyphen/>05" is how an SSN often looks.
+                "noBreakHyphen" => {
+                    sink.push_char('-');
+                }
                 "br" | "cr" | "line-break" => sink.boundary('\n'),
                 "s" if mode == Mode::All => sink.boundary(' '),
                 _ => {}
             },
+            Event::End(_) if mode == Mode::Fields => sink.boundary('\n'),
             Event::End(e) => match e.local_name().as_ref() {
-                "t" | "delText" => in_text = in_text.saturating_sub(1),
+                "t" | "delText" | "text" => in_text = in_text.saturating_sub(1),
                 "v" => in_value = false,
                 // Paragraphs, rows, shared strings, headings, list items.
                 "p" | "tr" | "row" | "si" | "h" | "list-item" | "txBody" => sink.boundary('\n'),
@@ -404,6 +428,7 @@ pub(super) mod tests {
             <w:p><w:r><w:t xml:space="preserve">A &amp; B&#x20;</w:t><w:tab/><w:t>C</w:t></w:r></w:p>
             <w:tbl><w:tr><w:tc><w:p><w:r><w:t>cell1</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>cell2</w:t></w:r></w:p></w:tc></w:tr></w:tbl>
             <w:p><w:del><w:r><w:delText>deleted 123</w:delText></w:r></w:del></w:p>
+            <w:p><w:r><w:t>219</w:t><w:noBreakHyphen/><w:t>09</w:t><w:noBreakHyphen/><w:t>9999</w:t></w:r></w:p>
             </w:body></w:document>"#;
         let bytes = zip(&[
             ("[Content_Types].xml", b"<Types/>"),
@@ -416,6 +441,7 @@ pub(super) mod tests {
         assert!(text.contains("A & B C"), "{text:?}");
         assert!(text.contains("cell1\ncell2\n"), "{text:?}");
         assert!(text.contains("deleted 123"));
+        assert!(text.contains("219-09-9999"), "{text:?}");
         assert!(!text.contains("style"));
     }
 
