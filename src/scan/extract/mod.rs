@@ -61,6 +61,7 @@ mod tests;
 
 use std::borrow::Cow;
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Once, OnceLock};
 use std::time::Instant;
@@ -130,6 +131,7 @@ pub fn extract(raw: &[u8], limits: &ExtractLimits, deadline: Instant) -> Extract
         out: Extraction::default(),
         text_total: 0,
         attachments: 0,
+        reported: HashSet::new(),
     };
     if guarded(|| walker.message(raw, 0, None)).is_none() {
         // Only a bug in this module or mail-parser gets here; the message is
@@ -212,6 +214,7 @@ struct Walker<'l> {
     out: Extraction,
     text_total: usize,
     attachments: u32,
+    reported: HashSet<(Part, UnscannedReason)>,
 }
 
 impl Walker<'_> {
@@ -224,9 +227,10 @@ impl Walker<'_> {
     }
 
     fn unscanned(&mut self, part: Part, reason: UnscannedReason) {
-        let entry = Unscanned { part, reason };
-        if !self.out.unscanned.contains(&entry) {
-            self.out.unscanned.push(entry);
+        // A set, not a scan of the list: a hostile message can have a
+        // hundred thousand unreadable parts.
+        if self.reported.insert((part, reason)) {
+            self.out.unscanned.push(Unscanned { part, reason });
         }
     }
 
@@ -392,7 +396,7 @@ impl Walker<'_> {
             let body_start = stream.offset();
             let encoding = header_text(&headers, &HeaderName::ContentTransferEncoding).unwrap_or("");
             let (end, decoded) = if encoding.eq_ignore_ascii_case("base64") {
-                stream.decode_base64_mime(boundary)
+                base64_part(&mut stream, data, boundary)
             } else if encoding.eq_ignore_ascii_case("quoted-printable") {
                 stream.decode_quoted_printable_mime(boundary)
             } else {
@@ -851,10 +855,7 @@ fn identity_part<'x>(
         stream.seek_end();
         return (data.len(), Cow::Borrowed(rest));
     }
-    let mut delimiter = Vec::with_capacity(boundary.len() + 2);
-    delimiter.extend_from_slice(b"--");
-    delimiter.extend_from_slice(boundary);
-    let Some(at) = memchr::memmem::find(rest, &delimiter) else {
+    let Some((at, delimiter_len)) = find_delimiter(rest, boundary) else {
         // No boundary: let mail-parser report it its own way.
         return stream.mime_part(boundary);
     };
@@ -866,8 +867,46 @@ fn identity_part<'x>(
         (Some(b'\n'), _) => at - 1,
         _ => at,
     };
-    stream.skip_bytes(at + delimiter.len());
+    stream.skip_bytes(at + delimiter_len);
     (start + end, Cow::Borrowed(&rest[..end]))
+}
+
+/// A base64 part, decoded by mail-parser on a stream cut at the part's
+/// boundary: its decoder reserves room for everything left in the stream,
+/// which for a message of many small parts means an allocation of most of
+/// the message per part.
+fn base64_part<'x>(
+    stream: &mut MessageStream<'x>,
+    data: &'x [u8],
+    boundary: &[u8],
+) -> (usize, Cow<'x, [u8]>) {
+    let start = stream.offset();
+    let cut = match data.get(start..) {
+        Some(rest) if !boundary.is_empty() => {
+            find_delimiter(rest, boundary).map(|(at, len)| start + at + len)
+        }
+        _ => None,
+    };
+    let Some(cut) = cut else {
+        return stream.decode_base64_mime(boundary);
+    };
+    // The decoder stops at the first "--boundary", which is where the cut
+    // is: it sees the same bytes as on the whole stream.
+    let mut part = MessageStream::new(&data[..cut]);
+    part.skip_bytes(start);
+    let (end, bytes) = part.decode_base64_mime(boundary);
+    if end != usize::MAX {
+        stream.skip_bytes(part.offset() - start);
+    }
+    (end, bytes)
+}
+
+/// The first `--boundary` in `rest`: its offset and length.
+fn find_delimiter(rest: &[u8], boundary: &[u8]) -> Option<(usize, usize)> {
+    let mut delimiter = Vec::with_capacity(boundary.len() + 2);
+    delimiter.extend_from_slice(b"--");
+    delimiter.extend_from_slice(boundary);
+    memchr::memmem::find(rest, &delimiter).map(|at| (at, delimiter.len()))
 }
 
 /// Decodes text in its declared charset. UTF-8 (and no charset) moves an

@@ -16,7 +16,7 @@
 //! (checked by the caller); lopdf bounds nesting and every stream it
 //! inflates, and this module gives it the attachment's remaining
 //! `max_decompressed`, shared out over the object streams it inflates while
-//! loading (at least 1 MiB each) and counted page by page after that; the
+//! loading (at least 256 KiB each) and counted page by page after that; the
 //! deadline is checked between pages and every 1024 operators. The caller
 //! runs this under `catch_unwind`: a panic in lopdf is `Malformed`. Loading
 //! itself cannot be interrupted; its cost is bounded by the size and
@@ -40,8 +40,11 @@ use crate::scan::UnscannedReason;
 /// A TJ adjustment (thousandths of an em, negative moves right) wider than
 /// this is a word gap.
 const TJ_SPACE: f32 = -200.0;
-/// Least decompression allowed per object stream while loading.
-const MIN_PER_STREAM: usize = 1024 * 1024;
+/// Least decompression allowed per object stream while loading. Real
+/// object streams hold a few hundred small dictionaries (tens of KiB);
+/// a file of thousands of streams each inflating to this much is an attack,
+/// and this keeps its cost to about a second of inflating per 10 MB of PDF.
+const MIN_PER_STREAM: usize = 256 * 1024;
 
 pub(super) fn extract(sink: &mut DocSink<'_>, bytes: &[u8]) {
     let room = sink.decompress_room();

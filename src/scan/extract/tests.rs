@@ -704,9 +704,16 @@ fn random_and_mutated_messages_never_panic() {
 }
 
 #[test]
-fn identity_part_matches_mail_parser() {
+fn identity_and_base64_parts_match_mail_parser() {
+    type Decode = for<'x> fn(&mut MessageStream<'x>, &'x [u8], &[u8]) -> (usize, Cow<'x, [u8]>);
+    let ours: [(Decode, Decode); 2] = [
+        (identity_part, |s, _, b| s.mime_part(b)),
+        (base64_part, |s, _, b| s.decode_base64_mime(b)),
+    ];
     let mut rng = Rng(7);
-    let pieces: [&[u8]; 7] = [b"--", b"-", b"bd", b"\r", b"\n", b"x", b"--bd"];
+    let pieces: [&[u8]; 10] = [
+        b"--", b"-", b"bd", b"\r", b"\n", b"x", b"--bd", b"QUJD", b"=", b" ",
+    ];
     for _ in 0..20_000 {
         let mut data = Vec::new();
         for _ in 0..rng.below(12) {
@@ -714,17 +721,19 @@ fn identity_part_matches_mail_parser() {
         }
         let start = rng.below(data.len() + 1);
         for boundary in [&b"bd"[..], b""] {
-            let mut ours = MessageStream::new(&data);
-            ours.skip_bytes(start);
-            let mut theirs = MessageStream::new(&data);
-            theirs.skip_bytes(start);
-            let (end_a, bytes_a) = identity_part(&mut ours, &data, boundary);
-            let (end_b, bytes_b) = theirs.mime_part(boundary);
-            assert_eq!(
-                (end_a, &bytes_a[..], ours.offset()),
-                (end_b, &bytes_b[..], theirs.offset()),
-                "{data:?} from {start}"
-            );
+            for (mine, theirs) in ours {
+                let mut a = MessageStream::new(&data);
+                a.skip_bytes(start);
+                let mut b = MessageStream::new(&data);
+                b.skip_bytes(start);
+                let (end_a, bytes_a) = mine(&mut a, &data, boundary);
+                let (end_b, bytes_b) = theirs(&mut b, &data, boundary);
+                assert_eq!(
+                    (end_a, &bytes_a[..], a.offset()),
+                    (end_b, &bytes_b[..], b.offset()),
+                    "{data:?} from {start}"
+                );
+            }
         }
     }
 }
@@ -740,5 +749,28 @@ fn panics_in_guarded_code_become_none() {
     assert_eq!(
         guarded(|| guarded(|| -> u32 { panic!("inner") }).is_none()),
         Some(true)
+    );
+}
+
+#[test]
+fn many_parts_stay_linear() {
+    // 100,000 tiny unreadable attachments: reporting them must not be
+    // quadratic.
+    let mut raw = String::from("Content-Type: multipart/mixed; boundary=m\r\n\r\n");
+    for _ in 0..100_000 {
+        raw.push_str("--m\r\nContent-Type: application/octet-stream\r\n\r\n\x00\x01\r\n");
+    }
+    raw.push_str("--m--\r\n");
+    let started = Instant::now();
+    let ex = run(raw.as_bytes());
+    assert_eq!(ex.unscanned.len(), 100_000);
+    assert_eq!(
+        ex.unscanned.last().map(|u| u.part),
+        Some(Part::Attachment(100_000))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
     );
 }
