@@ -5,8 +5,8 @@
 //! inside an identifier disappears in decoding, so `078-05-=\r\n1120` reads
 //! whole), RFC 2047 header words and charsets (UTF-8, UTF-16, ISO-8859-x,
 //! Windows-125x and the multi-byte sets mail-parser knows), and turning each
-//! part into text: HTML ([`html`]), PDF ([`pdf`]), Office Open XML and
-//! OpenDocument ([`office`]), text-like attachments (CSV, JSON, XML,
+//! part into text: HTML (`html.rs`), PDF (`pdf.rs`), Office Open XML and
+//! OpenDocument (`office.rs`), text-like attachments (CSV, JSON, XML,
 //! iCalendar, ...). What it cannot read it reports as [`Unscanned`], with a
 //! reason; policy decides what that means (default: treat as protected).
 //!
@@ -17,7 +17,9 @@
 //!   themselves are not text to scan (every message has them), and neither
 //!   are X-* headers (machine-written ids that would only add false matches).
 //! - `text/plain` and `text/html` parts that are inline (no
-//!   `Content-Disposition: attachment`, no file name) → [`Part::Body`].
+//!   `Content-Disposition: attachment`, no file name) → [`Part::Body`]. Both
+//!   halves of a multipart/alternative are scanned (they can differ), so a
+//!   value in both counts twice.
 //! - Every other leaf part is an attachment, numbered 1, 2, ... in MIME order
 //!   ([`Part::Attachment`]); its file name and Content-Description are
 //!   scanned too. A nested `message/rfc822` is one attachment: its headers,
@@ -39,9 +41,13 @@
 //!   format above → `UnknownBinary`. So is a PDF with pages but no text
 //!   layer (a scan): it may well hold PHI that only OCR could read.
 //!
+//! Input that is no message at all (no header block) is scanned whole as
+//! the body rather than not at all.
+//!
 //! Guarantees (DESIGN.md invariants 4 and 5): never panics on any input
-//! (document parsers run under `catch_unwind` with their panic messages
-//! silenced, since a message can quote content); recursion is bounded by
+//! (the walk and the document parsers run under `catch_unwind`, and a panic
+//! hook installed once per process keeps their messages silent, since a
+//! message can quote content; other threads' panics print as before); recursion is bounded by
 //! [`ExtractLimits::max_depth`] (mail-parser's own recursive handling of
 //! nested messages is not used: a deeply nested message overflows its
 //! stack, so this module walks the tree itself with mail-parser's stream
@@ -81,7 +87,9 @@ pub struct ExtractLimits {
     /// `TooDeep`.
     pub max_depth: usize,
     /// Largest single part, after transfer decoding, that is scanned; a
-    /// bigger part is `TooLarge`. Also bounds one archive member.
+    /// bigger part is `TooLarge`. Also bounds a document embedded in an
+    /// archive (XML members are streamed and bounded by the decompression
+    /// limits instead).
     pub max_part_size: usize,
     /// Most text extracted from one message, all parts together; text beyond
     /// it is cut and its part reported `TooLarge`.

@@ -657,7 +657,11 @@ fn random_and_mutated_messages_never_panic() {
         b"=?utf-8?b?",
         b"\r\n\r\n",
     ];
-    for i in 0..3000 {
+    for i in 0..std::env::var("WARD_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000)
+    {
         let raw: Vec<u8> = if i % 4 == 0 {
             let len = rng.below(2000);
             (0..len).map(|_| rng.next() as u8).collect()
