@@ -17,6 +17,7 @@ pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod dispatch;
+pub mod policy;
 pub mod queue;
 pub mod scan;
 pub mod server;
