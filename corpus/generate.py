@@ -1390,14 +1390,14 @@ def render_html(blocks) -> str:
         if b[0] == "p":
             h.append(f'<p class="MsoNormal">{html_text(b[1])}</p>')
         elif b[0] == "lines":
-            h.append('<p class="MsoNormal">' + "<br>\r\n".join(html_text(x) for x in b[1]) + "</p>")
+            h.append('<p class="MsoNormal">' + "<br>\n".join(html_text(x) for x in b[1]) + "</p>")
         elif b[0] == "table":
             t = b[1]
             rows = ["<tr>" + "".join(f"<th>{html_text(x)}</th>" for x in t.headers) + "</tr>"]
             rows += ["<tr>" + "".join(f"<td>{html_text(x)}</td>" for x in r) + "</tr>" for r in t.rows]
-            h.append('<table border="1" cellspacing="0">' + "\r\n".join(rows) + "</table>")
+            h.append('<table border="1" cellspacing="0">' + "\n".join(rows) + "</table>")
     h.append("</div></body></html>")
-    return "\r\n".join(h)
+    return "\n".join(h)
 
 
 def qp_encode(text: str, charset: str, force_at_marks: bool = True, dash_hex: bool = False) -> bytes:
@@ -1826,7 +1826,7 @@ def xml_tag(k: str) -> str:
 
 def make_xml(t: Table) -> bytes:
     root, item = pick([("Records", "Record"), ("Export", "Row"), ("Patients", "Patient")]) if "patient_name" in t.keys else ("Export", "Line")  # fmt: skip
-    out = [f'<?xml version="1.0" encoding="UTF-8"?>', f'<{root} generated="2025-03-14">']
+    out = ['<?xml version="1.0" encoding="UTF-8"?>', f'<{root} generated="2025-03-14">']
     for r in t.rows:
         out.append(f"  <{item}>")
         for k, v in zip(t.keys, r):
@@ -2099,7 +2099,7 @@ def assign_positive_kinds(enc: str) -> list[list[str]]:
     return groups
 
 
-BENIGN_PER_ENCODING = 13
+BENIGN_PER_ENCODING = 15
 
 
 def main() -> None:
