@@ -233,6 +233,9 @@ fn init_logging(config: &Config) {
             EnvFilter::new("info")
         })
     });
+    // lopdf logs parse errors that can quote document text: never let it
+    // through, whatever the configured level (invariant 4).
+    let filter = filter.add_directive("lopdf=off".parse().expect("static directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
