@@ -326,7 +326,13 @@ impl Detector {
         // Where a shape may start: a month name before the number ("March
         // 5, 1980"), an opening parenthesis or plus sign ("(555) 123-4567",
         // "+1 555 ..."), or the token itself.
-        let month = if run_end - p <= 2 {
+        // A month name needs "<letters>[.] " right before the number.
+        let month = if run_end - p <= 2
+            && hay.get(t.wrapping_sub(1)) == Some(&b' ')
+            && hay
+                .get(t.wrapping_sub(2))
+                .is_some_and(|b| b.is_ascii_alphabetic() || matches!(b, b'.' | b' '))
+        {
             month_before(hay, t, frontier)
         } else {
             None
@@ -542,34 +548,71 @@ impl Context<'_> {
         }
         let lo = start.saturating_sub(self.detector.before);
         let hi = end.saturating_add(self.detector.after);
-        let from = seek(self.hits, &self.window_from, |h| h.end < lo);
         let mut best: Option<(usize, Kind, &'static str)> = None;
-        for h in self.hits.get(from..).unwrap_or_default() {
-            if h.start > hi {
-                break;
-            }
+        let consider = |best: &mut Option<(usize, Kind, &'static str)>, h: &KeywordHit| {
             let Some(k) = self.lexicon.keywords.get(h.keyword) else {
-                continue;
+                return;
             };
             let supported = k.context & kinds;
-            if supported == 0 {
-                continue;
-            }
             let distance = if h.end <= start {
                 start - h.end
             } else if h.start >= end {
                 h.start - end
             } else {
-                continue;
+                return;
             };
             let Some(kind) = Kind::ALL.into_iter().find(|&kind| supported & bit(kind) != 0) else {
-                continue;
+                return;
             };
             if best.is_none_or(|(d, _, _)| distance < d) {
-                best = Some((distance, kind, k.text));
+                *best = Some((distance, kind, k.text));
+            }
+        };
+        let from = seek(self.hits, &self.window_from, |h| h.end < lo);
+        for h in self.hits.get(from..).unwrap_or_default() {
+            if h.start > hi {
+                break;
+            }
+            consider(&mut best, h);
+        }
+        if best.is_none() {
+            // Lowercase one- and two-letter keywords ("dx", "ph") are not
+            // in the first pass; look for them here, where it is rare.
+            for h in self.short_hits(lo, hi) {
+                consider(&mut best, &h);
             }
         }
         best.map(|(_, kind, text)| (kind, text))
+    }
+
+    /// Keywords written as lowercase words of one or two letters ("dx",
+    /// "mr#", "d.o.b") starting in `lo..hi`: the words the first pass skips.
+    fn short_hits(&self, lo: usize, hi: usize) -> Vec<KeywordHit> {
+        let mut out = Vec::new();
+        let hay = self.hay;
+        let mut i = lo;
+        while i < hi.min(hay.len()) {
+            let starts_word = hay[i].is_ascii_lowercase() && (i == 0 || !is_word(hay[i - 1]));
+            if !starts_word {
+                i += 1;
+                continue;
+            }
+            let len = hay[i..].iter().take(3).take_while(|b| is_word(**b)).count();
+            if len <= 2
+                && let Some(h) = self.lexicon.filter.probe(hay, i, len)
+                && let Some((WordKind::Keyword(keyword), end)) = self.lexicon.find(hay, i, len, h)
+            {
+                out.push(KeywordHit {
+                    start: i,
+                    end,
+                    keyword,
+                });
+                i = end;
+                continue;
+            }
+            i += len.max(1);
+        }
+        out
     }
 
     /// Whether a keyword that labels values (mrn, dob, health_plan_id)
@@ -590,8 +633,23 @@ impl Context<'_> {
     /// is one and the gap between them fits.
     fn label_before(&self, start: usize) -> Label {
         let i = seek(self.hits, &self.ends_before, |h| h.end <= start);
-        let Some(h) = i.checked_sub(1).and_then(|i| self.hits.get(i)) else {
-            return Label::None;
+        let nearest = i.checked_sub(1).and_then(|i| self.hits.get(i)).copied();
+        // A lowercase short label ("po #", "d.o.b.") may sit closer.
+        let short = self
+            .short_hits(start.saturating_sub(24), start)
+            .into_iter()
+            .rfind(|h| h.end <= start);
+        let h = match (nearest, short) {
+            (Some(a), Some(b)) => {
+                if b.end > a.end {
+                    b
+                } else {
+                    a
+                }
+            }
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            (None, None) => return Label::None,
         };
         let Some(k) = self.lexicon.keywords.get(h.keyword) else {
             return Label::None;
@@ -673,7 +731,7 @@ fn gap_is_label(hay: &[u8], from: usize, to: usize) -> bool {
                     .rev()
                     .take_while(|b| b.is_ascii_alphabetic())
                     .count();
-                if next_space && letters > 4 {
+                if next_space && letters > 3 {
                     return false;
                 }
             }
@@ -864,16 +922,21 @@ fn merge(ids: Vec<Match>, terms: Vec<Match>) -> Vec<Match> {
     if terms.is_empty() {
         return ids;
     }
+    // Both lists are sorted by start and free of overlaps within
+    // themselves: one linear merge.
     let mut out = Vec::with_capacity(ids.len() + terms.len());
+    let mut ids = ids.into_iter().peekable();
     for t in terms {
-        let i = ids.partition_point(|m| m.end <= t.start);
-        let overlaps = ids.get(i).is_some_and(|m| m.start < t.end);
+        while let Some(m) = ids.next_if(|m| m.start < t.start) {
+            out.push(m);
+        }
+        let overlaps =
+            out.last().is_some_and(|m| m.end > t.start) || ids.peek().is_some_and(|m| m.start < t.end);
         if !overlaps {
             out.push(t);
         }
     }
     out.extend(ids);
-    out.sort_by_key(|m| m.start);
     out
 }
 

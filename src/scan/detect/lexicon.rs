@@ -468,8 +468,22 @@ pub(super) struct Lexicon {
     /// Open-addressed by the filter hash of a first word: (hash + 1, range
     /// of `chains`); 0 marks an empty slot.
     slots: Box<[(u32, u32, u32)]>,
-    /// Phrase ids per slot, longest phrase first.
-    chains: Vec<u32>,
+    /// The phrases of each slot, longest first, stored inline so a lookup
+    /// reads one or two cache lines.
+    chains: Vec<Entry>,
+}
+
+/// Longest first word a keyword or term may have (in any spelling).
+const MAX_FIRST: usize = 24;
+
+/// A phrase as the index stores it.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    first: [u8; MAX_FIRST],
+    first_len: u8,
+    exact: bool,
+    /// Index into `Lexicon::phrases`.
+    phrase: u32,
 }
 
 /// Slots of the first-word index (a power of two, at least twice the
@@ -545,7 +559,25 @@ impl Lexicon {
             // "social security number" to "social security".
             ids.sort_by_key(|&i| std::cmp::Reverse(phrases[i as usize].weight));
             let start = chains.len() as u32;
-            chains.extend_from_slice(&ids);
+            for id in &ids {
+                let p = &phrases[*id as usize];
+                let mut first = [0u8; MAX_FIRST];
+                first
+                    .get_mut(..p.first.len())
+                    .ok_or_else(|| {
+                        format!(
+                            "first word of {:?} is too long",
+                            String::from_utf8_lossy(&p.first)
+                        )
+                    })?
+                    .copy_from_slice(&p.first);
+                chains.push(Entry {
+                    first,
+                    first_len: p.first.len() as u8,
+                    exact: p.exact,
+                    phrase: *id,
+                });
+            }
             let mut slot = h as usize & (SLOTS - 1);
             while slots[slot].0 != 0 {
                 slot = (slot + 1) & (SLOTS - 1);
@@ -577,16 +609,17 @@ impl Lexicon {
             }
             slot = (slot + 1) & (SLOTS - 1);
         };
-        for &id in self.chains.get(start..start + count)? {
-            let p = self.phrases.get(id as usize)?;
-            let same = if p.exact {
-                p.first == word
+        for e in self.chains.get(start..start + count)? {
+            let first = e.first.get(..usize::from(e.first_len))?;
+            let same = if e.exact {
+                first == word
             } else {
-                p.first.eq_ignore_ascii_case(word)
+                first.eq_ignore_ascii_case(word)
             };
             if !same {
                 continue;
             }
+            let p = self.phrases.get(e.phrase as usize)?;
             if let Some(end) = self.match_rest(hay, i + len, p) {
                 return Some((p.kind, end));
             }

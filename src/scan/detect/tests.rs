@@ -1,339 +1,572 @@
+//! Detector tests: every detector's formats and hard negatives, exact
+//! offsets, the context window's edges, precedence, and a deterministic
+//! fuzz loop that proves any `&str` is safe and the digit-run prefilter
+//! loses nothing.
+
 use super::*;
 
-fn show(text: &str) -> Vec<(Kind, &str, Confidence)> {
+fn detector() -> Detector {
     Detector::new(300)
+}
+
+/// Every match as (kind, matched text).
+fn found(text: &str) -> Vec<(Kind, &str)> {
+    detector()
         .detect(text)
         .into_iter()
-        .map(|m| (m.kind, &text[m.start..m.end], m.confidence))
+        .map(|m| (m.kind, &text[m.start..m.end]))
         .collect()
 }
 
-#[test]
-fn smoke() {
-    let t = std::time::Instant::now();
-    let _ = automata();
-    eprintln!("build {:?}", t.elapsed());
-    let text = "Patient John, DOB: 03/05/1980, MRN: 00123456, SSN 536-22-8726. Dx: E11.9 type 2 diabetes. NPI 1234567893 provider. Call (212) 555-1234 or mail j.doe@example.org. Card 4111 1111 1111 1111. Medicare 1EG4-TE5-MK73. DEA AB1234563. Member ID: XJH123456789.";
-    for m in show(text) {
-        eprintln!("{m:?}");
-    }
+/// The one match of `kind` in `text`.
+fn only(text: &str, kind: Kind) -> Match {
+    let all = detector().detect(text);
+    let of_kind: Vec<&Match> = all.iter().filter(|m| m.kind == kind).collect();
+    assert_eq!(of_kind.len(), 1, "{kind} in {text:?}: {:?}", found(text));
+    *of_kind[0]
 }
 
-#[test]
-#[ignore]
-fn profile_counts() {
-    for name in ["phi_free", "mixed"] {
-        let Ok(text) = std::fs::read_to_string(format!("/tmp/wtexts/{name}.txt")) else {
-            continue;
-        };
-        let d = Detector::new(300);
-        let (mut kw, mut terms, mut trig) = (Vec::new(), Vec::new(), Vec::new());
-        d.scan_words(text.as_bytes(), &mut kw, &mut terms, &mut trig);
-        let lx = &d.automata.lexicon;
-        let hay = text.as_bytes();
-        let mut pw: std::collections::HashMap<String, usize> = Default::default();
-        let mut starts = 0;
-        let mut passes = 0;
-        for i in 0..hay.len() {
-            if hay[i].is_ascii_alphabetic() && (i == 0 || !lexicon::is_word(hay[i - 1])) {
-                starts += 1;
-                if lx
-                    .filter
-                    .probe(
-                        hay,
-                        i,
-                        hay[i..].iter().take_while(|b| lexicon::is_word(**b)).count(),
-                    )
-                    .is_some()
-                {
-                    passes += 1;
-                    let w: String = text[i..]
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric())
-                        .collect();
-                    *pw.entry(w.to_lowercase()).or_default() += 1;
-                }
-            }
-        }
-        let mut freq: std::collections::BTreeMap<&str, usize> = Default::default();
-        for h in &kw {
-            *freq.entry(lx.keywords[h.keyword].text).or_default() += 1;
-        }
-        let mut top: Vec<_> = pw.into_iter().collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1));
-        eprintln!("{:?}", &top[..top.len().min(40)]);
-        eprintln!(
-            "{name}: starts {starts} passes {passes} kw {} terms {} triggers {} {:?}",
-            kw.len(),
-            terms.len(),
-            trig.len(),
-            freq
-        );
-    }
-}
-
-#[test]
-#[ignore]
-fn profile_phases() {
-    for name in ["phi_free", "mixed"] {
-        let Ok(text) = std::fs::read_to_string(format!("/tmp/wtexts/{name}.txt")) else {
-            return;
-        };
-        let d = Detector::new(300);
-        let hay = text.as_bytes();
-        let best = |f: &mut dyn FnMut()| {
-            let mut best = std::time::Duration::MAX;
-            for _ in 0..100 {
-                let t = std::time::Instant::now();
-                f();
-                best = best.min(t.elapsed());
-            }
-            best
-        };
-        let words = best(&mut || {
-            let (mut kw, mut terms, mut trig) = (Vec::new(), Vec::new(), Vec::new());
-            d.scan_words(std::hint::black_box(hay), &mut kw, &mut terms, &mut trig);
-            std::hint::black_box((kw, terms, trig));
-        });
-        let (mut kw, mut terms, mut trig) = (Vec::new(), Vec::new(), Vec::new());
-        d.scan_words(hay, &mut kw, &mut terms, &mut trig);
-        let ids = best(&mut || {
-            std::hint::black_box(d.scan_identifiers(std::hint::black_box(hay), &kw, &trig));
-        });
-        let all = best(&mut || {
-            std::hint::black_box(d.detect(std::hint::black_box(&text)));
-        });
-        let mbps = hay.len() as f64 / all.as_secs_f64() / 1e6;
-        eprintln!("{name}: scan_words {words:?} identifiers {ids:?} detect {all:?} = {mbps:.0} MB/s");
-    }
-}
-
-#[test]
-#[ignore]
-fn profile_word_loop() {
-    let Ok(text) = std::fs::read_to_string("/tmp/wtexts/phi_free.txt") else {
-        return;
-    };
-    let d = Detector::new(300);
-    let lx = &d.automata.lexicon;
-    let hay = text.as_bytes();
-    let n = 300;
-    let table: Vec<u64> = vec![0x0101_0101_0101_0101; 2048];
-    for variant in 0..6 {
-        let mut best = std::time::Duration::MAX;
-        let mut total = 0usize;
-        for _ in 0..n {
-            let t = std::time::Instant::now();
-            let hay = std::hint::black_box(hay);
-            let mut prev_word = 0u64;
-            let mut next = if hay.len() >= 64 {
-                bytes::classify(hay[..64].try_into().unwrap())
-            } else {
-                bytes::Masks::default()
-            };
-            let mut base = 0;
-            while base + 64 <= hay.len() {
-                let m = next;
-                next = match hay.get(base + 64..base + 128) {
-                    Some(b) => bytes::classify(b.try_into().unwrap()),
-                    None => bytes::Masks::default(),
-                };
-                let starts = m.letter & !((m.word << 1) | prev_word);
-                prev_word = m.word >> 63;
-                let combined = u128::from(m.word) | (u128::from(next.word) << 64);
-                let mut bits = starts;
-                while bits != 0 {
-                    let bit = bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    match variant {
-                        0 => total += bit,
-                        1 => total += (combined >> bit).trailing_ones() as usize,
-                        3 | 4 | 5 => {
-                            let len = (combined >> bit).trailing_ones() as usize;
-                            let i = base + bit as usize;
-                            let head = if variant == 5 {
-                                0x6162_6364u32 ^ (i as u32)
-                            } else if i + 4 <= hay.len() {
-                                u32::from_le_bytes([hay[i], hay[i + 1], hay[i + 2], hay[i + 3]])
-                            } else {
-                                0
-                            };
-                            let keep = if variant == 4 {
-                                u32::MAX
-                            } else {
-                                (u64::MAX >> (64 - 8 * len.min(4))) as u32
-                            };
-                            let key = ((head | 0x2020_2020) & keep)
-                                ^ (len.min(32) as u32).wrapping_mul(0x9E37_79B9);
-                            let h = (key.wrapping_mul(0x85EB_CA6B) >> 15) as usize;
-                            if table[h >> 6] >> (h & 63) & 1 != 0 {
-                                total += 1;
-                            }
-                        }
-                        _ => {
-                            let len = (combined >> bit).trailing_ones() as usize;
-                            if lx.filter.probe(hay, base + bit, len).is_some() {
-                                total += 1;
-                            }
-                        }
-                    }
-                }
-                base += 64;
-            }
-            best = best.min(t.elapsed());
-        }
-        eprintln!("variant {variant}: {best:?} per MB ({total})");
-    }
-}
-
-#[test]
-#[ignore]
-fn profile_calibrate() {
-    let Ok(text) = std::fs::read_to_string("/tmp/wtexts/phi_free.txt") else {
-        return;
-    };
-    let mut table = [0u8; 256];
-    for (i, t) in table.iter_mut().enumerate() {
-        *t = (i as u8).wrapping_mul(7) & 3;
-    }
-    let (mut a, mut b) = (std::time::Duration::MAX, std::time::Duration::MAX);
-    let mut sink = 0usize;
-    for round in 0..200 {
-        let hay = std::hint::black_box(text.as_bytes());
-        let t = std::time::Instant::now();
-        sink += hay.iter().filter(|b| b.is_ascii_digit()).count() + round;
-        sink = std::hint::black_box(sink);
-        a = a.min(t.elapsed());
-        let hay = std::hint::black_box(text.as_bytes());
-        let t = std::time::Instant::now();
-        let mut state = round;
-        for &byte in hay {
-            state = usize::from(table[(state * 64 + usize::from(byte)) & 255]);
-        }
-        sink = std::hint::black_box(sink + state);
-        b = b.min(t.elapsed());
-    }
-    eprintln!("vectorized count {a:?}; dependent byte loop {b:?} per MB ({sink})");
-}
-
-#[test]
-#[ignore]
-fn profile_batched() {
-    let Ok(text) = std::fs::read_to_string("/tmp/wtexts/phi_free.txt") else {
-        return;
-    };
-    let d = Detector::new(300);
-    let lx = &d.automata.lexicon;
-    let hay = text.as_bytes();
-    let blocks = hay.len() / 64;
-    let masks: Vec<bytes::Masks> = (0..blocks + 1)
-        .map(|b| {
-            hay.get(b * 64..b * 64 + 64).map_or(bytes::Masks::default(), |s| {
-                bytes::classify(s.try_into().unwrap())
-            })
-        })
+/// `text` holds exactly `value` as `kind` (and nothing else as an
+/// identifier overlapping it).
+#[track_caller]
+fn finds(text: &str, kind: Kind, value: &str) -> Match {
+    let m = only(text, kind);
+    assert_eq!(&text[m.start..m.end], value, "{kind} in {text:?}");
+    let others: Vec<_> = found(text)
+        .into_iter()
+        .filter(|(k, v)| *k != kind && *k != Kind::HealthTerms && (v.contains(value) || value.contains(v)))
         .collect();
-    let mut best = std::time::Duration::MAX;
-    let mut total = 0usize;
-    for _ in 0..300 {
-        let t = std::time::Instant::now();
-        let hay = std::hint::black_box(hay);
-        let mut pos = [0u32; 4 * 64 + 64];
-        let mut cand = [0u32; 4 * 64 + 64];
-        let mut prev_word = 0u64;
-        let mut g = 0;
-        while g + 4 <= blocks {
-            let mut n = 0usize;
-            let mut words = [0u64; 5];
-            for b in 0..4 {
-                let m = bytes::classify(hay[(g + b) * 64..(g + b) * 64 + 64].try_into().unwrap());
-                words[b] = m.word;
-                let mut bits = m.letter & !((m.word << 1) | prev_word);
-                prev_word = m.word >> 63;
-                let cnt = bits.count_ones() as usize;
-                let base = ((g + b) * 64) as u32;
-                for k in 0..12 {
-                    pos[n + k] = base + bits.trailing_zeros();
-                    bits &= bits.wrapping_sub(1);
-                }
-                if cnt > 12 {
-                    let mut k = 12;
-                    while bits != 0 {
-                        pos[n + k] = base + bits.trailing_zeros();
-                        bits &= bits - 1;
-                        k += 1;
-                    }
-                }
-                n += cnt;
-            }
-            words[4] = masks.get(g + 4).map_or(0, |m| m.word);
-            let gbase = g * 64;
-            let mut m = 0usize;
-            for &p in &pos[..n] {
-                let i = p as usize;
-                let r = i - gbase;
-                let (q, sh) = (r / 64, (r % 64) as u32);
-                let ahead = (words[q] >> sh) | words[q + 1].unbounded_shl(64 - sh);
-                let len = ahead.trailing_ones() as usize;
-                cand[m] = p;
-                m += usize::from(lx.filter.probe(hay, i, len).is_some());
-            }
-            total += m;
-            g += 4;
-        }
-        best = best.min(t.elapsed());
-    }
-    eprintln!("batched: {best:?} per MB ({total})");
+    assert!(others.is_empty(), "{text:?} also gave {others:?}");
+    m
+}
+
+#[track_caller]
+fn none(text: &str, kind: Kind) {
+    let hits: Vec<_> = found(text).into_iter().filter(|(k, _)| *k == kind).collect();
+    assert!(hits.is_empty(), "no {kind} expected in {text:?}, got {hits:?}");
 }
 
 #[test]
-#[ignore]
-fn profile_triggers() {
-    for name in ["phi_free", "mixed"] {
-        let Ok(text) = std::fs::read_to_string(format!("/tmp/wtexts/{name}.txt")) else {
-            return;
-        };
-        let d = Detector::new(300);
-        let hay = text.as_bytes();
-        let (mut kw, mut terms, mut trig) = (Vec::new(), Vec::new(), Vec::new());
-        d.scan_words(hay, &mut kw, &mut terms, &mut trig);
-        let (mut pass, mut month, mut walks, mut matched) = (0, 0, 0, 0);
-        let mut shapes: std::collections::BTreeMap<String, usize> = Default::default();
-        for &p in &trig {
-            if hay[p] == b'@' {
-                continue;
-            }
-            let run_end = p + hay[p..].iter().take_while(|b| b.is_ascii_digit()).count();
-            let Some(t) = token_start(hay, p, 0) else { continue };
-            let m = if run_end - p <= 2 {
-                month_before(hay, t, 0)
-            } else {
-                None
-            };
-            if m.is_some() {
-                month += 1;
-            }
-            if m.is_none() && !may_start_shape(hay, t, p, run_end) {
-                continue;
-            }
-            pass += 1;
-            walks += 1;
-            if d.automata.shapes.dfa.find(hay, m.unwrap_or(t)).is_none() && walks % 400 == 0 {
-                eprintln!(
-                    "  miss {:?}",
-                    &text[t.saturating_sub(8)..(run_end + 8).min(text.len())]
-                );
-            }
-            if let Some((pid, _)) = d.automata.shapes.dfa.find(hay, m.unwrap_or(t)) {
-                matched += 1;
-                *shapes
-                    .entry(format!("{:?}", d.automata.shapes.shape(pid)))
-                    .or_default() += 1;
-            }
-        }
-        eprintln!(
-            "{name}: triggers {} pass {pass} month {month} walks {walks} matched {matched} {shapes:?}",
-            trig.len()
+fn ssn_formats_and_confidence() {
+    let m = finds("Patient SSN: 536-22-8726.", Kind::Ssn, "536-22-8726");
+    assert_eq!((m.confidence, m.context), (Confidence::High, Some("ssn")));
+    finds("social security number 536 22 8726", Kind::Ssn, "536 22 8726");
+    finds("SSN 536228726 on file", Kind::Ssn, "536228726");
+    finds("(536-22-8726)", Kind::Ssn, "536-22-8726");
+    let m = finds("The form listed 536-22-8726 in box 4.", Kind::Ssn, "536-22-8726");
+    assert_eq!((m.confidence, m.context), (Confidence::Medium, None));
+}
+
+#[test]
+fn ssn_hard_negatives() {
+    for text in [
+        "SSN 000-12-3456",
+        "SSN 666-12-3456",
+        "SSN 912-34-5678",
+        "SSN 536-00-8726",
+        "SSN 536-22-0000",
+        "SSN 078-05-1120",
+        "SSN 219-09-9999",
+        "SSN 123-45-6789",
+        "SSN 111-11-1111",
+        "Routing 021000021 and account 536228726",
+        "the code 536228726 expires",
+        "536 22 8726 units",
+        "SSN 12-536-22-8726",
+        "SSN 536-22-8726-01",
+        "SSN 536-22-8726.5",
+        "Order # 536-22-8726",
+        "Invoice No. 536-22-8726",
+        "SSN 536-22-8726x",
+    ] {
+        none(text, Kind::Ssn);
+    }
+}
+
+#[test]
+fn mbi() {
+    let m = finds("Medicare ID: 1EG4-TE5-MK73", Kind::Mbi, "1EG4-TE5-MK73");
+    assert_eq!(m.confidence, Confidence::High);
+    let m = finds("card shows 1EG4TE5MK73 today", Kind::Mbi, "1EG4TE5MK73");
+    assert_eq!(m.confidence, Confidence::Medium);
+    for text in [
+        "MBI 1SG4TE5MK73",
+        "MBI 0EG4TE5MK73",
+        "MBI 1EG4TE5MK7",
+        "MBI 1EG4TE5MK733",
+        "Part 1EG4-TE5-MK73",
+    ] {
+        none(text, Kind::Mbi);
+    }
+}
+
+#[test]
+fn npi() {
+    let m = finds("Rendering provider NPI: 1234567893.", Kind::Npi, "1234567893");
+    assert_eq!((m.confidence, m.context), (Confidence::High, Some("npi")));
+    finds("Prescriber 1234567893", Kind::Npi, "1234567893");
+    none("NPI: 1234567890", Kind::Npi);
+    none("1234567893", Kind::Npi);
+    none("Order #1234567893 from our provider", Kind::Npi);
+    none("NPI 12345678930", Kind::Npi);
+}
+
+#[test]
+fn dea() {
+    let m = finds("DEA # AB1234563", Kind::Dea, "AB1234563");
+    assert_eq!(m.confidence, Confidence::High);
+    finds("DEA registration: F91234563", Kind::Dea, "F91234563");
+    none("DEA AB1234567", Kind::Dea);
+    none("DEA ZB1234563", Kind::Dea);
+    none("Model AB1234563 in stock", Kind::Dea);
+    none("AB1234563", Kind::Dea);
+}
+
+#[test]
+fn icd10() {
+    finds("Dx: E11.9 (type 2 diabetes)", Kind::Icd10, "E11.9");
+    finds("dx: E11.9", Kind::Icd10, "E11.9");
+    finds("Diagnosis code I10 was added.", Kind::Icd10, "I10");
+    finds("Assessment: J45.909, stable", Kind::Icd10, "J45.909");
+    finds("ICD-10: C50.911", Kind::Icd10, "C50.911");
+    finds("diagnosed with U07.1 last spring", Kind::Icd10, "U07.1");
+    let codes: Vec<(Kind, &str)> = found("Diagnoses: E119, I10; M1A.0710")
+        .into_iter()
+        .filter(|(k, _)| *k == Kind::Icd10)
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (Kind::Icd10, "E119"),
+            (Kind::Icd10, "I10"),
+            (Kind::Icd10, "M1A.0710")
+        ]
+    );
+    for text in [
+        "Replacement part A12.3 ships Monday",
+        "Diagnosis pending. Part #A12.3 ordered",
+        "Diagnosis U12.3",
+        "Diagnosis e11.9",
+        "Diagnosis E11.9-2",
+        "Dx AE11.9",
+    ] {
+        none(text, Kind::Icd10);
+    }
+}
+
+#[test]
+fn mrn_takes_the_labelled_value() {
+    let m = finds("MRN: 00123456", Kind::Mrn, "00123456");
+    assert_eq!((m.confidence, m.context), (Confidence::High, Some("mrn")));
+    finds("Medical Record Number 12-345-678", Kind::Mrn, "12-345-678");
+    finds("MR# A1234567", Kind::Mrn, "A1234567");
+    finds("Patient ID: XJ-99231", Kind::Mrn, "XJ-99231");
+    finds("chart #: 7788123", Kind::Mrn, "7788123");
+    finds("MRN (internal): 5512399", Kind::Mrn, "5512399");
+    for text in [
+        "MRN pending",
+        "MRN: 12",
+        "The MRN was not recorded. 2024 revenue",
+        "MRN: ABCDEFG",
+        "record 1234567",
+    ] {
+        none(text, Kind::Mrn);
+    }
+}
+
+#[test]
+fn dob_needs_a_birth_label() {
+    let m = finds("DOB: 03/05/1980", Kind::Dob, "03/05/1980");
+    assert_eq!((m.confidence, m.context), (Confidence::High, Some("dob")));
+    finds("Date of birth: March 5, 1980", Kind::Dob, "March 5, 1980");
+    finds("Date of Birth\n5 March 1980", Kind::Dob, "5 March 1980");
+    finds("was born on 5th of March 1980", Kind::Dob, "5th of March 1980");
+    finds("D.O.B. 1980-03-05", Kind::Dob, "1980-03-05");
+    finds("d.o.b. 3/5/80", Kind::Dob, "3/5/80");
+    finds("Birthdate 19800305", Kind::Dob, "19800305");
+    finds("Seen 03/05/2024; 05-Mar-1961 (DOB)", Kind::Dob, "05-Mar-1961");
+    finds("birth date: Sept. 5, 1980", Kind::Dob, "Sept. 5, 1980");
+    for text in [
+        "The appointment is on 03/05/2024.",
+        "Invoice date 03/05/2024",
+        "DOB: 13/45/1980",
+        "born in 1980",
+        "Born on time. Shipped 03/05/2024",
+        "March 5, 1980 was a Wednesday",
+    ] {
+        none(text, Kind::Dob);
+    }
+}
+
+#[test]
+fn health_plan_id() {
+    finds("Member ID: XJH123456789", Kind::HealthPlanId, "XJH123456789");
+    finds(
+        "Policy number 12345678, effective today",
+        Kind::HealthPlanId,
+        "12345678",
+    );
+    finds("Subscriber ID W123456789", Kind::HealthPlanId, "W123456789");
+    finds("Medicaid ID: 12345678A", Kind::HealthPlanId, "12345678A");
+    for text in [
+        "Group number: 12345",
+        "Member ID: ABCDEF",
+        "Member ID: 12",
+        "member of the board since 2019",
+    ] {
+        none(text, Kind::HealthPlanId);
+    }
+}
+
+#[test]
+fn credit_cards() {
+    let m = finds(
+        "Visa 4111 1111 1111 1111 exp 09/27",
+        Kind::CreditCard,
+        "4111 1111 1111 1111",
+    );
+    assert_eq!(m.confidence, Confidence::High);
+    let m = finds(
+        "charged 4111-1111-1111-1111 today",
+        Kind::CreditCard,
+        "4111-1111-1111-1111",
+    );
+    assert_eq!(m.confidence, Confidence::Medium);
+    finds("Amex 378282246310005", Kind::CreditCard, "378282246310005");
+    finds("card 3782 822463 10005", Kind::CreditCard, "3782 822463 10005");
+    finds("MC 5555555555554444", Kind::CreditCard, "5555555555554444");
+    for text in [
+        "card 4111 1111 1111 1112",
+        "card 1234 5678 9012 3452",
+        "Tracking 4111111111111111",
+        "serial 0000000000000000",
+        "card 41111111111111111111",
+    ] {
+        none(text, Kind::CreditCard);
+    }
+}
+
+#[test]
+fn phones() {
+    for (text, value) in [
+        ("Call (212) 555-1234 today", "(212) 555-1234"),
+        ("cell 212-555-1234", "212-555-1234"),
+        ("212.555.1234", "212.555.1234"),
+        ("+1 212 555 1234", "+1 212 555 1234"),
+        ("+1 (212) 555-1234", "+1 (212) 555-1234"),
+        ("1-800-555-0199", "1-800-555-0199"),
+        ("+12125551234", "+12125551234"),
+        ("(212)555-1234", "(212)555-1234"),
+    ] {
+        finds(text, Kind::Phone, value);
+    }
+    let m = finds("Phone: 2125551234", Kind::Phone, "2125551234");
+    assert_eq!((m.confidence, m.context), (Confidence::High, Some("phone")));
+    let m = finds(
+        "Best regards,\nJane Roe\n212-555-1234",
+        Kind::Phone,
+        "212-555-1234",
+    );
+    assert_eq!(m.confidence, Confidence::Medium);
+    for text in [
+        "2125551234",
+        "(112) 555-1234",
+        "911-555-1234",
+        "212-411-1234",
+        "Order 212-555-1234",
+        "212-555-12345",
+    ] {
+        none(text, Kind::Phone);
+    }
+}
+
+#[test]
+fn emails() {
+    finds(
+        "write to jane.doe+x@mail.example.org.",
+        Kind::EmailAddress,
+        "jane.doe+x@mail.example.org",
+    );
+    finds("<j_o@ex-ample.co.uk>", Kind::EmailAddress, "j_o@ex-ample.co.uk");
+    for text in ["user@localhost", "a@b", "@example.com", "a..b@example.com"] {
+        none(text, Kind::EmailAddress);
+    }
+}
+
+#[test]
+fn health_terms() {
+    let hits =
+        found("Started metformin for Type 2 Diabetes; chemotherapy paused; multiple\nsclerosis ruled out.");
+    let terms: Vec<&str> = hits
+        .iter()
+        .filter(|(k, _)| *k == Kind::HealthTerms)
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(
+        terms,
+        ["metformin", "Diabetes", "chemotherapy", "multiple\nsclerosis"]
+    );
+    let m = only("history of HIV", Kind::HealthTerms);
+    assert_eq!((m.confidence, m.context), (Confidence::Low, None));
+    for text in [
+        "insurance and cancellation fees",
+        "relief aids were shipped",
+        "a prescription refill",
+    ] {
+        none(text, Kind::HealthTerms);
+    }
+}
+
+#[test]
+fn context_window_edges() {
+    let d = Detector::new(300);
+    let at = |gap: usize| format!("SSN{}536228726", " ".repeat(gap));
+    assert!(d.detect(&at(300)).iter().any(|m| m.kind == Kind::Ssn));
+    assert!(!d.detect(&at(301)).iter().any(|m| m.kind == Kind::Ssn));
+    // A third of the window after the value.
+    let after = |gap: usize| format!("536228726{}SSN", " ".repeat(gap));
+    assert!(d.detect(&after(100)).iter().any(|m| m.kind == Kind::Ssn));
+    assert!(!d.detect(&after(101)).iter().any(|m| m.kind == Kind::Ssn));
+    // The window is a setting.
+    let narrow = Detector::new(10);
+    assert!(!narrow.detect(&at(20)).iter().any(|m| m.kind == Kind::Ssn));
+}
+
+#[test]
+fn precedence() {
+    // A label wins over the value's shape...
+    finds(
+        "SSN on file. Member ID: 536228726",
+        Kind::HealthPlanId,
+        "536228726",
+    );
+    finds("MRN 536-22-8726", Kind::Mrn, "536-22-8726");
+    // ...except for an MBI.
+    finds("Medicare ID: 1EG4TE5MK73", Kind::Mbi, "1EG4TE5MK73");
+    // Ten digits valid as both NPI and phone: the nearest keyword decides.
+    let both = (2_000_000_000u64..)
+        .map(|n| n.to_string())
+        .find(|s| {
+            let d: Vec<u8> = s.bytes().map(|b| b - b'0').collect();
+            shapes::npi_valid(&d) && shapes::nanp_valid(&d)
+        })
+        .unwrap_or_default();
+    finds(&format!("NPI: {both}"), Kind::Npi, &both);
+    finds(&format!("Phone: {both}"), Kind::Phone, &both);
+    finds(&format!("NPI 1234567893, phone {both}"), Kind::Phone, &both);
+    // An address wins over what is inside it.
+    assert_eq!(
+        found("text 2125551234@vtext.com"),
+        [(Kind::EmailAddress, "2125551234@vtext.com")]
+    );
+    assert_eq!(
+        found("diabetes.clinic@hospital.org"),
+        [(Kind::EmailAddress, "diabetes.clinic@hospital.org")]
+    );
+}
+
+#[test]
+fn a_realistic_message() {
+    let text = "Hi Dr. Lee,\n\nFollowing up on Maria Garcia (DOB: 04/12/1957, MRN: 00482913). \
+                Her A1C came back at 8.1 and she was diagnosed with E11.65; we started insulin glargine. \
+                Insurance: Aetna, Member ID: W882731950. Please send the prior auth to fax (555) 201-8834.\n\
+                Order #4829301847 for her glucometer ships 06/03/2024 via UPS tracking 1Z999AA10123456784.\n\n\
+                Thanks,\nSam Ortiz, RN\nRiverside Clinic | 555.201.8800 | sam.ortiz@riverside-clinic.org\n";
+    let got = found(text);
+    let ids: Vec<(Kind, &str)> = got
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != Kind::HealthTerms)
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            (Kind::Dob, "04/12/1957"),
+            (Kind::Mrn, "00482913"),
+            (Kind::Icd10, "E11.65"),
+            (Kind::HealthPlanId, "W882731950"),
+            (Kind::Phone, "(555) 201-8834"),
+            (Kind::Phone, "555.201.8800"),
+            (Kind::EmailAddress, "sam.ortiz@riverside-clinic.org"),
+        ]
+    );
+    let terms: Vec<&str> = got
+        .iter()
+        .filter(|(k, _)| *k == Kind::HealthTerms)
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(terms, ["A1C", "insulin"]);
+}
+
+/// xorshift64*: deterministic, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Random text from fragments that exercise the detectors' edges,
+/// including multi-byte UTF-8 right next to digits, letters and '@'.
+fn adversarial(r: &mut Rng) -> String {
+    const FRAGMENTS: &[&str] = &[
+        "0",
+        "1",
+        "5",
+        "9",
+        "12",
+        "078",
+        "555",
+        "2024",
+        "1980",
+        "-",
+        " ",
+        "  ",
+        "/",
+        ".",
+        ",",
+        "(",
+        ")",
+        "+",
+        "+1",
+        "@",
+        "#",
+        ":",
+        "\n",
+        "\r\n",
+        "'",
+        "_",
+        "a",
+        "E",
+        "AB",
+        "x",
+        "é",
+        "日本",
+        "💊",
+        "\u{2019}",
+        "\u{0}",
+        "SSN",
+        "DOB: ",
+        "MRN ",
+        "npi",
+        "dx ",
+        "Member ID ",
+        "Order #",
+        "March ",
+        "5th of ",
+        "diabetes",
+        "multiple ",
+        "sclerosis",
+        "NPI ",
+        "born on ",
+        "1EG4",
+        "TE5",
+        "MK73",
+        ".com",
+        "mail",
+        "D.O.B. ",
+        "E11.9",
+        "4111",
+        "Phone: ",
+        "@x.org",
+        "ex-",
+    ];
+    let n = r.below(40);
+    (0..n).map(|_| FRAGMENTS[r.below(FRAGMENTS.len())]).collect()
+}
+
+#[track_caller]
+fn check_invariants(text: &str, got: &[Match]) {
+    let mut last_end = 0;
+    for m in got {
+        assert!(m.start < m.end && m.end <= text.len(), "{m:?} in {text:?}");
+        assert!(
+            text.is_char_boundary(m.start) && text.is_char_boundary(m.end),
+            "{m:?} in {text:?}"
+        );
+        assert!(m.start >= last_end, "overlap or disorder at {m:?} in {text:?}");
+        last_end = m.end;
+    }
+}
+
+#[test]
+fn fuzz_any_str_is_safe_and_the_prefilter_loses_nothing() {
+    let fast = detector();
+    let exhaustive = Detector {
+        prefilter: false,
+        ..detector()
+    };
+    let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..30_000 {
+        let text = adversarial(&mut r);
+        let got = fast.detect(&text);
+        check_invariants(&text, &got);
+        assert_eq!(
+            got,
+            exhaustive.detect(&text),
+            "prefilter changed the result for {text:?}"
         );
     }
+    // Random bytes made valid UTF-8, and every prefix of a dense message.
+    for _ in 0..3_000 {
+        let bytes: Vec<u8> = (0..r.below(300)).map(|_| r.next() as u8).collect();
+        let text = String::from_utf8_lossy(&bytes);
+        check_invariants(&text, &fast.detect(&text));
+    }
+    let dense = "DOB: 03/05/1980 MRN 00123456 SSN 536-22-8726 Dx E11.9 NPI 1234567893 (212) 555-1234 a@b.co 💊 diabetes";
+    for (i, _) in dense.char_indices() {
+        check_invariants(&dense[..i], &fast.detect(&dense[..i]));
+        check_invariants(&dense[i..], &fast.detect(&dense[i..]));
+    }
+    // Long runs stay linear and safe.
+    for text in [
+        "9".repeat(100_000),
+        "@".repeat(50_000),
+        "a@".repeat(30_000),
+        "diabetes ".repeat(10_000),
+        "é1".repeat(30_000),
+    ] {
+        check_invariants(&text, &fast.detect(&text));
+    }
+}
+
+#[test]
+fn prefilter_loses_nothing_on_realistic_text() {
+    let fast = detector();
+    let exhaustive = Detector {
+        prefilter: false,
+        ..detector()
+    };
+    let mut r = Rng(7);
+    const PIECES: &[&str] = &[
+        "Revenue grew 12% to $4.2M in Q3 2024. ",
+        "The meeting is on March 5, 2024 at 10:30 in Room 401. ",
+        "Invoice INV-2024-00123 for $1,250.00 is due 04/15/2024. ",
+        "Patient DOB: 03/05/1980, MRN: 00123456. ",
+        "SSN 536-22-8726; NPI 1234567893; DEA AB1234563. ",
+        "Call (212) 555-1234 or +1 800 555 0199. ",
+        "Card 4111 1111 1111 1111 exp 09/27. ",
+        "Dx: E11.9, I10; part A12.3 on order #4829301847. ",
+        "Version 3.6.8 shipped 2024-03-05. ",
+        "Medicare 1EG4-TE5-MK73, Member ID: XJH123456789. ",
+        "5th of March 1980 and 5-Mar-80 and Sept. 5, 1980. ",
+    ];
+    for _ in 0..300 {
+        let text: String = (0..r.below(30)).map(|_| PIECES[r.below(PIECES.len())]).collect();
+        assert_eq!(fast.detect(&text), exhaustive.detect(&text), "{text}");
+    }
+}
+
+#[test]
+fn a_match_debug_holds_no_text() {
+    let text = "SSN 536-22-8726";
+    let shown = format!("{:?}", detector().detect(text));
+    assert!(!shown.contains("8726"), "{shown}");
 }
