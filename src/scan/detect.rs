@@ -69,7 +69,7 @@ mod bytes;
 mod lexicon;
 mod shapes;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
@@ -203,15 +203,14 @@ impl Detector {
             // it runs into the next block.
             let masks = next;
             next = block_masks(hay, base + bytes::BLOCK);
-            let mut word_starts = masks.letter & !((masks.word << 1) | prev_word);
             // Lowercase words of one or two letters ("a", "to", "of", "in":
-            // a fifth of all words) start no term and only lowercase
-            // spellings of short labels ("dx", "mr#", "d.o.b"), which are
-            // given up for the speed; "Dx", "MR#", "D.O.B." still count.
-            let ends = masks.word & !((masks.word >> 1) | (next.word << 63));
-            let next_end = next.word & !(next.word >> 1) & 1;
-            let short = word_starts & (ends | (ends >> 1) | (next_end << 63));
-            word_starts &= !(short & !masks.upper);
+            // a fifth of all words) start no term, only lowercase spellings
+            // of a few short keywords ("dx", "mr#", "pt id", "d.o.b");
+            // those are looked for on demand, near a value
+            // (`Context::short_hits`).
+            let word_starts = masks.letter
+                & !((masks.word << 1) | prev_word)
+                & !short_lowercase_starts(&masks, &next, prev_word);
             let digit_runs = masks.digit & !((masks.digit << 1) | prev_digit);
             prev_word = masks.word >> 63;
             prev_digit = masks.digit >> 63;
@@ -269,6 +268,7 @@ impl Detector {
             ends_before: Cell::new(0),
             window_from: Cell::new(0),
             starts_before: Cell::new(0),
+            short: RefCell::new((0, 0, Vec::new())),
         };
         let mut out: Vec<Match> = Vec::new();
         let mut frontier = 0;
@@ -313,7 +313,7 @@ impl Detector {
             .count();
 
         // Labelled values first (precedence 2), when a label is near.
-        if ctx.label_near(p)
+        if ctx.label_near(p, run_end - p)
             && let Some(g) = group_start(hay, p, frontier)
             && let Some(m) = self.labelled_value(ctx, g, p)
         {
@@ -520,6 +520,8 @@ struct Context<'a> {
     ends_before: Cell<usize>,
     window_from: Cell<usize>,
     starts_before: Cell<usize>,
+    /// Lowercase short keywords found so far: (from, to, hits in from..to).
+    short: RefCell<(usize, usize, Vec<KeywordHit>)>,
 }
 
 /// Moves `cursor` to the number of leading `hits` for which `before` holds
@@ -575,9 +577,10 @@ impl Context<'_> {
             }
             consider(&mut best, h);
         }
-        if best.is_none() {
-            // Lowercase one- and two-letter keywords ("dx", "ph") are not
-            // in the first pass; look for them here, where it is rare.
+        if best.is_none() && kinds & (bit(Kind::Icd10) | bit(Kind::Ssn) | bit(Kind::Phone)) != 0 {
+            // Lowercase one- and two-letter keywords ("dx", "ss#", "ph")
+            // are not in the first pass; look for them here, for the kinds
+            // that have one.
             for h in self.short_hits(lo, hi) {
                 consider(&mut best, &h);
             }
@@ -586,47 +589,116 @@ impl Context<'_> {
     }
 
     /// Keywords written as lowercase words of one or two letters ("dx",
-    /// "mr#", "d.o.b") starting in `lo..hi`: the words the first pass skips.
+    /// "mr#", "d.o.b") starting in `lo..hi`: the words the first pass
+    /// skips. Found on demand and kept, so overlapping windows scan each
+    /// byte once: the cache covers one interval, grown at either end, and
+    /// starts over when a request lies wholly past it (lookups move left
+    /// to right, so what lies behind is not asked for again).
     fn short_hits(&self, lo: usize, hi: usize) -> Vec<KeywordHit> {
+        let hi = hi.min(self.hay.len());
+        if lo >= hi {
+            return Vec::new();
+        }
+        let mut cache = self.short.borrow_mut();
+        let (ref mut from, ref mut to, ref mut hits) = *cache;
+        if lo > *to || hi < *from || hits.is_empty() && *from == *to {
+            *hits = self.scan_short(lo, hi);
+            (*from, *to) = (lo, hi);
+        } else {
+            if lo < *from {
+                let mut front = self.scan_short(lo, *from);
+                front.retain(|h| hits.first().is_none_or(|f| h.end <= f.start));
+                front.append(hits);
+                *hits = front;
+                *from = lo;
+            }
+            if hi > *to {
+                let back = self.scan_short(*to, hi);
+                let last_end = hits.last().map_or(0, |h| h.end);
+                hits.extend(back.into_iter().filter(|h| h.start >= last_end));
+                *to = hi;
+            }
+        }
+        let a = hits.partition_point(|h| h.start < lo);
+        let b = hits.partition_point(|h| h.start < hi);
+        hits.get(a..b).unwrap_or_default().to_vec()
+    }
+
+    fn scan_short(&self, lo: usize, hi: usize) -> Vec<KeywordHit> {
         let mut out = Vec::new();
         let hay = self.hay;
-        let mut i = lo;
-        while i < hi.min(hay.len()) {
-            let starts_word = hay[i].is_ascii_lowercase() && (i == 0 || !is_word(hay[i - 1]));
-            if !starts_word {
-                i += 1;
-                continue;
+        let mut base = lo - lo % bytes::BLOCK;
+        let mut next = block_masks(hay, base);
+        let mut skip_to = lo;
+        while base < hi {
+            let masks = next;
+            next = block_masks(hay, base + bytes::BLOCK);
+            let before = if base == 0 {
+                0
+            } else {
+                u64::from(hay.get(base - 1).copied().is_some_and(is_word))
+            };
+            let mut bits = short_lowercase_starts(&masks, &next, before);
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let i = base + bit;
+                if i < skip_to || i >= hi {
+                    continue;
+                }
+                let len = hay
+                    .get(i..)
+                    .unwrap_or_default()
+                    .iter()
+                    .take(3)
+                    .take_while(|b| is_word(**b))
+                    .count();
+                if let Some(h) = self.lexicon.filter.probe(hay, i, len)
+                    && let Some((WordKind::Keyword(keyword), end)) = self.lexicon.find(hay, i, len, h)
+                {
+                    out.push(KeywordHit {
+                        start: i,
+                        end,
+                        keyword,
+                    });
+                    skip_to = end;
+                }
             }
-            let len = hay[i..].iter().take(3).take_while(|b| is_word(**b)).count();
-            if len <= 2
-                && let Some(h) = self.lexicon.filter.probe(hay, i, len)
-                && let Some((WordKind::Keyword(keyword), end)) = self.lexicon.find(hay, i, len, h)
-            {
-                out.push(KeywordHit {
-                    start: i,
-                    end,
-                    keyword,
-                });
-                i = end;
-                continue;
-            }
-            i += len.max(1);
+            base += bytes::BLOCK;
         }
         out
     }
 
     /// Whether a keyword that labels values (mrn, dob, health_plan_id)
     /// ends close enough before `p` to label the value holding `p`.
-    fn label_near(&self, p: usize) -> bool {
+    fn label_near(&self, p: usize, run: usize) -> bool {
         let i = seek(self.hits, &self.ends_before, |h| h.end <= p);
-        i.checked_sub(1).and_then(|i| self.hits.get(i)).is_some_and(|h| {
+        let anchor = |h: &KeywordHit| {
             p - h.end <= 72
                 && self
                     .lexicon
                     .keywords
                     .get(h.keyword)
                     .is_some_and(|k| k.anchor != 0)
-        })
+        };
+        if i.checked_sub(1)
+            .and_then(|i| self.hits.get(i))
+            .is_some_and(anchor)
+        {
+            return true;
+        }
+        // A lowercase label of one or two letters ("pt id", "mr no") is not
+        // in the first pass. Look for one only when the value is
+        // long enough to be an MRN or member id and a short lowercase word
+        // sits right before it, which is rare in prose.
+        (run >= 5
+            || self
+                .hay
+                .get(p.wrapping_sub(1))
+                .is_some_and(u8::is_ascii_alphanumeric))
+            && short_word_before(self.hay, p)
+            && group_len(self.hay, p) >= 5
+            && self.short_hits(p.saturating_sub(48), p).iter().any(anchor)
     }
 
     /// The label right before `start`, if the nearest keyword ending there
@@ -634,7 +706,7 @@ impl Context<'_> {
     fn label_before(&self, start: usize) -> Label {
         let i = seek(self.hits, &self.ends_before, |h| h.end <= start);
         let nearest = i.checked_sub(1).and_then(|i| self.hits.get(i)).copied();
-        // A lowercase short label ("po #", "d.o.b.") may sit closer.
+        // A lowercase short label ("dob:", "po #", "d.o.b.") may sit closer.
         let short = self
             .short_hits(start.saturating_sub(24), start)
             .into_iter()
@@ -803,6 +875,42 @@ fn starts_month(hay: &[u8], i: usize) -> bool {
     }
 }
 
+/// Letters and digits in the dash-joined group around `p` (at most 40).
+fn group_len(hay: &[u8], p: usize) -> usize {
+    let mut g = p;
+    while g > 0 && p - g < 40 && hay.get(g - 1).copied().is_some_and(|b| is_word(b) || b == b'-') {
+        g -= 1;
+    }
+    hay.get(g..group_end(hay, p))
+        .unwrap_or_default()
+        .iter()
+        .filter(|b| b.is_ascii_alphanumeric())
+        .count()
+}
+
+/// Whether a lowercase word of one or two letters ends right before the
+/// group holding `p`, past a few separators ("pt id: ", "mr no ").
+fn short_word_before(hay: &[u8], p: usize) -> bool {
+    let mut i = p;
+    while i > 0 && p - i < 40 && hay.get(i - 1).copied().is_some_and(|b| is_word(b) || b == b'-') {
+        i -= 1;
+    }
+    let mut seps = 0;
+    while i > 0 && seps < 6 && hay.get(i - 1).is_some_and(|b| b" \t:#=.-(".contains(b)) {
+        i -= 1;
+        seps += 1;
+    }
+    let letters = hay
+        .get(..i)
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_lowercase())
+        .count();
+    let start = i - letters;
+    (1..=2).contains(&letters) && (start == 0 || !hay.get(start - 1).copied().is_some_and(is_word))
+}
+
 /// Start of the token holding the digit run at `p`: back over word bytes,
 /// not past `frontier`. `None` when the token is glued to the previous
 /// match or longer than any identifier.
@@ -894,6 +1002,18 @@ fn isolated(hay: &[u8], start: usize, end: usize) -> bool {
         _ => false,
     };
     !glued_before && !glued_after
+}
+
+/// Starts of lowercase words of one or two bytes in a block (`before`: 1
+/// if the byte before the block is a word byte; `next`: the next block).
+#[inline]
+fn short_lowercase_starts(masks: &bytes::Masks, next: &bytes::Masks, before: u64) -> u64 {
+    let starts = masks.letter & !((masks.word << 1) | before);
+    // Last bytes of words; the next block's first two decide words that
+    // run over the edge.
+    let ends = masks.word & !((masks.word >> 1) | (next.word << 63));
+    let next_end = next.word & !(next.word >> 1) & 1;
+    starts & (ends | (ends >> 1) | (next_end << 63)) & !masks.upper
 }
 
 /// The masks of the block at `base`; past the end of the text, a partial

@@ -464,7 +464,6 @@ pub(super) enum WordKind {
 pub(super) struct Lexicon {
     pub keywords: Vec<Keyword>,
     pub filter: WordFilter,
-    phrases: Vec<Phrase>,
     /// Open-addressed by the filter hash of a first word: (hash + 1, range
     /// of `chains`); 0 marks an empty slot.
     slots: Box<[(u32, u32, u32)]>,
@@ -476,14 +475,117 @@ pub(super) struct Lexicon {
 /// Longest first word a keyword or term may have (in any spelling).
 const MAX_FIRST: usize = 24;
 
-/// A phrase as the index stores it.
+/// Longest encoding of what follows a first word.
+const MAX_REST: usize = 40;
+
+/// In [`Entry::rest`]: one or more whitespace bytes.
+const REST_SPACE: u8 = 0x01;
+/// In [`Entry::rest`]: a straight or typographic apostrophe.
+const REST_APOSTROPHE: u8 = 0x02;
+
+/// A phrase as the index stores it: everything a lookup needs, inline.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     first: [u8; MAX_FIRST],
     first_len: u8,
+    /// The pieces after the first word, one byte each: word bytes
+    /// (lowercase unless `exact`), literal punctuation, `REST_SPACE`,
+    /// `REST_APOSTROPHE`.
+    rest: [u8; MAX_REST],
+    rest_len: u8,
     exact: bool,
-    /// Index into `Lexicon::phrases`.
-    phrase: u32,
+    /// The last word may take a plural ending.
+    plural: bool,
+    kind: WordKind,
+}
+
+impl Entry {
+    fn new(p: &Phrase) -> Result<Entry, String> {
+        let too_long = || {
+            format!(
+                "keyword or term starting {:?} is too long",
+                String::from_utf8_lossy(&p.first)
+            )
+        };
+        let mut first = [0u8; MAX_FIRST];
+        first
+            .get_mut(..p.first.len())
+            .ok_or_else(too_long)?
+            .copy_from_slice(&p.first);
+        let mut encoded = Vec::new();
+        for piece in &p.rest {
+            match piece {
+                Piece::Space => encoded.push(REST_SPACE),
+                Piece::Apostrophe => encoded.push(REST_APOSTROPHE),
+                Piece::Lit(c) => encoded.push(*c),
+                Piece::Word(w) => encoded.extend_from_slice(w),
+            }
+        }
+        let mut rest = [0u8; MAX_REST];
+        rest.get_mut(..encoded.len())
+            .ok_or_else(too_long)?
+            .copy_from_slice(&encoded);
+        Ok(Entry {
+            first,
+            first_len: p.first.len() as u8,
+            rest,
+            rest_len: encoded.len() as u8,
+            exact: p.exact,
+            plural: p.plural,
+            kind: p.kind,
+        })
+    }
+
+    /// Matches what follows the first word, from `at`: the end of the
+    /// match, which is followed by a non-word byte if it ends in a word.
+    #[inline]
+    fn match_rest(&self, hay: &[u8], mut at: usize) -> Option<usize> {
+        let rest = self.rest.get(..usize::from(self.rest_len))?;
+        for (k, &c) in rest.iter().enumerate() {
+            match c {
+                REST_SPACE => {
+                    let n = hay
+                        .get(at..)?
+                        .iter()
+                        .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+                        .count();
+                    if n == 0 {
+                        return None;
+                    }
+                    at += n;
+                }
+                REST_APOSTROPHE => {
+                    if hay.get(at) == Some(&b'\'') {
+                        at += 1;
+                    } else if hay.get(at..at + 3) == Some(&[0xE2, 0x80, 0x99][..]) {
+                        at += 3;
+                    } else {
+                        return None;
+                    }
+                }
+                c => {
+                    let b = *hay.get(at)?;
+                    let same = if self.exact || !c.is_ascii_alphabetic() {
+                        b == c
+                    } else {
+                        b.to_ascii_lowercase() == c
+                    };
+                    if !same {
+                        return None;
+                    }
+                    at += 1;
+                    if self.plural && k + 1 == rest.len() {
+                        return plural_end(hay, at, c == b'y');
+                    }
+                }
+            }
+        }
+        let ends_in_word = rest.last().is_none_or(u8::is_ascii_alphanumeric);
+        if ends_in_word && hay.get(at).copied().is_some_and(is_word) {
+            return None;
+        }
+        Some(at)
+    }
 }
 
 /// Slots of the first-word index (a power of two, at least twice the
@@ -560,23 +662,7 @@ impl Lexicon {
             ids.sort_by_key(|&i| std::cmp::Reverse(phrases[i as usize].weight));
             let start = chains.len() as u32;
             for id in &ids {
-                let p = &phrases[*id as usize];
-                let mut first = [0u8; MAX_FIRST];
-                first
-                    .get_mut(..p.first.len())
-                    .ok_or_else(|| {
-                        format!(
-                            "first word of {:?} is too long",
-                            String::from_utf8_lossy(&p.first)
-                        )
-                    })?
-                    .copy_from_slice(&p.first);
-                chains.push(Entry {
-                    first,
-                    first_len: p.first.len() as u8,
-                    exact: p.exact,
-                    phrase: *id,
-                });
+                chains.push(Entry::new(&phrases[*id as usize])?);
             }
             let mut slot = h as usize & (SLOTS - 1);
             while slots[slot].0 != 0 {
@@ -587,7 +673,6 @@ impl Lexicon {
         Ok(Lexicon {
             keywords,
             filter,
-            phrases,
             slots,
             chains,
         })
@@ -619,77 +704,17 @@ impl Lexicon {
             if !same {
                 continue;
             }
-            let p = self.phrases.get(e.phrase as usize)?;
-            if let Some(end) = self.match_rest(hay, i + len, p) {
-                return Some((p.kind, end));
+            if let Some(end) = e.match_rest(hay, i + len) {
+                return Some((e.kind, end));
             }
         }
         None
     }
-
-    /// Matches the pieces after the first word from `at`; the end of the
-    /// match, which is followed by a non-word byte if it ends in a word.
-    fn match_rest(&self, hay: &[u8], mut at: usize, p: &Phrase) -> Option<usize> {
-        let last = p.rest.len().checked_sub(1);
-        for (k, piece) in p.rest.iter().enumerate() {
-            match piece {
-                Piece::Space => {
-                    let n = hay
-                        .get(at..)?
-                        .iter()
-                        .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-                        .count();
-                    if n == 0 {
-                        return None;
-                    }
-                    at += n;
-                }
-                Piece::Lit(c) => {
-                    if hay.get(at) != Some(c) {
-                        return None;
-                    }
-                    at += 1;
-                }
-                Piece::Apostrophe => {
-                    if hay.get(at) == Some(&b'\'') {
-                        at += 1;
-                    } else if hay.get(at..at + 3) == Some(&[0xE2, 0x80, 0x99][..]) {
-                        at += 3;
-                    } else {
-                        return None;
-                    }
-                }
-                Piece::Word(w) => {
-                    let text = hay.get(at..at + w.len())?;
-                    let same = if p.exact {
-                        text == &w[..]
-                    } else {
-                        text.eq_ignore_ascii_case(w)
-                    };
-                    if !same {
-                        return None;
-                    }
-                    at += w.len();
-                    if p.plural && Some(k) == last {
-                        return plural_end(hay, at, w);
-                    }
-                }
-            }
-        }
-        let ends_in_word = match p.rest.last() {
-            None => true,
-            Some(piece) => matches!(piece, Piece::Word(_)),
-        };
-        if ends_in_word && hay.get(at).copied().is_some_and(is_word) {
-            return None;
-        }
-        Some(at)
-    }
 }
 
-/// The end of the word `w` that ended at `at`, allowing a plural ending,
-/// if a word boundary follows.
-fn plural_end(hay: &[u8], at: usize, w: &[u8]) -> Option<usize> {
+/// The end of a word that ended at `at`, allowing a plural ending ("s",
+/// "es", or "y" -> "ies" when `ends_in_y`), if a word boundary follows.
+fn plural_end(hay: &[u8], at: usize, ends_in_y: bool) -> Option<usize> {
     let boundary = |e: usize| !hay.get(e).copied().is_some_and(is_word);
     let suffix = |s: &[u8], from: usize| {
         hay.get(from..from + s.len())
@@ -704,7 +729,7 @@ fn plural_end(hay: &[u8], at: usize, w: &[u8]) -> Option<usize> {
         }
     }
     // "biopsy" -> "biopsies": the 'y' already matched, so back up over it.
-    if w.ends_with(b"y") && suffix(b"ies", at - 1) && boundary(at + 2) {
+    if ends_in_y && suffix(b"ies", at - 1) && boundary(at + 2) {
         return Some(at + 2);
     }
     None

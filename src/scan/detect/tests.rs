@@ -52,6 +52,7 @@ fn ssn_formats_and_confidence() {
     assert_eq!((m.confidence, m.context), (Confidence::High, Some("ssn")));
     finds("social security number 536 22 8726", Kind::Ssn, "536 22 8726");
     finds("SSN 536228726 on file", Kind::Ssn, "536228726");
+    finds("ss# 536228726", Kind::Ssn, "536228726");
     finds("(536-22-8726)", Kind::Ssn, "536-22-8726");
     let m = finds("The form listed 536-22-8726 in box 4.", Kind::Ssn, "536-22-8726");
     assert_eq!((m.confidence, m.context), (Confidence::Medium, None));
@@ -262,6 +263,7 @@ fn phones() {
     }
     let m = finds("Phone: 2125551234", Kind::Phone, "2125551234");
     assert_eq!((m.confidence, m.context), (Confidence::High, Some("phone")));
+    finds("ph: 2125551234", Kind::Phone, "2125551234");
     let m = finds(
         "Best regards,\nJane Roe\n212-555-1234",
         Kind::Phone,
@@ -315,6 +317,31 @@ fn health_terms() {
     ] {
         none(text, Kind::HealthTerms);
     }
+}
+
+#[test]
+fn lowercase_short_keywords_still_count() {
+    // Lowercase words of one or two letters are skipped by the first pass
+    // and looked up near values instead.
+    finds("mrn 00123456", Kind::Mrn, "00123456");
+    finds("pt id: 12345678", Kind::Mrn, "12345678");
+    finds("dob: 03/05/1980", Kind::Dob, "03/05/1980");
+    finds("dob 19800305", Kind::Dob, "19800305");
+    finds("ssn 536228726", Kind::Ssn, "536228726");
+    finds("npi 1234567893", Kind::Npi, "1234567893");
+    finds("dea: AB1234563", Kind::Dea, "AB1234563");
+    finds("icd E11.9", Kind::Icd10, "E11.9");
+    finds("fax 2125551234", Kind::Phone, "2125551234");
+    none("inv 536-22-8726", Kind::Ssn);
+    none("ref 1234567893 npi", Kind::Npi);
+    // Capitalised short terms are found in the first pass.
+    assert!(
+        found("Hiv and HIV")
+            .iter()
+            .filter(|(k, _)| *k == Kind::HealthTerms)
+            .count()
+            == 2
+    );
 }
 
 #[test]
