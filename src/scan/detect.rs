@@ -12,11 +12,19 @@
 //! - Any `&str` is safe: no indexing that can panic on input, offsets are
 //!   always `char` boundaries (every match starts and ends next to an ASCII
 //!   byte), matches come sorted by start and never overlap.
-//! - One pass over the text, linear time. 64-byte blocks are classified
-//!   with SIMD ([`bytes`]); only word starts (for keywords and health
-//!   terms, [`lexicon`]) and digit runs and `@` (for identifiers,
-//!   [`shapes`]) are looked at further, each by one anchored multi-pattern
-//!   DFA that stops as soon as no pattern can match.
+//! - Linear time, one pass over the text and one over its digit runs.
+//!   64-byte blocks are classified with SIMD ([`bytes`]); only word starts
+//!   (for keywords and health terms: a bit-table filter, then a first-word
+//!   index, [`lexicon`]) and digit runs and `@` (for identifiers,
+//!   [`shapes`]) are looked at further. Digit runs that cannot start any
+//!   identifier ("93%", "$1,250", "10:30") are dropped by a look at their
+//!   length and next bytes; the rest go through one anchored multi-pattern
+//!   DFA holding every identifier shape, which stops as soon as no shape
+//!   can match. Lowercase words of one or two letters (a fifth of all
+//!   words: "a", "to", "of") are skipped by the first pass; the few
+//!   keywords spelled that way ("dx", "ss#", "ph", "mr#", "pt id",
+//!   "d.o.b", "po") are looked up on demand near a value, with a cache so
+//!   each byte is looked at once.
 //!
 //! Refuses: matches without a boundary (`(?-u:\b)` on both sides, and no
 //! digit group glued on with `-`, `.` or `/`), identifiers whose checks fail
