@@ -548,6 +548,11 @@ fn fuzz_any_str_is_safe_and_the_prefilter_loses_nothing() {
         check_invariants(&dense[..i], &fast.detect(&dense[..i]));
         check_invariants(&dense[i..], &fast.detect(&dense[i..]));
     }
+    // Extreme windows.
+    for window in [0, 1, usize::MAX] {
+        let d = Detector::new(window);
+        check_invariants(dense, &d.detect(dense));
+    }
     // Long runs stay linear and safe.
     for text in [
         "9".repeat(100_000),
