@@ -1,15 +1,100 @@
-//! Detectors. (Being written.)
+//! Detectors: where in a segment's text PHI appears, of which kind, how sure.
+//!
+//! Owns: the twelve detectors behind [`Kind`]'s stable ids (ssn, mbi, npi,
+//! dea, icd10, mrn, dob, health_plan_id, credit_card, phone, email_address,
+//! health_terms), their context rules and the precedence between them.
+//!
+//! Guarantees:
+//! - Findings are offsets, never text (DESIGN.md invariant 4): [`Match`]
+//!   holds a kind, byte offsets, a confidence and the canonical keyword
+//!   that supported it. Nothing here logs, and no error or panic message
+//!   carries input.
+//! - Any `&str` is safe: no indexing that can panic on input, offsets are
+//!   always `char` boundaries (every match starts and ends next to an ASCII
+//!   byte), matches come sorted by start and never overlap.
+//! - Linear time, one pass over the text and one over its digit runs.
+//!   64-byte blocks are classified with SIMD ([`bytes`]); only word starts
+//!   (for keywords and health terms: a bit-table filter, then a first-word
+//!   index, [`lexicon`]) and digit runs and `@` (for identifiers,
+//!   [`shapes`]) are looked at further. Digit runs that cannot start any
+//!   identifier ("93%", "$1,250", "10:30") are dropped by a look at their
+//!   length and next bytes; the rest go through one anchored multi-pattern
+//!   DFA holding every identifier shape, which stops as soon as no shape
+//!   can match. Lowercase words of one or two letters (a fifth of all
+//!   words: "a", "to", "of") are skipped by the first pass; the few
+//!   keywords spelled that way ("dx", "ss#", "ph", "mr#", "pt id",
+//!   "d.o.b", "po") are looked up on demand near a value, with a cache so
+//!   each byte is looked at once.
+//!
+//! Refuses: matches without a boundary (`(?-u:\b)` on both sides, and no
+//! digit group glued on with `-`, `.` or `/`), identifiers whose checks fail
+//! (range, checksum, calendar), and kinds that need context when there is
+//! none.
+//!
+//! # How each detector decides
+//!
+//! | id | shape | validation | context | confidence |
+//! |---|---|---|---|---|
+//! | `ssn` | `ddd-dd-dddd`, `ddd dd dddd`, 9 bare digits | area not 000/666/900-999, group not 00, serial not 0000; not 078-05-1120, 219-09-9999, 123-45-6789 or nine equal digits | dashed: optional; spaced or bare: required | High with, Medium without |
+//! | `mbi` | CMS layout `C A AN N A AN N A A N N`, dashes optional | in the regex (position by position, no S L O I B Z) | optional | High / Medium |
+//! | `npi` | 10 bare digits | starts with 1 or 2, Luhn over 80840 + number | required | High |
+//! | `dea` | 2 letters + 7 digits | registrant letter, checksum | required | High |
+//! | `icd10` | `A00`-`Z99` + optional `.` + up to 4 | chapter U only U07/U09 | required | High |
+//! | `credit_card` | 13-19 digits, bare or grouped by space or dash | Luhn, issuer prefix and length | optional | High / Medium |
+//! | `phone` | NANP with separators or `+1` | area and exchange 2-9, not N11 | optional (required for 10 bare digits) | High / Medium |
+//! | `email_address` | dot-atom `@` domain | labels, alphabetic TLD | none | Medium |
+//! | `mrn` | the value after an MRN label | 4-20 letters/digits, 3+ digits | the label | High |
+//! | `health_plan_id` | the value after a member/subscriber/policy label | 5-24 letters/digits, 3+ digits | the label | High |
+//! | `dob` | a date (numeric, ISO, month name) after a birth label | calendar | the label | High |
+//! | `health_terms` | dictionary (`terms.txt`) | word boundaries | none | Low |
+//!
+//! Context keyword: one of the detector's keywords (see [`lexicon`])
+//! ending at most `context_window` bytes before the value or starting at
+//! most a third of that after it, case-insensitive, word-bounded. Label:
+//! a keyword that sits right before the value, with at most 32 bytes
+//! between of punctuation and up to three words ("MRN: 00123456", "DOB
+//! (mm/dd/yyyy): ...", "born on March 5, 1980"). mrn, health_plan_id and
+//! dob take only labelled values: a date is a birth date only when labelled
+//! as one, so appointment dates and invoice dates are not reported.
+//! Negative label: "Order #", "Invoice No.", "Part", "Tracking:", "PO"
+//! and the like right before a number (only `#`, `no.`, `number`, `:`
+//! between) rule it out for every kind.
+//!
+//! # Precedence (one span, one kind)
+//!
+//! 1. An e-mail address wins over anything inside it.
+//! 2. A value after an mrn or health_plan_id label is that kind, even when
+//!    it is SSN- or phone-shaped ("Member ID: 123456789"), except an MBI,
+//!    whose format identifies it.
+//! 3. Otherwise the shape decides: the shapes are disjoint, so a span has
+//!    one. Ten bare digits may be an NPI or a phone number: the nearest
+//!    context keyword of a kind the digits are valid for decides, and with
+//!    none it is neither. NPIs (10 digits) and card numbers (13-19) cannot
+//!    collide.
+//! 4. A health term never overlaps an identifier (the identifier stays).
+
+mod bytes;
+mod lexicon;
+mod shapes;
+
+use std::cell::{Cell, RefCell};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
 use super::Kind;
+use lexicon::{Lexicon, WordKind, bit, is_word};
+use shapes::{Shape, Shapes};
 
 /// How sure a match is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Confidence {
+    /// A dictionary word alone (health_terms).
     Low,
+    /// Validated, no context keyword (for detectors that allow that).
     Medium,
+    /// Validated and supported by a context keyword or label.
     High,
 }
 
@@ -24,20 +109,964 @@ pub struct Match {
     pub context: Option<&'static str>,
 }
 
+/// Everything compiled from the detector definitions, shared by all
+/// [`Detector`]s of the process.
+struct Automata {
+    lexicon: Lexicon,
+    shapes: Shapes,
+}
+
+/// The automata, built on first use. The patterns are constants of this
+/// crate, so a build failure is a bug that every test run would hit, never
+/// a reaction to input; hence the panic (with no input in its message).
+fn automata() -> &'static Automata {
+    static AUTOMATA: OnceLock<Automata> = OnceLock::new();
+    AUTOMATA.get_or_init(|| {
+        let built = Lexicon::build().and_then(|lexicon| {
+            Ok(Automata {
+                lexicon,
+                shapes: Shapes::build()?,
+            })
+        });
+        match built {
+            Ok(a) => a,
+            Err(e) => panic!("ward detector definitions do not compile: {e}"),
+        }
+    })
+}
+
 /// All detectors, compiled once.
 pub struct Detector {
-    _context_window: usize,
+    /// Bytes before a value searched for a context keyword.
+    before: usize,
+    /// Skip digit runs that cannot start a shape (always on; tests turn it
+    /// off to prove it loses nothing).
+    prefilter: bool,
+    /// Bytes after a value searched for a context keyword.
+    after: usize,
+    automata: &'static Automata,
+}
+
+/// A keyword found in the text.
+#[derive(Debug, Clone, Copy)]
+struct KeywordHit {
+    start: usize,
+    end: usize,
+    /// Index into `Lexicon::keywords`.
+    keyword: usize,
+}
+
+/// What sits right before a value.
+#[derive(Debug, Clone, Copy)]
+enum Label {
+    None,
+    /// A label of these kinds (mrn, dob, health_plan_id), with its text.
+    Anchor(u16, &'static str),
+    /// A label of something that is not PHI ("Order #").
+    Negative,
 }
 
 impl Detector {
+    /// `context_window`: bytes before a value searched for a context
+    /// keyword (a third of it is searched after the value). For ASCII text
+    /// bytes and characters are the same.
     pub fn new(context_window: usize) -> Detector {
         Detector {
-            _context_window: context_window,
+            before: context_window,
+            after: context_window / 3,
+            prefilter: true,
+            automata: automata(),
         }
     }
 
-    /// Every match in `text`.
-    pub fn detect(&self, _text: &str) -> Vec<Match> {
-        Vec::new()
+    /// Every match in `text`, sorted by start, not overlapping.
+    pub fn detect(&self, text: &str) -> Vec<Match> {
+        let hay = text.as_bytes();
+        let mut keywords = Vec::new();
+        let mut terms = Vec::new();
+        let mut triggers = Vec::new();
+        self.scan_words(hay, &mut keywords, &mut terms, &mut triggers);
+        let ids = self.scan_identifiers(hay, &keywords, &triggers);
+        merge(ids, terms)
+    }
+
+    /// Pass one: classifies the text in 64-byte blocks, matches keywords
+    /// and health terms at word starts, and collects the identifier
+    /// triggers (the first digit of each digit run, each `@`).
+    fn scan_words(
+        &self,
+        hay: &[u8],
+        keywords: &mut Vec<KeywordHit>,
+        terms: &mut Vec<Match>,
+        triggers: &mut Vec<usize>,
+    ) {
+        let lx = &self.automata.lexicon;
+        let mut frontier = 0;
+        let mut prev_word = 0u64;
+        let mut prev_digit = 0u64;
+        let mut base = 0;
+        let mut next = block_masks(hay, 0);
+        while base < hay.len() {
+            // One block of lookahead, so a word's length is known even when
+            // it runs into the next block.
+            let masks = next;
+            next = block_masks(hay, base + bytes::BLOCK);
+            // Lowercase words of one or two letters ("a", "to", "of", "in":
+            // a fifth of all words) start no term, only lowercase spellings
+            // of a few short keywords ("dx", "mr#", "pt id", "d.o.b");
+            // those are looked for on demand, near a value
+            // (`Context::short_hits`).
+            let word_starts = masks.letter
+                & !((masks.word << 1) | prev_word)
+                & !short_lowercase_starts(&masks, &next, prev_word);
+            let digit_runs = masks.digit & !((masks.digit << 1) | prev_digit);
+            prev_word = masks.word >> 63;
+            prev_digit = masks.digit >> 63;
+
+            let mut bits = digit_runs | masks.at;
+            while bits != 0 {
+                triggers.push(base + bits.trailing_zeros() as usize);
+                bits &= bits - 1;
+            }
+            // The hot loop of PHI-free prose: a few instructions per word
+            // and one well-predicted branch.
+            let mut bits = word_starts;
+            while bits != 0 {
+                let bit = bits.trailing_zeros();
+                bits &= bits - 1;
+                let ahead = (masks.word >> bit) | next.word.unbounded_shl(64 - bit);
+                let len = ahead.trailing_ones() as usize;
+                let i = base + bit as usize;
+                let Some(h) = lx.filter.probe(hay, i, len) else {
+                    continue;
+                };
+                if i < frontier {
+                    continue;
+                }
+                if let Some((word, end)) = lx.find(hay, i, len, h) {
+                    frontier = end;
+                    match word {
+                        WordKind::Keyword(keyword) => keywords.push(KeywordHit {
+                            start: i,
+                            end,
+                            keyword,
+                        }),
+                        WordKind::Term => terms.push(Match {
+                            kind: Kind::HealthTerms,
+                            start: i,
+                            end,
+                            confidence: Confidence::Low,
+                            context: None,
+                        }),
+                    }
+                }
+            }
+            base += bytes::BLOCK;
+        }
+    }
+
+    /// Pass two: identifiers at the triggers, left to right. `frontier` is
+    /// the end of the last span looked at, so no byte is claimed twice.
+    fn scan_identifiers(&self, hay: &[u8], keywords: &[KeywordHit], triggers: &[usize]) -> Vec<Match> {
+        let ctx = Context {
+            hay,
+            hits: keywords,
+            lexicon: &self.automata.lexicon,
+            detector: self,
+            ends_before: Cell::new(0),
+            window_from: Cell::new(0),
+            starts_before: Cell::new(0),
+            short: RefCell::new((0, 0, Vec::new())),
+        };
+        let mut out: Vec<Match> = Vec::new();
+        let mut frontier = 0;
+        for &p in triggers {
+            if p < frontier {
+                continue;
+            }
+            if hay.get(p) == Some(&b'@') {
+                if let Some((start, end)) = shapes::email_span(hay, p) {
+                    // The address may hold digits already taken for
+                    // something else ("5551234567@txt.example.com").
+                    while out.last().is_some_and(|m| m.end > start) {
+                        out.pop();
+                    }
+                    out.push(Match {
+                        kind: Kind::EmailAddress,
+                        start,
+                        end,
+                        confidence: Confidence::Medium,
+                        context: None,
+                    });
+                    frontier = end;
+                }
+                continue;
+            }
+            let (found, next) = self.identifier_at(&ctx, p, frontier);
+            out.extend(found);
+            frontier = next;
+        }
+        out
+    }
+
+    /// The identifier around the digit run starting at `p`, if any, and
+    /// where the scan goes on.
+    fn identifier_at(&self, ctx: &Context<'_>, p: usize, frontier: usize) -> (Option<Match>, usize) {
+        let hay = ctx.hay;
+        let run_end = p + hay
+            .get(p..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+
+        // Labelled values first (precedence 2), when a label is near.
+        if ctx.label_near(p, run_end - p)
+            && let Some(g) = group_start(hay, p, frontier)
+            && let Some(m) = self.labelled_value(ctx, g, p)
+        {
+            return (Some(m), m.end);
+        }
+
+        let Some(t) = token_start(hay, p, frontier) else {
+            return (None, run_end);
+        };
+        // Where a shape may start: a month name before the number ("March
+        // 5, 1980"), an opening parenthesis or plus sign ("(555) 123-4567",
+        // "+1 555 ..."), or the token itself.
+        // A month name needs "<letters>[.] " right before the number.
+        let month = if run_end - p <= 2
+            && hay.get(t.wrapping_sub(1)) == Some(&b' ')
+            && hay
+                .get(t.wrapping_sub(2))
+                .is_some_and(|b| b.is_ascii_alphabetic() || matches!(b, b'.' | b' '))
+        {
+            month_before(hay, t, frontier)
+        } else {
+            None
+        };
+        if self.prefilter && month.is_none() && !may_start_shape(hay, t, p, run_end) {
+            return (None, run_end);
+        }
+        let punct = t
+            .checked_sub(1)
+            .filter(|&i| i >= frontier && matches!(hay.get(i), Some(b'(' | b'+')));
+        for c in [month, punct, Some(t)].into_iter().flatten() {
+            if let Some((pid, end)) = self.automata.shapes.dfa.find(hay, c)
+                && let Some(shape) = self.automata.shapes.shape(pid)
+            {
+                return (self.classify(ctx, shape, c, end), end.max(run_end));
+            }
+        }
+        (None, run_end)
+    }
+
+    /// A value right after an mrn, health_plan_id or dob label: the
+    /// dash-joined group of letters and digits starting at `g`.
+    fn labelled_value(&self, ctx: &Context<'_>, g: usize, p: usize) -> Option<Match> {
+        let Label::Anchor(kinds, keyword) = ctx.label_before(g) else {
+            return None;
+        };
+        let hay = ctx.hay;
+        let end = group_end(hay, p);
+        if !isolated(hay, g, end) {
+            return None;
+        }
+        let value = hay.get(g..end)?;
+        let alnum = value.iter().filter(|b| b.is_ascii_alphanumeric()).count();
+        let digits = value.iter().filter(|b| b.is_ascii_digit()).count();
+        let found = |kind| {
+            Some(Match {
+                kind,
+                start: g,
+                end,
+                confidence: Confidence::High,
+                context: Some(keyword),
+            })
+        };
+        if kinds & (bit(Kind::Mrn) | bit(Kind::HealthPlanId)) != 0 {
+            // An MBI keeps its own kind whatever label precedes it.
+            let mbi = self
+                .automata
+                .shapes
+                .dfa
+                .find(hay, g)
+                .is_some_and(|(pid, e)| e == end && self.automata.shapes.shape(pid) == Some(Shape::Mbi));
+            if mbi {
+                return None;
+            }
+            if kinds & bit(Kind::Mrn) != 0 && (4..=20).contains(&alnum) && digits >= 3 {
+                return found(Kind::Mrn);
+            }
+            if kinds & bit(Kind::HealthPlanId) != 0 && (5..=24).contains(&alnum) && digits >= 3 {
+                return found(Kind::HealthPlanId);
+            }
+        }
+        if kinds & bit(Kind::Dob) != 0 && digits == value.len() {
+            let mut buf = [0u8; 24];
+            if shapes::digits(value, &mut buf).is_some_and(shapes::compact_date_valid) {
+                return found(Kind::Dob);
+            }
+        }
+        None
+    }
+
+    /// Decides what a shape match at `start..end` is, if anything.
+    fn classify(&self, ctx: &Context<'_>, shape: Shape, start: usize, end: usize) -> Option<Match> {
+        let hay = ctx.hay;
+        let span = hay.get(start..end)?;
+        if !isolated(hay, start, end) {
+            return None;
+        }
+        let label = ctx.label_before(start);
+        if matches!(label, Label::Negative) {
+            return None;
+        }
+        let mut buf = [0u8; 24];
+        let d = shapes::digits(span, &mut buf)?;
+        let found = |kind, confidence, context| {
+            Some(Match {
+                kind,
+                start,
+                end,
+                confidence,
+                context,
+            })
+        };
+        // Optional context: High with a keyword, Medium without.
+        let graded = |kind| {
+            let context = ctx.window(start, end, bit(kind)).map(|(_, k)| k);
+            let confidence = if context.is_some() {
+                Confidence::High
+            } else {
+                Confidence::Medium
+            };
+            found(kind, confidence, context)
+        };
+        // Required context.
+        let required = |kind| {
+            ctx.window(start, end, bit(kind))
+                .and_then(|(_, k)| found(kind, Confidence::High, Some(k)))
+        };
+        match shape {
+            Shape::DateNumeric | Shape::DateIso | Shape::DateText => {
+                if !shapes::date_valid(shape, span) {
+                    return None;
+                }
+                let keyword = match label {
+                    Label::Anchor(kinds, k) if kinds & bit(Kind::Dob) != 0 => Some(k),
+                    _ => ctx.label_after(end, Kind::Dob),
+                }?;
+                found(Kind::Dob, Confidence::High, Some(keyword))
+            }
+            Shape::Mbi => graded(Kind::Mbi),
+            Shape::SsnFormatted => {
+                if !shapes::ssn_valid(d) {
+                    return None;
+                }
+                if span.contains(&b'-') {
+                    graded(Kind::Ssn)
+                } else {
+                    required(Kind::Ssn)
+                }
+            }
+            Shape::Digits9 => {
+                if !shapes::ssn_valid(d) {
+                    return None;
+                }
+                required(Kind::Ssn)
+            }
+            Shape::Digits10 => {
+                let mut kinds = 0;
+                if shapes::npi_valid(d) {
+                    kinds |= bit(Kind::Npi);
+                }
+                if shapes::nanp_valid(d) {
+                    kinds |= bit(Kind::Phone);
+                }
+                let (kind, keyword) = ctx.window(start, end, kinds)?;
+                found(kind, Confidence::High, Some(keyword))
+            }
+            Shape::CardBare | Shape::CardGrouped => {
+                if !shapes::card_valid(d) {
+                    return None;
+                }
+                graded(Kind::CreditCard)
+            }
+            Shape::Phone => {
+                if !shapes::nanp_valid(d) {
+                    return None;
+                }
+                graded(Kind::Phone)
+            }
+            Shape::Dea => {
+                if !shapes::dea_valid(span) {
+                    return None;
+                }
+                required(Kind::Dea)
+            }
+            Shape::Icd10 => {
+                if !shapes::icd10_valid(span) {
+                    return None;
+                }
+                required(Kind::Icd10)
+            }
+        }
     }
 }
+
+/// The keywords of one text, with the window settings.
+struct Context<'a> {
+    hay: &'a [u8],
+    /// Sorted by start, not overlapping (so also sorted by end).
+    hits: &'a [KeywordHit],
+    lexicon: &'a Lexicon,
+    detector: &'a Detector,
+    // Positions in `hits` where the last lookups ended. Lookups move left to
+    // right with the scan, so walking from there is amortised O(1); a
+    // binary search per digit run cost a third of the scan time.
+    ends_before: Cell<usize>,
+    window_from: Cell<usize>,
+    starts_before: Cell<usize>,
+    /// Lowercase short keywords found so far: (from, to, hits in from..to).
+    short: RefCell<(usize, usize, Vec<KeywordHit>)>,
+}
+
+/// Moves `cursor` to the number of leading `hits` for which `before` holds
+/// (`before` must be monotone: true, then false).
+fn seek(hits: &[KeywordHit], cursor: &Cell<usize>, before: impl Fn(&KeywordHit) -> bool) -> usize {
+    let mut i = cursor.get().min(hits.len());
+    while hits.get(i).is_some_and(&before) {
+        i += 1;
+    }
+    while i > 0 && hits.get(i - 1).is_some_and(|h| !before(h)) {
+        i -= 1;
+    }
+    cursor.set(i);
+    i
+}
+
+impl Context<'_> {
+    /// The nearest keyword supporting one of `kinds` within the window
+    /// around `start..end`: ending at most `before` bytes before the value
+    /// or starting at most `after` bytes after it. Returns the kind it
+    /// supports (the first in `Kind::ALL` order when it supports several)
+    /// and its text.
+    fn window(&self, start: usize, end: usize, kinds: u16) -> Option<(Kind, &'static str)> {
+        if kinds == 0 {
+            return None;
+        }
+        let lo = start.saturating_sub(self.detector.before);
+        let hi = end.saturating_add(self.detector.after);
+        let mut best: Option<(usize, Kind, &'static str)> = None;
+        let consider = |best: &mut Option<(usize, Kind, &'static str)>, h: &KeywordHit| {
+            let Some(k) = self.lexicon.keywords.get(h.keyword) else {
+                return;
+            };
+            let supported = k.context & kinds;
+            let distance = if h.end <= start {
+                start - h.end
+            } else if h.start >= end {
+                h.start - end
+            } else {
+                return;
+            };
+            let Some(kind) = Kind::ALL.into_iter().find(|&kind| supported & bit(kind) != 0) else {
+                return;
+            };
+            if best.is_none_or(|(d, _, _)| distance < d) {
+                *best = Some((distance, kind, k.text));
+            }
+        };
+        let from = seek(self.hits, &self.window_from, |h| h.end < lo);
+        for h in self.hits.get(from..).unwrap_or_default() {
+            if h.start > hi {
+                break;
+            }
+            consider(&mut best, h);
+        }
+        if best.is_none() && kinds & (bit(Kind::Icd10) | bit(Kind::Ssn) | bit(Kind::Phone)) != 0 {
+            // Lowercase one- and two-letter keywords ("dx", "ss#", "ph")
+            // are not in the first pass; look for them here, for the kinds
+            // that have one.
+            for h in self.short_hits(lo, hi) {
+                consider(&mut best, &h);
+            }
+        }
+        best.map(|(_, kind, text)| (kind, text))
+    }
+
+    /// Keywords written as lowercase words of one or two letters ("dx",
+    /// "mr#", "d.o.b") starting in `lo..hi`: the words the first pass
+    /// skips. Found on demand and kept, so overlapping windows scan each
+    /// byte once: the cache covers one interval, grown at either end, and
+    /// starts over when a request lies wholly past it (lookups move left
+    /// to right, so what lies behind is not asked for again).
+    fn short_hits(&self, lo: usize, hi: usize) -> Vec<KeywordHit> {
+        let hi = hi.min(self.hay.len());
+        if lo >= hi {
+            return Vec::new();
+        }
+        let mut cache = self.short.borrow_mut();
+        let (ref mut from, ref mut to, ref mut hits) = *cache;
+        if lo > *to || hi < *from || hits.is_empty() && *from == *to {
+            *hits = self.scan_short(lo, hi);
+            (*from, *to) = (lo, hi);
+        } else {
+            if lo < *from {
+                let mut front = self.scan_short(lo, *from);
+                front.retain(|h| hits.first().is_none_or(|f| h.end <= f.start));
+                front.append(hits);
+                *hits = front;
+                *from = lo;
+            }
+            if hi > *to {
+                let back = self.scan_short(*to, hi);
+                let last_end = hits.last().map_or(0, |h| h.end);
+                hits.extend(back.into_iter().filter(|h| h.start >= last_end));
+                *to = hi;
+            }
+        }
+        let a = hits.partition_point(|h| h.start < lo);
+        let b = hits.partition_point(|h| h.start < hi);
+        hits.get(a..b).unwrap_or_default().to_vec()
+    }
+
+    fn scan_short(&self, lo: usize, hi: usize) -> Vec<KeywordHit> {
+        let mut out = Vec::new();
+        let hay = self.hay;
+        let mut base = lo - lo % bytes::BLOCK;
+        let mut next = block_masks(hay, base);
+        let mut skip_to = lo;
+        while base < hi {
+            let masks = next;
+            next = block_masks(hay, base + bytes::BLOCK);
+            let before = if base == 0 {
+                0
+            } else {
+                u64::from(hay.get(base - 1).copied().is_some_and(is_word))
+            };
+            let mut bits = short_lowercase_starts(&masks, &next, before);
+            while bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let i = base + bit;
+                if i < skip_to || i >= hi {
+                    continue;
+                }
+                let len = hay
+                    .get(i..)
+                    .unwrap_or_default()
+                    .iter()
+                    .take(3)
+                    .take_while(|b| is_word(**b))
+                    .count();
+                if let Some(h) = self.lexicon.filter.probe(hay, i, len)
+                    && let Some((WordKind::Keyword(keyword), end)) = self.lexicon.find(hay, i, len, h)
+                {
+                    out.push(KeywordHit {
+                        start: i,
+                        end,
+                        keyword,
+                    });
+                    skip_to = end;
+                }
+            }
+            base += bytes::BLOCK;
+        }
+        out
+    }
+
+    /// Whether a keyword that labels values (mrn, dob, health_plan_id)
+    /// ends close enough before `p` to label the value holding `p`.
+    fn label_near(&self, p: usize, run: usize) -> bool {
+        let i = seek(self.hits, &self.ends_before, |h| h.end <= p);
+        let anchor = |h: &KeywordHit| {
+            p - h.end <= 72
+                && self
+                    .lexicon
+                    .keywords
+                    .get(h.keyword)
+                    .is_some_and(|k| k.anchor != 0)
+        };
+        if i.checked_sub(1)
+            .and_then(|i| self.hits.get(i))
+            .is_some_and(anchor)
+        {
+            return true;
+        }
+        // A lowercase label of one or two letters ("pt id", "mr no") is not
+        // in the first pass. Look for one only when the value is
+        // long enough to be an MRN or member id and a short lowercase word
+        // sits right before it, which is rare in prose.
+        (run >= 5
+            || self
+                .hay
+                .get(p.wrapping_sub(1))
+                .is_some_and(u8::is_ascii_alphanumeric))
+            && short_word_before(self.hay, p)
+            && group_len(self.hay, p) >= 5
+            && self.short_hits(p.saturating_sub(48), p).iter().any(anchor)
+    }
+
+    /// The label right before `start`, if the nearest keyword ending there
+    /// is one and the gap between them fits.
+    fn label_before(&self, start: usize) -> Label {
+        let i = seek(self.hits, &self.ends_before, |h| h.end <= start);
+        let nearest = i.checked_sub(1).and_then(|i| self.hits.get(i)).copied();
+        // A lowercase short label ("dob:", "po #", "d.o.b.") may sit closer.
+        let short = self
+            .short_hits(start.saturating_sub(24), start)
+            .into_iter()
+            .rfind(|h| h.end <= start);
+        let h = match (nearest, short) {
+            (Some(a), Some(b)) => {
+                if b.end > a.end {
+                    b
+                } else {
+                    a
+                }
+            }
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            (None, None) => return Label::None,
+        };
+        let Some(k) = self.lexicon.keywords.get(h.keyword) else {
+            return Label::None;
+        };
+        if k.negative && gap_is_tight(self.hay.get(h.end..start).unwrap_or_default()) {
+            return Label::Negative;
+        }
+        if k.anchor != 0 && gap_is_label(self.hay, h.end, start) {
+            return Label::Anchor(k.anchor, k.text);
+        }
+        Label::None
+    }
+
+    /// A label of `kind` right after `end` ("03/05/1980 (DOB)").
+    fn label_after(&self, end: usize, kind: Kind) -> Option<&'static str> {
+        let i = seek(self.hits, &self.starts_before, |h| h.start < end);
+        let h = self.hits.get(i)?;
+        let k = self.lexicon.keywords.get(h.keyword)?;
+        let gap = self.hay.get(end..h.start)?;
+        let fits = gap.len() <= 8
+            && gap
+                .iter()
+                .all(|b| matches!(b, b' ' | b'\t' | b'(' | b'[' | b',' | b'-' | b':'));
+        (fits && k.anchor & bit(kind) != 0).then_some(k.text)
+    }
+}
+
+/// Between a negative label and its number: only separators and the words
+/// "no", "nr", "num", "number", "id", "is" ("Order #", "Invoice No.: ").
+fn gap_is_tight(gap: &[u8]) -> bool {
+    if gap.len() > 16 {
+        return false;
+    }
+    gap.split(|b| !b.is_ascii_alphabetic()).all(|w| {
+        w.is_empty()
+            || ["no", "nr", "num", "number", "id", "is"]
+                .iter()
+                .any(|f| w.eq_ignore_ascii_case(f.as_bytes()))
+    }) && gap
+        .iter()
+        .all(|b| b.is_ascii_alphabetic() || b" \t\r\n:#=-./".contains(b))
+}
+
+/// Between a label and its value: at most 32 bytes, no digits, at most
+/// three words, no blank line, and no sentence end ("MRN: ", "DOB
+/// (mm/dd/yyyy): ", "born on "). A '.' followed by a space ends a sentence
+/// unless it closes a short abbreviation ("No. ", "D.O.B. ").
+fn gap_is_label(hay: &[u8], from: usize, to: usize) -> bool {
+    let Some(gap) = hay.get(from..to) else {
+        return false;
+    };
+    if gap.len() > 32
+        || gap
+            .iter()
+            .any(|b| b.is_ascii_digit() || matches!(b, b';' | b'!' | b'?'))
+    {
+        return false;
+    }
+    let words = gap
+        .split(|b| !b.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty())
+        .count();
+    if words > 3 {
+        return false;
+    }
+    let mut newlines = 0;
+    for (j, &b) in gap.iter().enumerate() {
+        match b {
+            b'\n' => {
+                newlines += 1;
+                if newlines > 1 {
+                    return false;
+                }
+            }
+            b'.' => {
+                let next_space = hay.get(from + j + 1).is_none_or(u8::is_ascii_whitespace);
+                let letters = hay[..from + j]
+                    .iter()
+                    .rev()
+                    .take_while(|b| b.is_ascii_alphabetic())
+                    .count();
+                if next_space && letters > 3 {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Whether a shape can start at token `t` whose first digit run is
+/// `p..run_end`: a cheap look at the run's length and the bytes after it,
+/// so that most numbers in prose ("93%", "$1,250", "2025,", "10:30") cost
+/// no automaton walk. It must accept every start the shape automaton
+/// would match (a test compares the two on random text); month-first dates
+/// are checked by the caller.
+fn may_start_shape(hay: &[u8], t: usize, p: usize, run_end: usize) -> bool {
+    let n = run_end - p;
+    let at = |i: usize| hay.get(i).copied().unwrap_or(0);
+    let (next, next2) = (at(run_end), at(run_end + 1));
+    if p > t {
+        // Letters first: ICD-10 ("E11.9", "C4A"), DEA ("AB1234563", "A91234563").
+        let k = p - t;
+        return (k == 1 && (n >= 2 || matches!(next, b'A' | b'B'))) || (k == 2 && n == 7);
+    }
+    let sep_then_digit = |seps: &[u8]| seps.contains(&next) && next2.is_ascii_digit();
+    // What may follow the day of a date or the "1" of a phone number.
+    let short = || {
+        sep_then_digit(b"-./ ")
+            || next == b'('
+            || (next == b' ' && (next2 == b'(' || starts_month(hay, run_end + 1)))
+            || (next == b'-' && starts_month(hay, run_end + 1))
+            || starts_month(hay, run_end)
+            || ordinal(next, next2)
+    };
+    match n {
+        9 | 10 | 13..=19 => !is_word(next),
+        // "+12125551234"
+        11 => t > 0 && at(t - 1) == b'+',
+        // MBI "1EG4TE5MK73" (a letter, then a letter or digit).
+        1 => short() || (next.is_ascii_alphabetic() && next2.is_ascii_alphanumeric()),
+        2 => short(),
+        // SSN, phone: "078-05-1120", "555.123.4567", "(555) 123-4567".
+        3 => sep_then_digit(b"-. ") || next == b')',
+        // ISO dates, grouped card numbers: "1980-03-05", "4111 1111 ...".
+        4 => sep_then_digit(b"-/. "),
+        _ => false,
+    }
+}
+
+/// An English ordinal suffix ("1st", "2nd", "3rd", "4th").
+fn ordinal(a: u8, b: u8) -> bool {
+    matches!(
+        [a | 0x20, b | 0x20],
+        [b's', b't'] | [b'n', b'd'] | [b'r', b'd'] | [b't', b'h']
+    )
+}
+
+/// Whether a month name (its first three letters) starts at `i`.
+fn starts_month(hay: &[u8], i: usize) -> bool {
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec",
+    ];
+    match hay.get(i..i + 3) {
+        Some(&[a, b, c]) => {
+            let lower = [a | 0x20, b | 0x20, c | 0x20];
+            MONTHS.iter().any(|m| **m == lower)
+        }
+        _ => false,
+    }
+}
+
+/// Letters and digits in the dash-joined group around `p` (at most 40).
+fn group_len(hay: &[u8], p: usize) -> usize {
+    let mut g = p;
+    while g > 0 && p - g < 40 && hay.get(g - 1).copied().is_some_and(|b| is_word(b) || b == b'-') {
+        g -= 1;
+    }
+    hay.get(g..group_end(hay, p))
+        .unwrap_or_default()
+        .iter()
+        .filter(|b| b.is_ascii_alphanumeric())
+        .count()
+}
+
+/// Whether a lowercase word of one or two letters ends right before the
+/// group holding `p`, past a few separators ("pt id: ", "mr no ").
+fn short_word_before(hay: &[u8], p: usize) -> bool {
+    let mut i = p;
+    while i > 0 && p - i < 40 && hay.get(i - 1).copied().is_some_and(|b| is_word(b) || b == b'-') {
+        i -= 1;
+    }
+    let mut seps = 0;
+    while i > 0 && seps < 6 && hay.get(i - 1).is_some_and(|b| b" \t:#=.-(".contains(b)) {
+        i -= 1;
+        seps += 1;
+    }
+    let letters = hay
+        .get(..i)
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_lowercase())
+        .count();
+    let start = i - letters;
+    (1..=2).contains(&letters) && (start == 0 || !hay.get(start - 1).copied().is_some_and(is_word))
+}
+
+/// Start of the token holding the digit run at `p`: back over word bytes,
+/// not past `frontier`. `None` when the token is glued to the previous
+/// match or longer than any identifier.
+fn token_start(hay: &[u8], p: usize, frontier: usize) -> Option<usize> {
+    let mut t = p;
+    while t > frontier && hay.get(t - 1).copied().is_some_and(is_word) {
+        t -= 1;
+        if p - t > 40 {
+            return None;
+        }
+    }
+    if t > 0 && hay.get(t - 1).copied().is_some_and(is_word) {
+        return None;
+    }
+    Some(t)
+}
+
+/// Start of the dash-joined group of word bytes holding `p` ("A-12345",
+/// "XJH123456789"), not past `frontier`.
+fn group_start(hay: &[u8], p: usize, frontier: usize) -> Option<usize> {
+    let mut g = p;
+    while g > frontier {
+        let b = hay.get(g - 1).copied()?;
+        let joined = b == b'-' && g - 1 > frontier && g >= 2 && hay.get(g - 2).copied().is_some_and(is_word);
+        if !is_word(b) && !joined {
+            break;
+        }
+        g -= 1;
+        if p - g > 32 {
+            return None;
+        }
+    }
+    if g > 0 && hay.get(g - 1).copied().is_some_and(is_word) {
+        return None;
+    }
+    Some(g)
+}
+
+/// End of the dash-joined group of word bytes from `p`.
+fn group_end(hay: &[u8], p: usize) -> usize {
+    let mut e = p;
+    while let Some(&b) = hay.get(e) {
+        let joined = b == b'-' && e > p && hay.get(e + 1).copied().is_some_and(is_word);
+        if !is_word(b) && !joined {
+            break;
+        }
+        e += 1;
+        if e - p > 40 {
+            break;
+        }
+    }
+    e
+}
+
+/// The start of a month name right before the number at `t` ("March 5",
+/// "Sept. 5"), if there is one.
+fn month_before(hay: &[u8], t: usize, frontier: usize) -> Option<usize> {
+    let mut i = t;
+    let mut spaces = 0;
+    while i > frontier && spaces < 2 && hay.get(i - 1) == Some(&b' ') {
+        i -= 1;
+        spaces += 1;
+    }
+    if spaces == 0 {
+        return None;
+    }
+    if i > frontier && hay.get(i - 1) == Some(&b'.') {
+        i -= 1;
+    }
+    let end = i;
+    while i > frontier && end - i < 9 && hay.get(i - 1).is_some_and(u8::is_ascii_alphabetic) {
+        i -= 1;
+    }
+    if end - i < 3 || (i > 0 && hay.get(i - 1).copied().is_some_and(is_word)) {
+        return None;
+    }
+    starts_month(hay, i).then_some(i)
+}
+
+/// No digit group glued on: not `12-078-05-1120` or `078-05-1120-5` or
+/// `078-05-1120.5` (part numbers, versions, longer numbers).
+fn isolated(hay: &[u8], start: usize, end: usize) -> bool {
+    let before = start.checked_sub(1).and_then(|i| hay.get(i));
+    let before2 = start.checked_sub(2).and_then(|i| hay.get(i));
+    let glued_before = matches!(before, Some(b'-' | b'.' | b'/')) && before2.is_some_and(u8::is_ascii_digit);
+    let glued_after = match (hay.get(end), hay.get(end + 1)) {
+        (Some(b'-' | b'/'), Some(x)) => x.is_ascii_alphanumeric(),
+        (Some(b'.'), Some(x)) => x.is_ascii_digit(),
+        _ => false,
+    };
+    !glued_before && !glued_after
+}
+
+/// Starts of lowercase words of one or two bytes in a block (`before`: 1
+/// if the byte before the block is a word byte; `next`: the next block).
+#[inline]
+fn short_lowercase_starts(masks: &bytes::Masks, next: &bytes::Masks, before: u64) -> u64 {
+    let starts = masks.letter & !((masks.word << 1) | before);
+    // Last bytes of words; the next block's first two decide words that
+    // run over the edge.
+    let ends = masks.word & !((masks.word >> 1) | (next.word << 63));
+    let next_end = next.word & !(next.word >> 1) & 1;
+    starts & (ends | (ends >> 1) | (next_end << 63)) & !masks.upper
+}
+
+/// The masks of the block at `base`; past the end of the text, a partial
+/// block is padded with NULs (not word bytes, so they start and continue
+/// nothing).
+#[inline]
+fn block_masks(hay: &[u8], base: usize) -> bytes::Masks {
+    match hay
+        .get(base..base + bytes::BLOCK)
+        .and_then(|s| <&[u8; bytes::BLOCK]>::try_from(s).ok())
+    {
+        Some(block) => bytes::classify(block),
+        None => {
+            let rest = hay.get(base..).unwrap_or_default();
+            let mut tail = [0u8; bytes::BLOCK];
+            for (t, b) in tail.iter_mut().zip(rest) {
+                *t = *b;
+            }
+            bytes::classify(&tail)
+        }
+    }
+}
+
+/// Identifiers and the terms that do not overlap them, sorted by start.
+fn merge(ids: Vec<Match>, terms: Vec<Match>) -> Vec<Match> {
+    if terms.is_empty() {
+        return ids;
+    }
+    // Both lists are sorted by start and free of overlaps within
+    // themselves: one linear merge.
+    let mut out = Vec::with_capacity(ids.len() + terms.len());
+    let mut ids = ids.into_iter().peekable();
+    for t in terms {
+        while let Some(m) = ids.next_if(|m| m.start < t.start) {
+            out.push(m);
+        }
+        let overlaps =
+            out.last().is_some_and(|m| m.end > t.start) || ids.peek().is_some_and(|m| m.start < t.end);
+        if !overlaps {
+            out.push(t);
+        }
+    }
+    out.extend(ids);
+    out
+}
+
+#[cfg(test)]
+mod tests;

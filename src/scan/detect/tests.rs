@@ -1,0 +1,600 @@
+//! Detector tests: every detector's formats and hard negatives, exact
+//! offsets, the context window's edges, precedence, and a deterministic
+//! fuzz loop that proves any `&str` is safe and the digit-run prefilter
+//! loses nothing.
+
+use super::*;
+
+fn detector() -> Detector {
+    Detector::new(300)
+}
+
+/// Every match as (kind, matched text).
+fn found(text: &str) -> Vec<(Kind, &str)> {
+    detector()
+        .detect(text)
+        .into_iter()
+        .map(|m| (m.kind, &text[m.start..m.end]))
+        .collect()
+}
+
+/// The one match of `kind` in `text`.
+fn only(text: &str, kind: Kind) -> Match {
+    let all = detector().detect(text);
+    let of_kind: Vec<&Match> = all.iter().filter(|m| m.kind == kind).collect();
+    assert_eq!(of_kind.len(), 1, "{kind} in {text:?}: {:?}", found(text));
+    *of_kind[0]
+}
+
+/// `text` holds exactly `value` as `kind` (and nothing else as an
+/// identifier overlapping it).
+#[track_caller]
+fn finds(text: &str, kind: Kind, value: &str) -> Match {
+    let m = only(text, kind);
+    assert_eq!(&text[m.start..m.end], value, "{kind} in {text:?}");
+    let others: Vec<_> = found(text)
+        .into_iter()
+        .filter(|(k, v)| *k != kind && *k != Kind::HealthTerms && (v.contains(value) || value.contains(v)))
+        .collect();
+    assert!(others.is_empty(), "{text:?} also gave {others:?}");
+    m
+}
+
+#[track_caller]
+fn none(text: &str, kind: Kind) {
+    let hits: Vec<_> = found(text).into_iter().filter(|(k, _)| *k == kind).collect();
+    assert!(hits.is_empty(), "no {kind} expected in {text:?}, got {hits:?}");
+}
+
+#[test]
+fn ssn_formats_and_confidence() {
+    let m = finds("Patient SSN: 536-22-8726.", Kind::Ssn, "536-22-8726");
+    assert_eq!((m.confidence, m.context), (Confidence::High, Some("ssn")));
+    finds("social security number 536 22 8726", Kind::Ssn, "536 22 8726");
+    finds("SSN 536228726 on file", Kind::Ssn, "536228726");
+    finds("ss# 536228726", Kind::Ssn, "536228726");
+    finds("(536-22-8726)", Kind::Ssn, "536-22-8726");
+    let m = finds("The form listed 536-22-8726 in box 4.", Kind::Ssn, "536-22-8726");
+    assert_eq!((m.confidence, m.context), (Confidence::Medium, None));
+}
+
+#[test]
+fn ssn_hard_negatives() {
+    for text in [
+        "SSN 000-12-3456",
+        "SSN 666-12-3456",
+        "SSN 912-34-5678",
+        "SSN 536-00-8726",
+        "SSN 536-22-0000",
+        "SSN 078-05-1120",
+        "SSN 219-09-9999",
+        "SSN 123-45-6789",
+        "SSN 111-11-1111",
+        "Routing 021000021 and account 536228726",
+        "the code 536228726 expires",
+        "536 22 8726 units",
+        "SSN 12-536-22-8726",
+        "SSN 536-22-8726-01",
+        "SSN 536-22-8726.5",
+        "Order # 536-22-8726",
+        "Invoice No. 536-22-8726",
+        "SSN 536-22-8726x",
+    ] {
+        none(text, Kind::Ssn);
+    }
+}
+
+#[test]
+fn mbi() {
+    let m = finds("Medicare ID: 1EG4-TE5-MK73", Kind::Mbi, "1EG4-TE5-MK73");
+    assert_eq!(m.confidence, Confidence::High);
+    let m = finds("card shows 1EG4TE5MK73 today", Kind::Mbi, "1EG4TE5MK73");
+    assert_eq!(m.confidence, Confidence::Medium);
+    for text in [
+        "MBI 1SG4TE5MK73",
+        "MBI 0EG4TE5MK73",
+        "MBI 1EG4TE5MK7",
+        "MBI 1EG4TE5MK733",
+        "Part 1EG4-TE5-MK73",
+    ] {
+        none(text, Kind::Mbi);
+    }
+}
+
+#[test]
+fn npi() {
+    let m = finds("Rendering provider NPI: 1234567893.", Kind::Npi, "1234567893");
+    assert_eq!((m.confidence, m.context), (Confidence::High, Some("npi")));
+    finds("Prescriber 1234567893", Kind::Npi, "1234567893");
+    none("NPI: 1234567890", Kind::Npi);
+    none("1234567893", Kind::Npi);
+    none("Order #1234567893 from our provider", Kind::Npi);
+    none("NPI 12345678930", Kind::Npi);
+}
+
+#[test]
+fn dea() {
+    let m = finds("DEA # AB1234563", Kind::Dea, "AB1234563");
+    assert_eq!(m.confidence, Confidence::High);
+    finds("DEA registration: F91234563", Kind::Dea, "F91234563");
+    none("DEA AB1234567", Kind::Dea);
+    none("DEA ZB1234563", Kind::Dea);
+    none("Model AB1234563 in stock", Kind::Dea);
+    none("AB1234563", Kind::Dea);
+}
+
+#[test]
+fn icd10() {
+    finds("Dx: E11.9 (type 2 diabetes)", Kind::Icd10, "E11.9");
+    finds("dx: E11.9", Kind::Icd10, "E11.9");
+    finds("Diagnosis code I10 was added.", Kind::Icd10, "I10");
+    finds("Assessment: J45.909, stable", Kind::Icd10, "J45.909");
+    finds("ICD-10: C50.911", Kind::Icd10, "C50.911");
+    finds("diagnosed with U07.1 last spring", Kind::Icd10, "U07.1");
+    let codes: Vec<(Kind, &str)> = found("Diagnoses: E119, I10; M1A.0710")
+        .into_iter()
+        .filter(|(k, _)| *k == Kind::Icd10)
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (Kind::Icd10, "E119"),
+            (Kind::Icd10, "I10"),
+            (Kind::Icd10, "M1A.0710")
+        ]
+    );
+    for text in [
+        "Replacement part A12.3 ships Monday",
+        "Diagnosis pending. Part #A12.3 ordered",
+        "Diagnosis U12.3",
+        "Diagnosis e11.9",
+        "Diagnosis E11.9-2",
+        "Dx AE11.9",
+    ] {
+        none(text, Kind::Icd10);
+    }
+}
+
+#[test]
+fn mrn_takes_the_labelled_value() {
+    let m = finds("MRN: 00123456", Kind::Mrn, "00123456");
+    assert_eq!((m.confidence, m.context), (Confidence::High, Some("mrn")));
+    finds("Medical Record Number 12-345-678", Kind::Mrn, "12-345-678");
+    finds("MR# A1234567", Kind::Mrn, "A1234567");
+    finds("Patient ID: XJ-99231", Kind::Mrn, "XJ-99231");
+    finds("chart #: 7788123", Kind::Mrn, "7788123");
+    finds("MRN (internal): 5512399", Kind::Mrn, "5512399");
+    for text in [
+        "MRN pending",
+        "MRN: 12",
+        "The MRN was not recorded. 2024 revenue",
+        "MRN: ABCDEFG",
+        "record 1234567",
+    ] {
+        none(text, Kind::Mrn);
+    }
+}
+
+#[test]
+fn dob_needs_a_birth_label() {
+    let m = finds("DOB: 03/05/1980", Kind::Dob, "03/05/1980");
+    assert_eq!((m.confidence, m.context), (Confidence::High, Some("dob")));
+    finds("Date of birth: March 5, 1980", Kind::Dob, "March 5, 1980");
+    finds("Date of Birth\n5 March 1980", Kind::Dob, "5 March 1980");
+    finds("was born on 5th of March 1980", Kind::Dob, "5th of March 1980");
+    finds("D.O.B. 1980-03-05", Kind::Dob, "1980-03-05");
+    finds("d.o.b. 3/5/80", Kind::Dob, "3/5/80");
+    finds("Birthdate 19800305", Kind::Dob, "19800305");
+    finds("Seen 03/05/2024; 05-Mar-1961 (DOB)", Kind::Dob, "05-Mar-1961");
+    finds("birth date: Sept. 5, 1980", Kind::Dob, "Sept. 5, 1980");
+    for text in [
+        "The appointment is on 03/05/2024.",
+        "Invoice date 03/05/2024",
+        "DOB: 13/45/1980",
+        "born in 1980",
+        "Born on time. Shipped 03/05/2024",
+        "March 5, 1980 was a Wednesday",
+    ] {
+        none(text, Kind::Dob);
+    }
+}
+
+#[test]
+fn health_plan_id() {
+    finds("Member ID: XJH123456789", Kind::HealthPlanId, "XJH123456789");
+    finds(
+        "Policy number 12345678, effective today",
+        Kind::HealthPlanId,
+        "12345678",
+    );
+    finds("Subscriber ID W123456789", Kind::HealthPlanId, "W123456789");
+    finds("Medicaid ID: 12345678A", Kind::HealthPlanId, "12345678A");
+    for text in [
+        "Group number: 12345",
+        "Member ID: ABCDEF",
+        "Member ID: 12",
+        "member of the board since 2019",
+    ] {
+        none(text, Kind::HealthPlanId);
+    }
+}
+
+#[test]
+fn credit_cards() {
+    let m = finds(
+        "Visa 4111 1111 1111 1111 exp 09/27",
+        Kind::CreditCard,
+        "4111 1111 1111 1111",
+    );
+    assert_eq!(m.confidence, Confidence::High);
+    let m = finds(
+        "charged 4111-1111-1111-1111 today",
+        Kind::CreditCard,
+        "4111-1111-1111-1111",
+    );
+    assert_eq!(m.confidence, Confidence::Medium);
+    finds("Amex 378282246310005", Kind::CreditCard, "378282246310005");
+    finds("card 3782 822463 10005", Kind::CreditCard, "3782 822463 10005");
+    finds("MC 5555555555554444", Kind::CreditCard, "5555555555554444");
+    for text in [
+        "card 4111 1111 1111 1112",
+        "card 1234 5678 9012 3452",
+        "Tracking 4111111111111111",
+        "serial 0000000000000000",
+        "card 41111111111111111111",
+    ] {
+        none(text, Kind::CreditCard);
+    }
+}
+
+#[test]
+fn phones() {
+    for (text, value) in [
+        ("Call (212) 555-1234 today", "(212) 555-1234"),
+        ("cell 212-555-1234", "212-555-1234"),
+        ("212.555.1234", "212.555.1234"),
+        ("+1 212 555 1234", "+1 212 555 1234"),
+        ("+1 (212) 555-1234", "+1 (212) 555-1234"),
+        ("1-800-555-0199", "1-800-555-0199"),
+        ("+12125551234", "+12125551234"),
+        ("(212)555-1234", "(212)555-1234"),
+    ] {
+        finds(text, Kind::Phone, value);
+    }
+    let m = finds("Phone: 2125551234", Kind::Phone, "2125551234");
+    assert_eq!((m.confidence, m.context), (Confidence::High, Some("phone")));
+    finds("ph: 2125551234", Kind::Phone, "2125551234");
+    let m = finds(
+        "Best regards,\nJane Roe\n212-555-1234",
+        Kind::Phone,
+        "212-555-1234",
+    );
+    assert_eq!(m.confidence, Confidence::Medium);
+    for text in [
+        "2125551234",
+        "(112) 555-1234",
+        "911-555-1234",
+        "212-411-1234",
+        "Order 212-555-1234",
+        "212-555-12345",
+    ] {
+        none(text, Kind::Phone);
+    }
+}
+
+#[test]
+fn emails() {
+    finds(
+        "write to jane.doe+x@mail.example.org.",
+        Kind::EmailAddress,
+        "jane.doe+x@mail.example.org",
+    );
+    finds("<j_o@ex-ample.co.uk>", Kind::EmailAddress, "j_o@ex-ample.co.uk");
+    for text in ["user@localhost", "a@b", "@example.com", "a..b@example.com"] {
+        none(text, Kind::EmailAddress);
+    }
+}
+
+#[test]
+fn health_terms() {
+    let hits =
+        found("Started metformin for Type 2 Diabetes; chemotherapy paused; multiple\nsclerosis ruled out.");
+    let terms: Vec<&str> = hits
+        .iter()
+        .filter(|(k, _)| *k == Kind::HealthTerms)
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(
+        terms,
+        ["metformin", "Diabetes", "chemotherapy", "multiple\nsclerosis"]
+    );
+    let m = only("history of HIV", Kind::HealthTerms);
+    assert_eq!((m.confidence, m.context), (Confidence::Low, None));
+    for text in [
+        "insurance and cancellation fees",
+        "relief aids were shipped",
+        "a prescription refill",
+    ] {
+        none(text, Kind::HealthTerms);
+    }
+}
+
+#[test]
+fn lowercase_short_keywords_still_count() {
+    // Lowercase words of one or two letters are skipped by the first pass
+    // and looked up near values instead.
+    finds("mrn 00123456", Kind::Mrn, "00123456");
+    finds("pt id: 12345678", Kind::Mrn, "12345678");
+    finds("dob: 03/05/1980", Kind::Dob, "03/05/1980");
+    finds("dob 19800305", Kind::Dob, "19800305");
+    finds("ssn 536228726", Kind::Ssn, "536228726");
+    finds("npi 1234567893", Kind::Npi, "1234567893");
+    finds("dea: AB1234563", Kind::Dea, "AB1234563");
+    finds("icd E11.9", Kind::Icd10, "E11.9");
+    finds("fax 2125551234", Kind::Phone, "2125551234");
+    none("inv 536-22-8726", Kind::Ssn);
+    none("ref 1234567893 npi", Kind::Npi);
+    // Capitalised short terms are found in the first pass.
+    assert!(
+        found("Hiv and HIV")
+            .iter()
+            .filter(|(k, _)| *k == Kind::HealthTerms)
+            .count()
+            == 2
+    );
+}
+
+#[test]
+fn context_window_edges() {
+    let d = Detector::new(300);
+    let at = |gap: usize| format!("SSN{}536228726", " ".repeat(gap));
+    assert!(d.detect(&at(300)).iter().any(|m| m.kind == Kind::Ssn));
+    assert!(!d.detect(&at(301)).iter().any(|m| m.kind == Kind::Ssn));
+    // A third of the window after the value.
+    let after = |gap: usize| format!("536228726{}SSN", " ".repeat(gap));
+    assert!(d.detect(&after(100)).iter().any(|m| m.kind == Kind::Ssn));
+    assert!(!d.detect(&after(101)).iter().any(|m| m.kind == Kind::Ssn));
+    // The window is a setting.
+    let narrow = Detector::new(10);
+    assert!(!narrow.detect(&at(20)).iter().any(|m| m.kind == Kind::Ssn));
+}
+
+#[test]
+fn precedence() {
+    // A label wins over the value's shape...
+    finds(
+        "SSN on file. Member ID: 536228726",
+        Kind::HealthPlanId,
+        "536228726",
+    );
+    finds("MRN 536-22-8726", Kind::Mrn, "536-22-8726");
+    // ...except for an MBI.
+    finds("Medicare ID: 1EG4TE5MK73", Kind::Mbi, "1EG4TE5MK73");
+    // Ten digits valid as both NPI and phone: the nearest keyword decides.
+    let both = "2125550105";
+    let digits: Vec<u8> = both.bytes().map(|b| b - b'0').collect();
+    assert!(shapes::npi_valid(&digits) && shapes::nanp_valid(&digits));
+    finds(&format!("NPI: {both}"), Kind::Npi, both);
+    finds(&format!("Phone: {both}"), Kind::Phone, both);
+    finds(&format!("NPI 1234567893, phone {both}"), Kind::Phone, both);
+    // An address wins over what is inside it.
+    assert_eq!(
+        found("text 2125551234@vtext.com"),
+        [(Kind::EmailAddress, "2125551234@vtext.com")]
+    );
+    assert_eq!(
+        found("diabetes.clinic@hospital.org"),
+        [(Kind::EmailAddress, "diabetes.clinic@hospital.org")]
+    );
+}
+
+#[test]
+fn a_realistic_message() {
+    let text = "Hi Dr. Lee,\n\nFollowing up on Maria Garcia (DOB: 04/12/1957, MRN: 00482913). \
+                Her A1C came back at 8.1 and she was diagnosed with E11.65; we started insulin glargine. \
+                Insurance: Aetna, Member ID: W882731950. Please send the prior auth to fax (555) 201-8834.\n\
+                Order #4829301847 for her glucometer ships 06/03/2024 via UPS tracking 1Z999AA10123456784.\n\n\
+                Thanks,\nSam Ortiz, RN\nRiverside Clinic | 555.201.8800 | sam.ortiz@riverside-clinic.org\n";
+    let got = found(text);
+    let ids: Vec<(Kind, &str)> = got
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != Kind::HealthTerms)
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            (Kind::Dob, "04/12/1957"),
+            (Kind::Mrn, "00482913"),
+            (Kind::Icd10, "E11.65"),
+            (Kind::HealthPlanId, "W882731950"),
+            (Kind::Phone, "(555) 201-8834"),
+            (Kind::Phone, "555.201.8800"),
+            (Kind::EmailAddress, "sam.ortiz@riverside-clinic.org"),
+        ]
+    );
+    let terms: Vec<&str> = got
+        .iter()
+        .filter(|(k, _)| *k == Kind::HealthTerms)
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(terms, ["A1C", "insulin"]);
+}
+
+/// xorshift64*: deterministic, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Random text from fragments that exercise the detectors' edges,
+/// including multi-byte UTF-8 right next to digits, letters and '@'.
+fn adversarial(r: &mut Rng) -> String {
+    const FRAGMENTS: &[&str] = &[
+        "0",
+        "1",
+        "5",
+        "9",
+        "12",
+        "078",
+        "555",
+        "2024",
+        "1980",
+        "-",
+        " ",
+        "  ",
+        "/",
+        ".",
+        ",",
+        "(",
+        ")",
+        "+",
+        "+1",
+        "@",
+        "#",
+        ":",
+        "\n",
+        "\r\n",
+        "'",
+        "_",
+        "a",
+        "E",
+        "AB",
+        "x",
+        "é",
+        "日本",
+        "💊",
+        "\u{2019}",
+        "\u{0}",
+        "SSN",
+        "DOB: ",
+        "MRN ",
+        "npi",
+        "dx ",
+        "Member ID ",
+        "Order #",
+        "March ",
+        "5th of ",
+        "diabetes",
+        "multiple ",
+        "sclerosis",
+        "NPI ",
+        "born on ",
+        "1EG4",
+        "TE5",
+        "MK73",
+        ".com",
+        "mail",
+        "D.O.B. ",
+        "E11.9",
+        "4111",
+        "Phone: ",
+        "@x.org",
+        "ex-",
+    ];
+    let n = r.below(40);
+    (0..n).map(|_| FRAGMENTS[r.below(FRAGMENTS.len())]).collect()
+}
+
+#[track_caller]
+fn check_invariants(text: &str, got: &[Match]) {
+    let mut last_end = 0;
+    for m in got {
+        assert!(m.start < m.end && m.end <= text.len(), "{m:?} in {text:?}");
+        assert!(
+            text.is_char_boundary(m.start) && text.is_char_boundary(m.end),
+            "{m:?} in {text:?}"
+        );
+        assert!(m.start >= last_end, "overlap or disorder at {m:?} in {text:?}");
+        last_end = m.end;
+    }
+}
+
+#[test]
+fn fuzz_any_str_is_safe_and_the_prefilter_loses_nothing() {
+    let fast = detector();
+    let exhaustive = Detector {
+        prefilter: false,
+        ..detector()
+    };
+    let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..30_000 {
+        let text = adversarial(&mut r);
+        let got = fast.detect(&text);
+        check_invariants(&text, &got);
+        assert_eq!(
+            got,
+            exhaustive.detect(&text),
+            "prefilter changed the result for {text:?}"
+        );
+    }
+    // Random bytes made valid UTF-8, and every prefix of a dense message.
+    for _ in 0..3_000 {
+        let bytes: Vec<u8> = (0..r.below(300)).map(|_| r.next() as u8).collect();
+        let text = String::from_utf8_lossy(&bytes);
+        check_invariants(&text, &fast.detect(&text));
+    }
+    let dense = "DOB: 03/05/1980 MRN 00123456 SSN 536-22-8726 Dx E11.9 NPI 1234567893 (212) 555-1234 a@b.co 💊 diabetes";
+    for (i, _) in dense.char_indices() {
+        check_invariants(&dense[..i], &fast.detect(&dense[..i]));
+        check_invariants(&dense[i..], &fast.detect(&dense[i..]));
+    }
+    // Extreme windows.
+    for window in [0, 1, usize::MAX] {
+        let d = Detector::new(window);
+        check_invariants(dense, &d.detect(dense));
+    }
+    // Long runs stay linear and safe.
+    for text in [
+        "9".repeat(100_000),
+        "@".repeat(50_000),
+        "a@".repeat(30_000),
+        "diabetes ".repeat(10_000),
+        "é1".repeat(30_000),
+    ] {
+        check_invariants(&text, &fast.detect(&text));
+    }
+}
+
+#[test]
+fn prefilter_loses_nothing_on_realistic_text() {
+    let fast = detector();
+    let exhaustive = Detector {
+        prefilter: false,
+        ..detector()
+    };
+    let mut r = Rng(7);
+    const PIECES: &[&str] = &[
+        "Revenue grew 12% to $4.2M in Q3 2024. ",
+        "The meeting is on March 5, 2024 at 10:30 in Room 401. ",
+        "Invoice INV-2024-00123 for $1,250.00 is due 04/15/2024. ",
+        "Patient DOB: 03/05/1980, MRN: 00123456. ",
+        "SSN 536-22-8726; NPI 1234567893; DEA AB1234563. ",
+        "Call (212) 555-1234 or +1 800 555 0199. ",
+        "Card 4111 1111 1111 1111 exp 09/27. ",
+        "Dx: E11.9, I10; part A12.3 on order #4829301847. ",
+        "Version 3.6.8 shipped 2024-03-05. ",
+        "Medicare 1EG4-TE5-MK73, Member ID: XJH123456789. ",
+        "5th of March 1980 and 5-Mar-80 and Sept. 5, 1980. ",
+    ];
+    for _ in 0..300 {
+        let text: String = (0..r.below(30)).map(|_| PIECES[r.below(PIECES.len())]).collect();
+        assert_eq!(fast.detect(&text), exhaustive.detect(&text), "{text}");
+    }
+}
+
+#[test]
+fn a_match_debug_holds_no_text() {
+    let text = "SSN 536-22-8726";
+    let shown = format!("{:?}", detector().detect(text));
+    assert!(!shown.contains("8726"), "{shown}");
+}
