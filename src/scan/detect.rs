@@ -76,6 +76,7 @@
 mod bytes;
 mod lexicon;
 mod shapes;
+mod words;
 
 use std::cell::{Cell, RefCell};
 use std::sync::OnceLock;
@@ -84,6 +85,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Kind;
 use lexicon::{Lexicon, WordKind, bit, is_word};
+use words::{Short, Words};
 use shapes::{Shape, Shapes};
 
 /// How sure a match is.
@@ -144,11 +146,14 @@ pub struct Detector {
     prefilter: bool,
     /// Bytes after a value searched for a context keyword.
     after: usize,
+    /// Run pass one byte by byte ([`words::scan_reference`]) instead of
+    /// with SIMD masks (tests compare the two).
+    reference: bool,
     automata: &'static Automata,
 }
 
 /// A keyword found in the text.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct KeywordHit {
     start: usize,
     end: usize,
@@ -175,6 +180,7 @@ impl Detector {
             before: context_window,
             after: context_window / 3,
             prefilter: true,
+            reference: false,
             automata: automata(),
         }
     }
@@ -182,95 +188,24 @@ impl Detector {
     /// Every match in `text`, sorted by start, not overlapping.
     pub fn detect(&self, text: &str) -> Vec<Match> {
         let hay = text.as_bytes();
-        let mut keywords = Vec::new();
-        let mut terms = Vec::new();
-        let mut triggers = Vec::new();
-        self.scan_words(hay, &mut keywords, &mut terms, &mut triggers);
-        let ids = self.scan_identifiers(hay, &keywords, &triggers);
-        merge(ids, terms)
-    }
-
-    /// Pass one: classifies the text in 64-byte blocks, matches keywords
-    /// and health terms at word starts, and collects the identifier
-    /// triggers (the first digit of each digit run, each `@`).
-    fn scan_words(
-        &self,
-        hay: &[u8],
-        keywords: &mut Vec<KeywordHit>,
-        terms: &mut Vec<Match>,
-        triggers: &mut Vec<usize>,
-    ) {
-        let lx = &self.automata.lexicon;
-        let mut frontier = 0;
-        let mut prev_word = 0u64;
-        let mut prev_digit = 0u64;
-        let mut base = 0;
-        let mut next = block_masks(hay, 0);
-        while base < hay.len() {
-            // One block of lookahead, so a word's length is known even when
-            // it runs into the next block.
-            let masks = next;
-            next = block_masks(hay, base + bytes::BLOCK);
-            // Lowercase words of one or two letters ("a", "to", "of", "in":
-            // a fifth of all words) start no term, only lowercase spellings
-            // of a few short keywords ("dx", "mr#", "pt id", "d.o.b");
-            // those are looked for on demand, near a value
-            // (`Context::short_hits`).
-            let word_starts = masks.letter
-                & !((masks.word << 1) | prev_word)
-                & !short_lowercase_starts(&masks, &next, prev_word);
-            let digit_runs = masks.digit & !((masks.digit << 1) | prev_digit);
-            prev_word = masks.word >> 63;
-            prev_digit = masks.digit >> 63;
-
-            let mut bits = digit_runs | masks.at;
-            while bits != 0 {
-                triggers.push(base + bits.trailing_zeros() as usize);
-                bits &= bits - 1;
-            }
-            // The hot loop of PHI-free prose: a few instructions per word
-            // and one well-predicted branch.
-            let mut bits = word_starts;
-            while bits != 0 {
-                let bit = bits.trailing_zeros();
-                bits &= bits - 1;
-                let ahead = (masks.word >> bit) | next.word.unbounded_shl(64 - bit);
-                let len = ahead.trailing_ones() as usize;
-                let i = base + bit as usize;
-                let Some(h) = lx.filter.probe(hay, i, len) else {
-                    continue;
-                };
-                if i < frontier {
-                    continue;
-                }
-                if let Some((word, end)) = lx.find(hay, i, len, h) {
-                    frontier = end;
-                    match word {
-                        WordKind::Keyword(keyword) => keywords.push(KeywordHit {
-                            start: i,
-                            end,
-                            keyword,
-                        }),
-                        WordKind::Term => terms.push(Match {
-                            kind: Kind::HealthTerms,
-                            start: i,
-                            end,
-                            confidence: Confidence::Low,
-                            context: None,
-                        }),
-                    }
-                }
-            }
-            base += bytes::BLOCK;
-        }
+        let lexicon = &self.automata.lexicon;
+        let words = if self.reference {
+            words::scan_reference(lexicon, hay)
+        } else {
+            words::scan(lexicon, hay)
+        };
+        if std::env::var_os("ABL1").is_some() { std::hint::black_box(&words); return Vec::new(); }
+        let ids = self.scan_identifiers(hay, &words);
+        merge(ids, words.terms)
     }
 
     /// Pass two: identifiers at the triggers, left to right. `frontier` is
     /// the end of the last span looked at, so no byte is claimed twice.
-    fn scan_identifiers(&self, hay: &[u8], keywords: &[KeywordHit], triggers: &[usize]) -> Vec<Match> {
+    fn scan_identifiers(&self, hay: &[u8], words: &Words) -> Vec<Match> {
         let ctx = Context {
             hay,
-            hits: keywords,
+            hits: &words.keywords,
+            shorts: &words.shorts,
             lexicon: &self.automata.lexicon,
             detector: self,
             ends_before: Cell::new(0),
@@ -280,7 +215,7 @@ impl Detector {
         };
         let mut out: Vec<Match> = Vec::new();
         let mut frontier = 0;
-        for &p in triggers {
+        for &p in &words.triggers {
             if p < frontier {
                 continue;
             }
@@ -520,6 +455,8 @@ struct Context<'a> {
     hay: &'a [u8],
     /// Sorted by start, not overlapping (so also sorted by end).
     hits: &'a [KeywordHit],
+    /// Short lowercase words that may be keywords, sorted.
+    shorts: &'a [Short],
     lexicon: &'a Lexicon,
     detector: &'a Detector,
     // Positions in `hits` where the last lookups ended. Lookups move left to
@@ -632,47 +569,27 @@ impl Context<'_> {
         hits.get(a..b).unwrap_or_default().to_vec()
     }
 
+    /// The short keywords starting in `lo..hi`, left to right, each
+    /// searched after the end of the previous one.
     fn scan_short(&self, lo: usize, hi: usize) -> Vec<KeywordHit> {
         let mut out = Vec::new();
-        let hay = self.hay;
-        let mut base = lo - lo % bytes::BLOCK;
-        let mut next = block_masks(hay, base);
+        let from = self.shorts.partition_point(|s| s.start < lo);
         let mut skip_to = lo;
-        while base < hi {
-            let masks = next;
-            next = block_masks(hay, base + bytes::BLOCK);
-            let before = if base == 0 {
-                0
-            } else {
-                u64::from(hay.get(base - 1).copied().is_some_and(is_word))
-            };
-            let mut bits = short_lowercase_starts(&masks, &next, before);
-            while bits != 0 {
-                let bit = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let i = base + bit;
-                if i < skip_to || i >= hi {
-                    continue;
-                }
-                let len = hay
-                    .get(i..)
-                    .unwrap_or_default()
-                    .iter()
-                    .take(3)
-                    .take_while(|b| is_word(**b))
-                    .count();
-                if let Some(h) = self.lexicon.filter.probe(hay, i, len)
-                    && let Some((WordKind::Keyword(keyword), end)) = self.lexicon.find(hay, i, len, h)
-                {
-                    out.push(KeywordHit {
-                        start: i,
-                        end,
-                        keyword,
-                    });
-                    skip_to = end;
-                }
+        for s in self.shorts.get(from..).unwrap_or_default() {
+            if s.start >= hi {
+                break;
             }
-            base += bytes::BLOCK;
+            if s.start < skip_to {
+                continue;
+            }
+            if let Some((WordKind::Keyword(keyword), end)) = self.lexicon.find(self.hay, s.start, s.len, s.hash) {
+                out.push(KeywordHit {
+                    start: s.start,
+                    end,
+                    keyword,
+                });
+                skip_to = end;
+            }
         }
         out
     }
@@ -1010,39 +927,6 @@ fn isolated(hay: &[u8], start: usize, end: usize) -> bool {
         _ => false,
     };
     !glued_before && !glued_after
-}
-
-/// Starts of lowercase words of one or two bytes in a block (`before`: 1
-/// if the byte before the block is a word byte; `next`: the next block).
-#[inline]
-fn short_lowercase_starts(masks: &bytes::Masks, next: &bytes::Masks, before: u64) -> u64 {
-    let starts = masks.letter & !((masks.word << 1) | before);
-    // Last bytes of words; the next block's first two decide words that
-    // run over the edge.
-    let ends = masks.word & !((masks.word >> 1) | (next.word << 63));
-    let next_end = next.word & !(next.word >> 1) & 1;
-    starts & (ends | (ends >> 1) | (next_end << 63)) & !masks.upper
-}
-
-/// The masks of the block at `base`; past the end of the text, a partial
-/// block is padded with NULs (not word bytes, so they start and continue
-/// nothing).
-#[inline]
-fn block_masks(hay: &[u8], base: usize) -> bytes::Masks {
-    match hay
-        .get(base..base + bytes::BLOCK)
-        .and_then(|s| <&[u8; bytes::BLOCK]>::try_from(s).ok())
-    {
-        Some(block) => bytes::classify(block),
-        None => {
-            let rest = hay.get(base..).unwrap_or_default();
-            let mut tail = [0u8; bytes::BLOCK];
-            for (t, b) in tail.iter_mut().zip(rest) {
-                *t = *b;
-            }
-            bytes::classify(&tail)
-        }
-    }
 }
 
 /// Identifiers and the terms that do not overlap them, sorted by start.

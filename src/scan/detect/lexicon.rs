@@ -7,9 +7,9 @@
 //!
 //! How words are found: the scan visits word starts only (a letter after a
 //! non-word byte, from the [`super::bytes`] masks). For each, the filter
-//! hashes the word's length, first four bytes and last byte (lowercased)
-//! into a 2^17-bit table holding every keyword's and term's first word in
-//! every spelling; about 1% of unrelated words pass. Only then is the word
+//! hashes the word's length and first eight bytes (lowercased) into a
+//! 2^17-bit table holding every keyword's and term's first word in every
+//! spelling; about 1% of unrelated words pass. Only then is the word
 //! looked up in the first-word index, whose entries hold the rest of the
 //! phrase inline ("date" -> " of birth"). So business prose costs a few
 //! instructions per word, not an automaton step per byte. (A dense DFA over
@@ -472,7 +472,7 @@ pub(super) struct Lexicon {
 }
 
 /// Longest first word a keyword or term may have (in any spelling).
-const MAX_FIRST: usize = 24;
+pub(super) const MAX_FIRST: usize = 24;
 
 /// Longest encoding of what follows a first word.
 const MAX_REST: usize = 40;
@@ -678,7 +678,14 @@ impl Lexicon {
     }
 
     /// The keyword or term at the word of `len` bytes starting at `i`,
-    /// whose filter hash is `h` (from [`WordFilter::probe`]): what it is
+    /// without the filter (the reference scan).
+    pub(super) fn find_word(&self, hay: &[u8], i: usize, len: usize) -> Option<(WordKind, usize)> {
+        let h = WordFilter::hash(head_of(hay.get(i..).unwrap_or_default()), len);
+        self.find(hay, i, len, h)
+    }
+
+    /// The keyword or term at the word of `len` bytes starting at `i`,
+    /// whose filter hash is `h` (from [`WordFilter::hash`]): what it is
     /// and where it ends.
     pub(super) fn find(&self, hay: &[u8], i: usize, len: usize, h: u32) -> Option<(WordKind, usize)> {
         let word = hay.get(i..i + len)?;
@@ -742,35 +749,30 @@ pub(super) fn is_word(b: u8) -> bool {
 
 /// A sound prefilter over word starts: may this word be the first word of
 /// a keyword or term (in some spelling)? Keyed on the word's length and its
-/// first four bytes (fewer for shorter words), lowercased with `| 0x20`,
-/// which maps both cases of a letter to the same byte, so case-insensitive
-/// equality implies equal keys: no false negatives. Words that merely
-/// start like a term ("over" and "overdose", "conference" and "conf") do
-/// not pass. Branch-free, because word lengths in prose are random and a
-/// mispredicted branch per word costs more than the lookup.
+/// first eight bytes (the bytes after a shorter word masked off),
+/// lowercased with `| 0x20`, which maps both cases of a letter to the same
+/// byte, so case-insensitive equality implies equal keys: no false
+/// negatives. Words that merely start like a term ("over" and "overdose",
+/// "conference" and "conf") do not pass. Branch-free, and one unaligned
+/// load per word: the scan computes the key of every word it meets.
 pub(super) struct WordFilter {
     bits: Box<[u64; FILTER_WORDS]>,
 }
 
-/// 2^17 bits (16 KiB): about 1% of unrelated words pass.
-const FILTER_WORDS: usize = 2048;
+/// 2^17 bits (16 KiB, resident in L1): about 1% of unrelated words pass.
+const FILTER_WORDS: usize = 1 << (FILTER_BITS - 6);
+const FILTER_BITS: u32 = 17;
 
-/// Per word length (0 to 127): which of the first four bytes belong to the
-/// word, and a constant that mixes the length into the key. A table so the
-/// hot loop has no branch and no clamp.
-const LENGTH_KEYS: [(u32, u32); 128] = {
-    let mut t = [(0u32, 0u32); 128];
+/// Per word length (0 to 127): which of the eight head bytes belong to the
+/// word, and a constant that mixes the length into the key. A table, so
+/// the hot loop has no branch, no clamp and no shift by a variable amount
+/// that could reach 64.
+const LENGTH_KEYS: [(u64, u64); 128] = {
+    let mut t = [(0u64, 0u64); 128];
     let mut len = 0;
     while len < 128 {
-        let keep = match len {
-            0 => 0,
-            1 => 0xFF,
-            2 => 0xFFFF,
-            3 => 0xFF_FFFF,
-            _ => 0xFFFF_FFFF,
-        };
-        let capped = if len > 32 { 32 } else { len as u32 };
-        t[len] = (keep, capped.wrapping_mul(0x9E37_79B9));
+        let keep = if len >= 8 { u64::MAX } else { !(u64::MAX << (8 * len)) };
+        t[len] = (keep, (len as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         len += 1;
     }
     t
@@ -785,46 +787,48 @@ impl WordFilter {
 
     /// Adds a first word (lowercase); returns its hash.
     fn add(&mut self, word: &[u8]) -> u32 {
-        let mut head = [0u8; 4];
-        for (h, b) in head.iter_mut().zip(word) {
-            *h = *b;
-        }
-        let last = word.last().copied().unwrap_or(0);
-        let h = filter_hash(u32::from_le_bytes(head), last, word.len().min(127));
+        let h = WordFilter::hash(head_of(word), word.len());
         self.bits[h as usize >> 6] |= 1 << (h & 63);
         h
     }
 
-    /// The hash of the word of `len` word bytes (at most 127) starting at
-    /// `i`, if it may start a keyword or term.
+    /// The hash of a word of `len` bytes (at most 127; the scan's are at
+    /// most 64) whose first eight bytes (and whatever follows a shorter
+    /// word) are `head`, read little-endian. Only the word's own bytes
+    /// count.
     #[inline(always)]
+    pub(super) fn hash(head: u64, len: usize) -> u32 {
+        let (keep, mix) = LENGTH_KEYS[len % 128];
+        let key = ((head | 0x2020_2020_2020_2020) & keep) ^ mix;
+        (key.wrapping_mul(0xFF51_AFD7_ED55_8CCD) >> (64 - FILTER_BITS)) as u32
+    }
+
+    /// Whether a word with hash `h` may start a keyword or term.
+    #[inline(always)]
+    pub(super) fn contains(&self, h: u32) -> bool {
+        let h = h as usize & ((1 << FILTER_BITS) - 1);
+        self.bits[h >> 6] >> (h & 63) & 1 != 0
+    }
+
+    /// The hash of the word of `len` word bytes starting at `i`, if it may
+    /// start a keyword or term (the slow way, for the reference scan and
+    /// tests: the scan reads the head from its chunk).
     pub(super) fn probe(&self, hay: &[u8], i: usize, len: usize) -> Option<u32> {
-        let head = match hay.get(i..i + 4) {
-            Some(s) => u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
-            None => {
-                let mut head = [0u8; 4];
-                for (h, b) in head.iter_mut().zip(hay.get(i..).unwrap_or_default()) {
-                    *h = *b;
-                }
-                u32::from_le_bytes(head)
-            }
-        };
-        let last = hay.get((i + len).wrapping_sub(1)).copied().unwrap_or(0);
-        let h = filter_hash(head, last, len);
-        (self.bits[h as usize >> 6] >> (h & 63) & 1 != 0).then_some(h)
+        if len > MAX_FIRST {
+            return None;
+        }
+        let h = WordFilter::hash(head_of(hay.get(i..).unwrap_or_default()), len);
+        self.contains(h).then_some(h)
     }
 }
 
-/// The filter's 17-bit hash of a word of `len` (at most 127) bytes starting
-/// with `head` and ending with `last`. Only the word's own bytes count:
-/// what follows a short word is masked off. The last byte tells apart
-/// words that share their start and length ("provided", "provider").
-#[inline(always)]
-fn filter_hash(head: u32, last: u8, len: usize) -> u32 {
-    let (keep, mix) = LENGTH_KEYS[len & 127];
-    let key =
-        ((head | 0x2020_2020) & keep).wrapping_add(mix) ^ u32::from(last | 0x20).wrapping_mul(0x0100_0193);
-    key.wrapping_mul(0x85EB_CA6B) >> 15
+/// The first eight bytes of `bytes` (zero-padded), little-endian.
+fn head_of(bytes: &[u8]) -> u64 {
+    let mut head = [0u8; 8];
+    for (h, b) in head.iter_mut().zip(bytes) {
+        *h = *b;
+    }
+    u64::from_le_bytes(head)
 }
 
 #[cfg(test)]

@@ -1,0 +1,364 @@
+//! Pass one: keywords and health terms at word starts, short lowercase
+//! words that may be keywords, and the identifier triggers (the first
+//! digit of each digit run, each `@`).
+//!
+//! Owns: the hot loop of PHI-free prose. A megabyte of mail is about 160K
+//! words and 16K digit runs, and the budget at 1 GB/s is about 2.3 cycles a
+//! byte, so each word may cost a handful of instructions and no
+//! mispredicted branch.
+//!
+//! How: the text goes in chunks of 1 KiB. Each chunk is classified 64 bytes
+//! at a time ([`bytes`]: SSE2, or AVX2 when the CPU has it) into bit masks;
+//! word starts and digit-run starts fall out of the masks with a shift and
+//! a mask. Then, per chunk, three loops with no data-dependent branch in
+//! their bodies:
+//! 1. the positions of word starts and triggers are written out as lists
+//!    (a fixed number of writes per block, so the loop does not end at an
+//!    unpredictable point every 64 bytes);
+//! 2. each word's length (from the word mask) and its first eight bytes
+//!    (one unaligned load) go through the filter ([`WordFilter`]), and the
+//!    words that pass are written to a third list, again without a branch;
+//! 3. only those (1-10% of words) are looked up in the lexicon.
+//!
+//! [`scan_reference`] is the same pass written byte by byte, without
+//! masks, lists or filter; the tests hold the fast scan to it on random
+//! and adversarial text, with every classifier the machine has.
+//!
+//! Guarantees: the same output as [`scan_reference`] for every `&str`;
+//! positions are those of ASCII bytes, so char boundaries; no reads past
+//! the text (the last chunk is scanned from a zero-padded copy, and zero
+//! bytes start and continue nothing).
+
+use super::bytes::{self, BLOCK, Classify};
+use super::lexicon::{Lexicon, WordFilter, WordKind, is_word};
+use super::{Confidence, KeywordHit, Kind, Match};
+
+/// Bytes per chunk.
+const CHUNK: usize = 1024;
+const BLOCKS: usize = CHUNK / BLOCK;
+/// What a chunk's scan reads: the chunk, the block after it (for the
+/// length of a word that runs over the end) and 8 bytes for the head of a
+/// word starting in its last byte.
+const VIEW: usize = CHUNK + BLOCK + 8;
+/// The word masks of a chunk and its next block.
+const WORD_MASK_BYTES: usize = (BLOCKS + 1) * 8;
+/// Room in the per-chunk word-start list: at most `CHUNK / 2` starts (a
+/// start follows a non-word byte), plus a block's worth for [`flatten`].
+const WORD_SLOTS: usize = CHUNK / 2 + BLOCK;
+/// Room in the per-chunk trigger list: up to one per byte ("@@@@").
+const TRIGGER_SLOTS: usize = CHUNK + BLOCK;
+/// Word starts written per block unconditionally: prose has about 10 per
+/// 64 bytes, so a block rarely takes the loop for the rest.
+const WORD_WRITES: usize = 12;
+/// Triggers written per block unconditionally (about one per block).
+const TRIGGER_WRITES: usize = 4;
+
+/// A lowercase word of one or two letters that passed the filter: maybe a
+/// short keyword ("dx", "mr #", "d.o.b", "po"). Looked up on demand, near
+/// a value (`Context::short_hits`): most such words are "a", "to", "of".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Short {
+    pub start: usize,
+    pub len: usize,
+    /// Its filter hash, for [`Lexicon::find`].
+    pub hash: u32,
+}
+
+/// What pass one found.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Words {
+    /// Keywords outside short lowercase words, sorted, not overlapping.
+    pub keywords: Vec<KeywordHit>,
+    /// Health terms, sorted, not overlapping each other or a keyword.
+    pub terms: Vec<Match>,
+    /// Short lowercase words that may be keywords, sorted.
+    pub shorts: Vec<Short>,
+    /// The first digit of each digit run, and each `@`, sorted.
+    pub triggers: Vec<usize>,
+}
+
+/// Pass one, with the fastest classifier this CPU has.
+pub(super) fn scan(lexicon: &Lexicon, hay: &[u8]) -> Words {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(avx2) = bytes::Avx2::detect() {
+        // SAFETY: an `Avx2` value exists only when the CPU has AVX2, BMI1,
+        // BMI2, POPCNT and LZCNT (`Avx2::detect`), which is all that
+        // `scan_avx2` requires.
+        return unsafe { scan_avx2(avx2, lexicon, hay) };
+    }
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    return scan_with(bytes::Sse2, lexicon, hay);
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    return scan_with(bytes::Scalar, lexicon, hay);
+}
+
+/// The whole pass compiled for AVX2 CPUs, so that the classifier inlines
+/// and the bit loops use `tzcnt`, `popcnt` and `shlx`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,bmi1,bmi2,popcnt,lzcnt")]
+fn scan_avx2(avx2: bytes::Avx2, lexicon: &Lexicon, hay: &[u8]) -> Words {
+    scan_with(avx2, lexicon, hay)
+}
+
+/// What carries from one chunk to the next.
+struct Carry {
+    /// Masks of the next chunk's first block (classified as the previous
+    /// chunk's lookahead), if any.
+    next: Option<bytes::Masks>,
+    /// Whether the byte before the chunk is a word byte (0 or 1).
+    prev_word: u64,
+    /// Whether the byte before the chunk is a digit (0 or 1).
+    prev_digit: u64,
+    /// End of the last keyword or term: word starts before it are inside
+    /// that phrase.
+    frontier: usize,
+}
+
+/// Pass one with classifier `c`.
+#[inline(always)]
+pub(super) fn scan_with<C: Classify>(c: C, lexicon: &Lexicon, hay: &[u8]) -> Words {
+    let mut out = Words {
+        // About one trigger per 60 bytes of business prose.
+        triggers: Vec::with_capacity(hay.len() / 32),
+        ..Words::default()
+    };
+    let mut carry = Carry {
+        next: None,
+        prev_word: 0,
+        prev_digit: 0,
+        frontier: 0,
+    };
+    let mut padded = [0u8; VIEW];
+    // The per-chunk lists, allocated once: their contents never carry
+    // over (each chunk writes before it reads).
+    let mut lists = Lists {
+        starts: [0; WORD_SLOTS],
+        triggers: [0; TRIGGER_SLOTS],
+        passed: [0; CHUNK],
+    };
+    let mut base = 0;
+    while base < hay.len() {
+        let view: &[u8; VIEW] = match hay.get(base..base + VIEW).and_then(|s| s.try_into().ok()) {
+            Some(view) => view,
+            None => {
+                // The end of the text: scan a zero-padded copy.
+                let rest = hay.get(base..).unwrap_or_default();
+                padded.fill(0);
+                for (p, b) in padded.iter_mut().zip(rest) {
+                    *p = *b;
+                }
+                &padded
+            }
+        };
+        scan_chunk(c, lexicon, hay, base, view, &mut carry, &mut lists, &mut out);
+        base += CHUNK;
+    }
+    out
+}
+
+/// Positions in a chunk (offsets from its start).
+struct Lists {
+    /// Word starts.
+    starts: [u16; WORD_SLOTS],
+    /// Triggers.
+    triggers: [u16; TRIGGER_SLOTS],
+    /// Word starts that passed the filter (a power of two: a masked index
+    /// needs no bounds check).
+    passed: [u16; CHUNK],
+}
+
+/// The block `b` of a chunk view (0..=BLOCKS).
+#[inline(always)]
+fn block(view: &[u8; VIEW], b: usize) -> &[u8; BLOCK] {
+    let at = (b % (BLOCKS + 1)) * BLOCK;
+    view[at..at + BLOCK].try_into().unwrap_or(&[0; BLOCK])
+}
+
+/// Scans the chunk at `base`, whose bytes (and the next block's) are `view`.
+#[inline(always)]
+fn scan_chunk<C: Classify>(
+    c: C,
+    lexicon: &Lexicon,
+    hay: &[u8],
+    base: usize,
+    view: &[u8; VIEW],
+    carry: &mut Carry,
+    lists: &mut Lists,
+    out: &mut Words,
+) {
+    // 1. Masks, word starts, triggers.
+    // The word masks of the chunk and the next block, as bytes, so that
+    // the 64 bits from any byte can be read with one unaligned load.
+    let mut word_masks = [0u8; WORD_MASK_BYTES];
+    let Lists {
+        starts,
+        triggers,
+        passed,
+    } = lists;
+    let mut n_starts = 0;
+    let mut n_triggers = 0;
+    let mut masks = carry.next.unwrap_or_else(|| c.classify(block(view, 0)));
+    for (b, word_mask) in word_masks.chunks_exact_mut(8).take(BLOCKS).enumerate() {
+        // One block of lookahead, so a word's length is known even when it
+        // runs into the next block.
+        let next = c.classify(block(view, b + 1));
+        word_mask.copy_from_slice(&masks.word.to_le_bytes());
+        // A word start is a letter after a non-word byte; a trigger is a
+        // digit after a non-digit, or an '@'.
+        let word_starts = masks.letter & !((masks.word << 1) | carry.prev_word);
+        let digit_runs = masks.digit & !((masks.digit << 1) | carry.prev_digit);
+        carry.prev_word = masks.word >> 63;
+        carry.prev_digit = masks.digit >> 63;
+        let at = (b * BLOCK) as u16;
+        n_starts = flatten::<WORD_SLOTS, WORD_WRITES>(word_starts, at, starts, n_starts);
+        n_triggers = flatten::<TRIGGER_SLOTS, TRIGGER_WRITES>(digit_runs | masks.at, at, triggers, n_triggers);
+        masks = next;
+    }
+    word_masks[BLOCKS * 8..].copy_from_slice(&masks.word.to_le_bytes());
+    carry.next = Some(masks);
+    out.triggers.extend(
+        triggers
+            .iter()
+            .take(n_triggers)
+            .map(|&t| base + usize::from(t)),
+    );
+
+    // 2. The filter, over every word start. The list of survivors grows by
+    // one only when a word passes: a write and an add, not a branch.
+    // Words longer than any first word may pass too (the lexicon turns
+    // them down); checking here would cost every word a compare.
+    let mut n_passed = 0;
+    for &s in starts.get(..n_starts).unwrap_or_default() {
+        let s = usize::from(s);
+        let len = word_len(&word_masks, s);
+        let h = WordFilter::hash(head(view, s), len);
+        passed[n_passed % CHUNK] = s as u16;
+        n_passed += usize::from(lexicon.filter.contains(h));
+    }
+
+    // 3. The lexicon, for the few words that passed.
+    for &s in passed.get(..n_passed).unwrap_or_default() {
+        let s = usize::from(s);
+        let len = word_len(&word_masks, s);
+        let h = WordFilter::hash(head(view, s), len);
+        let i = base + s;
+        if len <= 2 && view[s % CHUNK].is_ascii_lowercase() {
+            // Lowercase words of one or two letters ("a", "to", "of", "in":
+            // a fifth of all words) start no term, only lowercase spellings
+            // of a few short keywords ("dx", "mr#", "pt id", "d.o.b"); those
+            // are looked up on demand, near a value.
+            out.shorts.push(Short { start: i, len, hash: h });
+            continue;
+        }
+        if i < carry.frontier {
+            continue;
+        }
+        if let Some((word, end)) = lexicon.find(hay, i, len, h) {
+            carry.frontier = end;
+            out.push(word, i, end);
+        }
+    }
+}
+
+impl Words {
+    fn push(&mut self, word: WordKind, start: usize, end: usize) {
+        match word {
+            WordKind::Keyword(keyword) => self.keywords.push(KeywordHit { start, end, keyword }),
+            WordKind::Term => self.terms.push(Match {
+                kind: Kind::HealthTerms,
+                start,
+                end,
+                confidence: Confidence::Low,
+                context: None,
+            }),
+        }
+    }
+}
+
+/// Appends `at + i` for each set bit `i` of `bits` to `out[n..]`; returns
+/// the new length. The first `WRITES` entries are written whether or not
+/// there are that many bits (the extra ones hold junk past the new length,
+/// overwritten later), so the common block costs a fixed run of
+/// instructions and no loop exit at a data-dependent point; only a block
+/// with more bits than that takes the loop.
+#[inline(always)]
+fn flatten<const SLOTS: usize, const WRITES: usize>(
+    mut bits: u64,
+    at: u16,
+    out: &mut [u16; SLOTS],
+    n: usize,
+) -> usize {
+    let count = bits.count_ones() as usize;
+    // Room for all 64 bits. Always there (each list holds a chunk's worth
+    // plus a block), so this is a check per block, never a skip.
+    let Some(out) = out.get_mut(n..n + BLOCK) else {
+        return n;
+    };
+    for slot in out.iter_mut().take(WRITES) {
+        // An empty `bits` gives 64: a junk entry.
+        *slot = at + bits.trailing_zeros() as u16;
+        bits &= bits.wrapping_sub(1);
+    }
+    let mut j = WRITES;
+    while bits != 0 {
+        out[j % BLOCK] = at + bits.trailing_zeros() as u16;
+        bits &= bits - 1;
+        j += 1;
+    }
+    n + count
+}
+
+/// Length of the run of word bytes starting at chunk offset `s` (at least
+/// 57 bits are looked at: longer words are longer than any keyword or term
+/// either way). One unaligned load of the mask bytes from `s / 8` and a
+/// shift, where two 64-bit halves would need a double shift.
+#[inline(always)]
+fn word_len(word_masks: &[u8; WORD_MASK_BYTES], s: usize) -> usize {
+    let at = (s / 8) % (BLOCKS * 8);
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&word_masks[at..at + 8]);
+    (u64::from_le_bytes(bytes) >> (s % 8)).trailing_ones() as usize
+}
+
+/// The eight bytes at chunk offset `s`, little-endian.
+#[inline(always)]
+fn head(view: &[u8; VIEW], s: usize) -> u64 {
+    let s = s % CHUNK;
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&view[s..s + 8]);
+    u64::from_le_bytes(bytes)
+}
+
+/// Pass one, byte by byte: the definition the fast scan must agree with.
+/// Every word start goes to the lexicon (no filter), and every short
+/// lowercase word is listed.
+pub(super) fn scan_reference(lexicon: &Lexicon, hay: &[u8]) -> Words {
+    let mut out = Words::default();
+    let mut frontier = 0;
+    for (i, &b) in hay.iter().enumerate() {
+        let prev = i.checked_sub(1).and_then(|p| hay.get(p)).copied();
+        if (b.is_ascii_digit() && !prev.is_some_and(|p| p.is_ascii_digit())) || b == b'@' {
+            out.triggers.push(i);
+        }
+        if !b.is_ascii_alphabetic() || prev.is_some_and(is_word) {
+            continue;
+        }
+        let len = hay[i..].iter().take_while(|b| is_word(**b)).count();
+        if len <= 2 && b.is_ascii_lowercase() {
+            let hash = WordFilter::hash(
+                u64::from_le_bytes(std::array::from_fn(|k| hay.get(i + k).copied().unwrap_or(0))),
+                len,
+            );
+            out.shorts.push(Short { start: i, len, hash });
+            continue;
+        }
+        if i < frontier {
+            continue;
+        }
+        if let Some((word, end)) = lexicon.find_word(hay, i, len) {
+            frontier = end;
+            out.push(word, i, end);
+        }
+    }
+    out
+}
