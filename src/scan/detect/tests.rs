@@ -319,6 +319,74 @@ fn health_terms() {
     }
 }
 
+/// Terms whose first word is one or two letters are matched through their
+/// second word when the short word is lowercase (the first pass skips it).
+#[test]
+fn terms_starting_with_a_short_word_match_in_any_case() {
+    let terms = |text: &str| -> Vec<String> {
+        found(text)
+            .into_iter()
+            .filter(|(k, _)| *k == Kind::HealthTerms)
+            .map(|(_, v)| v.to_string())
+            .collect()
+    };
+    assert_eq!(terms("Procedure: CT scan"), ["CT scan"]);
+    assert_eq!(terms("CT Scan and CT SCAN"), ["CT Scan", "CT SCAN"]);
+    // Lowercase: the span starts at the second word.
+    assert_eq!(
+        terms("scheduled for a ct scan, then two ct\n  scans"),
+        ["scan", "scans"]
+    );
+    assert_eq!(terms("after her c-section"), ["section"]);
+    assert_eq!(terms("after her C-section"), ["C-section"]);
+    for text in [
+        "please scan the form",
+        "act scan",
+        "ct-scan",
+        "see section 4",
+        "abc-section",
+        "ct\u{a0}scan",
+    ] {
+        none(text, Kind::HealthTerms);
+    }
+}
+
+/// Common vaccinations, screenings, imaging and procedures are health
+/// terms; the everyday words inside them are not.
+#[test]
+fn vaccinations_screenings_and_procedures() {
+    for text in [
+        "The annual flu shot clinic runs Friday",
+        "Free flu vaccine for staff",
+        "influenza vaccination drive",
+        "blood pressure screening at the fair",
+        "cholesterol screening event",
+        "MRI of the left knee",
+        "the mammogram and the colonoscopy",
+        "lumbar puncture",
+        "physical therapy twice a week",
+        "coronary artery bypass",
+        "PET scan",
+        "TB test",
+    ] {
+        assert!(
+            found(text).iter().any(|(k, _)| *k == Kind::HealthTerms),
+            "{text:?}"
+        );
+    }
+    for text in [
+        "take a shot at the budget",
+        "the screening of the film",
+        "blood pressure",
+        "Mri",
+        "a cold day",
+        "the cast party",
+        "type 2 font",
+    ] {
+        none(text, Kind::HealthTerms);
+    }
+}
+
 #[test]
 fn lowercase_short_keywords_still_count() {
     // Lowercase words of one or two letters are skipped by the first pass
