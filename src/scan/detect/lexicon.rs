@@ -245,7 +245,8 @@ const ANCHOR: &[(Kind, &[&str])] = &[
 /// Labels of numbers that are not PHI: a value labelled by one of these
 /// right before it (with only `#`, `no.`, `number`, `:` between) is not
 /// reported as ssn, npi, phone, icd10, ... ("Order #4829301847",
-/// "Purchase order 536-22-8726", "Part A12.3", "Tracking: 1Z..."). Everyday
+/// "Purchase order 536-22-8726", "Part A12.3", "Tracking: 1Z...", "Asset
+/// tag A819679"). Everyday
 /// words among them ("order", "part") only count in that tight position,
 /// so "in order to call 555-123-4567" is still a phone number. Labels that
 /// never precede an identifier-shaped value ("Room 401", "Version 3.6.8")
@@ -300,6 +301,8 @@ const NEGATIVE: &[&str] = &[
     "dhl",
     "product",
     "product code",
+    "asset",
+    "asset tag",
 ];
 
 /// What a keyword does for the detectors.

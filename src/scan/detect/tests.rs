@@ -150,8 +150,37 @@ fn icd10() {
         "Diagnosis e11.9",
         "Diagnosis E11.9-2",
         "Dx AE11.9",
+        "She was diagnosed last year. Asset tag A819679 is due back.",
+        "Assessment done; asset A819679 returned",
     ] {
         none(text, Kind::Icd10);
+    }
+}
+
+/// "The SSN on the account is ...": the negative label is where the value
+/// is kept, not what it is.
+#[test]
+fn a_negative_label_after_a_preposition_names_where_not_what() {
+    finds(
+        "The guarantor's SSN on the account is 372-30-6643.",
+        Kind::Ssn,
+        "372-30-6643",
+    );
+    finds(
+        "The phone number for this order is 212-555-1234",
+        Kind::Phone,
+        "212-555-1234",
+    );
+    for text in [
+        "Account is 372-30-6643",
+        "Account 372-30-6643",
+        "Please apply it to the account 372-30-6643.",
+        "The note on the account 372-30-6643 is old",
+        "on the account is 372-30-6643",
+        "The SSN on the account 372-30-6643",
+        "The balance on the account is 372-30-6643",
+    ] {
+        none(text, Kind::Ssn);
     }
 }
 
@@ -194,6 +223,28 @@ fn dob_needs_a_birth_label() {
         "born in 1980",
         "Born on time. Shipped 03/05/2024",
         "March 5, 1980 was a Wednesday",
+    ] {
+        none(text, Kind::Dob);
+    }
+}
+
+/// A label may be the subject of a sentence that states the value: up to
+/// five words between when the last is "is" or "was".
+#[test]
+fn a_label_may_state_its_value_in_a_sentence() {
+    finds("The date of birth on the card is 11/2/49.", Kind::Dob, "11/2/49");
+    finds("Her DOB on the old chart was 2 Apr 1981", Kind::Dob, "2 Apr 1981");
+    finds(
+        "Member ID on the new card is W123456789",
+        Kind::HealthPlanId,
+        "W123456789",
+    );
+    finds("The MRN in the old system is 00123456", Kind::Mrn, "00123456");
+    for text in [
+        // More than five words, or not ending in "is" / "was".
+        "Date of birth is on file and the next visit is 03/05/2025",
+        "DOB on the card and the visit 03/05/2025",
+        "Date of birth on the card is missing; seen 03/05/2025",
     ] {
         none(text, Kind::Dob);
     }
