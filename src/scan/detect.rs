@@ -52,13 +52,16 @@
 //! ending at most `context_window` bytes before the value or starting at
 //! most a third of that after it, case-insensitive, word-bounded. Label:
 //! a keyword that sits right before the value, with at most 32 bytes
-//! between of punctuation and up to three words ("MRN: 00123456", "DOB
-//! (mm/dd/yyyy): ...", "born on March 5, 1980"). mrn, health_plan_id and
+//! between of punctuation and up to three words, or five ending in "is" or
+//! "was" ("MRN: 00123456", "DOB (mm/dd/yyyy): ...", "born on March 5,
+//! 1980", "date of birth on the card is ..."). mrn, health_plan_id and
 //! dob take only labelled values: a date is a birth date only when labelled
 //! as one, so appointment dates and invoice dates are not reported.
 //! Negative label: "Order #", "Invoice No.", "Part", "Tracking:", "PO"
 //! and the like right before a number (only `#`, `no.`, `number`, `:`
-//! between) rule it out for every kind.
+//! between) rule it out for every kind, unless it only says where the
+//! value is kept: "the SSN on the account is ..." (another keyword, a
+//! preposition and a determiner before it, "is" or "was" after).
 //!
 //! # Precedence (one span, one kind)
 //!
@@ -714,6 +717,7 @@ impl Context<'_> {
     fn label_before(&self, start: usize) -> Label {
         let i = seek(self.hits, &self.ends_before, |h| h.end <= start);
         let nearest = i.checked_sub(1).and_then(|i| self.hits.get(i)).copied();
+        let before_nearest = i.checked_sub(2).and_then(|i| self.hits.get(i)).copied();
         // A lowercase short label ("dob:", "po #", "d.o.b.") may sit closer.
         let short = self
             .short_hits(start.saturating_sub(24), start)
@@ -734,7 +738,13 @@ impl Context<'_> {
         let Some(k) = self.lexicon.keywords.get(h.keyword) else {
             return Label::None;
         };
-        if k.negative && gap_is_tight(self.hay.get(h.end..start).unwrap_or_default()) {
+        let prev_end = before_nearest
+            .filter(|_| nearest.is_some_and(|n| n.start == h.start))
+            .map(|p| p.end);
+        if k.negative
+            && gap_is_tight(self.hay.get(h.end..start).unwrap_or_default())
+            && !prev_end.is_some_and(|p| prepositional_object(self.hay, p, h, start))
+        {
             return Label::Negative;
         }
         if k.anchor != 0 && gap_is_label(self.hay, h.end, start) {
@@ -773,8 +783,42 @@ fn gap_is_tight(gap: &[u8]) -> bool {
         .all(|b| b.is_ascii_alphabetic() || b" \t\r\n:#=-./".contains(b))
 }
 
+/// "The SSN on the account is 372-30-6643": a negative label `label` that
+/// follows another keyword (ending at `prev_end`) through a preposition
+/// and a determiner, and comes before "is" or "was", says where the value
+/// is kept, not what it is: the value is what the first keyword names.
+/// ("Account 372-30-6643", "to the account 372-30-6643" and "SSN on the
+/// account 372-30-6643" stay negative.)
+fn prepositional_object(hay: &[u8], prev_end: usize, label: KeywordHit, value: usize) -> bool {
+    let gap = hay.get(label.end..value).unwrap_or_default();
+    let between = hay.get(prev_end..label.start).unwrap_or_default();
+    if !gap.split(|b| !b.is_ascii_alphabetic()).any(is_copula)
+        || !between
+            .iter()
+            .all(|b| b.is_ascii_alphabetic() || b.is_ascii_whitespace())
+    {
+        return false;
+    }
+    let mut words = between.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+    let (Some(preposition), Some(determiner), None) = (words.next(), words.next(), words.next()) else {
+        return false;
+    };
+    ["on", "for", "of", "in", "from", "with", "under", "at"]
+        .iter()
+        .any(|p| preposition.eq_ignore_ascii_case(p.as_bytes()))
+        && ["the", "this", "that", "his", "her", "their", "your", "our", "my"]
+            .iter()
+            .any(|d| determiner.eq_ignore_ascii_case(d.as_bytes()))
+}
+
+/// "is" or "was".
+fn is_copula(word: &[u8]) -> bool {
+    word.eq_ignore_ascii_case(b"is") || word.eq_ignore_ascii_case(b"was")
+}
+
 /// Between a label and its value: at most 32 bytes, no digits, at most
-/// three words, no blank line, and no sentence end ("MRN: ", "DOB
+/// three words (five when the last is "is" or "was": "date of birth on
+/// the card is "), no blank line, and no sentence end ("MRN: ", "DOB
 /// (mm/dd/yyyy): ", "born on "). A '.' followed by a space ends a sentence
 /// unless it closes a short abbreviation ("No. ", "D.O.B. ").
 fn gap_is_label(hay: &[u8], from: usize, to: usize) -> bool {
@@ -792,7 +836,11 @@ fn gap_is_label(hay: &[u8], from: usize, to: usize) -> bool {
         .split(|b| !b.is_ascii_alphabetic())
         .filter(|w| !w.is_empty())
         .count();
-    if words > 3 {
+    let ends_in_copula = gap
+        .split(|b| !b.is_ascii_alphabetic())
+        .rfind(|w| !w.is_empty())
+        .is_some_and(is_copula);
+    if words > 3 && !(words <= 5 && ends_in_copula) {
         return false;
     }
     let mut newlines = 0;

@@ -333,6 +333,52 @@ mod tests {
         assert_eq!(ids, crate::config::DETECTOR_IDS.to_vec());
     }
 
+    /// A header row labels values far below it; a JSON key labels its
+    /// value; a folded, escaped iCalendar line reads whole.
+    #[test]
+    fn structured_attachments_are_scanned_with_their_labels() {
+        let attach = |ct: &str, name: &str, body: &str| {
+            format!(
+                "Subject: export\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+                 --b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n\
+                 --b\r\nContent-Type: {ct}\r\nContent-Disposition: attachment; filename={name}\r\n\r\n{body}\r\n--b--\r\n"
+            )
+        };
+        let scanner = Scanner::new(ScanSettings::default());
+        let mut csv = String::from("Patient Name,Medical Record Number,DOB\r\n");
+        for i in 0..40 {
+            csv.push_str(&format!(
+                "Patient {i},{},03/{:02}/1962\r\n",
+                64515115 + i,
+                1 + i % 28
+            ));
+        }
+        let cases = [
+            attach("text/csv", "export.csv", &csv),
+            attach(
+                "application/json",
+                "p.json",
+                r#"{"records": [{"dea_number": "AB1234563", "date_of_birth": "May 12, 1932"}]}"#,
+            ),
+            attach(
+                "text/calendar",
+                "invite.ics",
+                "BEGIN:VEVENT\r\nDESCRIPTION:Patient: X\\nSubscriber ID: W72277\r\n 3198\r\nEND:VEVENT",
+            ),
+        ];
+        let expected: [&[Kind]; 3] = [
+            &[Kind::Mrn, Kind::Dob],
+            &[Kind::Dea, Kind::Dob],
+            &[Kind::HealthPlanId],
+        ];
+        for (raw, kinds) in cases.iter().zip(expected) {
+            let verdict = scanner.scan(raw.as_bytes());
+            assert_eq!(verdict.kinds(), kinds.to_vec());
+            assert!(verdict.findings.iter().all(|f| f.part == Part::Attachment(1)));
+        }
+        assert_eq!(scanner.scan(cases[0].as_bytes()).count(Kind::Mrn), 40);
+    }
+
     #[test]
     fn masking_keeps_shape_and_last_four() {
         assert_eq!(mask("078-05-1120"), "***-**-1120");
