@@ -187,26 +187,17 @@ impl Detector {
         let hay = text.as_bytes();
         let mut keywords = Vec::new();
         let mut terms = Vec::new();
-        let mut triggers = Vec::new();
-        self.scan_words(hay, &mut keywords, &mut terms, &mut triggers);
-        let ids = self.scan_identifiers(hay, &keywords, &triggers);
+        self.scan_words(hay, &mut keywords, &mut terms);
+        let ids = self.scan_identifiers(hay, &keywords);
         merge(ids, terms)
     }
 
-    /// Pass one: classifies the text in 64-byte blocks, matches keywords
-    /// and health terms at word starts, and collects the identifier
-    /// triggers (the first digit of each digit run, each `@`).
-    fn scan_words(
-        &self,
-        hay: &[u8],
-        keywords: &mut Vec<KeywordHit>,
-        terms: &mut Vec<Match>,
-        triggers: &mut Vec<usize>,
-    ) {
+    /// Pass one: classifies the text in 64-byte blocks and matches
+    /// keywords and health terms at word starts.
+    fn scan_words(&self, hay: &[u8], keywords: &mut Vec<KeywordHit>, terms: &mut Vec<Match>) {
         let lx = &self.automata.lexicon;
         let mut frontier = 0;
         let mut prev_word = 0u64;
-        let mut prev_digit = 0u64;
         let mut base = 0;
         let mut next = block_masks(hay, 0);
         while base < hay.len() {
@@ -222,15 +213,7 @@ impl Detector {
             let word_starts = masks.letter
                 & !((masks.word << 1) | prev_word)
                 & !short_lowercase_starts(&masks, &next, prev_word);
-            let digit_runs = masks.digit & !((masks.digit << 1) | prev_digit);
             prev_word = masks.word >> 63;
-            prev_digit = masks.digit >> 63;
-
-            let mut bits = digit_runs | masks.at;
-            while bits != 0 {
-                triggers.push(base + bits.trailing_zeros() as usize);
-                bits &= bits - 1;
-            }
             // The hot loop of PHI-free prose: a few instructions per word
             // and one well-predicted branch.
             let mut bits = word_starts;
@@ -268,9 +251,10 @@ impl Detector {
         }
     }
 
-    /// Pass two: identifiers at the triggers, left to right. `frontier` is
-    /// the end of the last span looked at, so no byte is claimed twice.
-    fn scan_identifiers(&self, hay: &[u8], keywords: &[KeywordHit], triggers: &[usize]) -> Vec<Match> {
+    /// Pass two: identifiers at the triggers (`Triggers`), left to right.
+    /// `frontier` is the end of the last span looked at, so no byte is
+    /// claimed twice.
+    fn scan_identifiers(&self, hay: &[u8], keywords: &[KeywordHit]) -> Vec<Match> {
         let ctx = Context {
             hay,
             hits: keywords,
@@ -283,7 +267,7 @@ impl Detector {
         };
         let mut out: Vec<Match> = Vec::new();
         let mut frontier = 0;
-        for &p in triggers {
+        for p in Triggers::new(hay) {
             if p < frontier {
                 continue;
             }
@@ -1090,6 +1074,57 @@ fn block_masks(hay: &[u8], base: usize) -> bytes::Masks {
             }
             bytes::classify(&tail)
         }
+    }
+}
+
+/// The identifier triggers of a text, in order: the first digit of each
+/// digit run and each `@`. Computed block by block as pass two walks, so a
+/// digit-heavy attachment costs no memory per number (a list of them was
+/// the largest allocation of a scan).
+struct Triggers<'h> {
+    hay: &'h [u8],
+    /// Start of the block `bits` describes.
+    base: usize,
+    /// Triggers of the current block not yet returned.
+    bits: u64,
+    /// Whether the previous block ended in a digit.
+    prev_digit: u64,
+}
+
+impl<'h> Triggers<'h> {
+    fn new(hay: &'h [u8]) -> Triggers<'h> {
+        let mut t = Triggers {
+            hay,
+            base: 0,
+            bits: 0,
+            prev_digit: 0,
+        };
+        t.load();
+        t
+    }
+
+    /// Computes the trigger bits of the block at `base`.
+    fn load(&mut self) {
+        let masks = block_masks(self.hay, self.base);
+        self.bits = (masks.digit & !((masks.digit << 1) | self.prev_digit)) | masks.at;
+        self.prev_digit = masks.digit >> 63;
+    }
+}
+
+impl Iterator for Triggers<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        while self.bits == 0 {
+            self.base += bytes::BLOCK;
+            if self.base >= self.hay.len() {
+                return None;
+            }
+            self.load();
+        }
+        let p = self.base + self.bits.trailing_zeros() as usize;
+        self.bits &= self.bits - 1;
+        Some(p)
     }
 }
 

@@ -237,41 +237,48 @@ impl Scanner {
         Scanner { settings, detector }
     }
 
-    /// Scans a raw message (RFC 5322 bytes).
+    /// Scans a raw message (RFC 5322 bytes). Segments are scanned as they
+    /// are extracted and dropped at once, so memory stays near the size of
+    /// the largest part rather than of all the text together.
     pub fn scan(&self, raw: &[u8]) -> Verdict {
         let deadline = Instant::now() + self.settings.time_budget;
-        let extraction = extract::extract(raw, &self.settings.limits, deadline);
-        let mut verdict = Verdict {
-            unscanned: extraction.unscanned,
-            ..Verdict::default()
-        };
         let mut counts: std::collections::BTreeMap<(Part, Kind), (u32, Confidence)> = Default::default();
-        for seg in &extraction.segments {
+        let mut late: Vec<Unscanned> = Vec::new();
+        let mut sink = |seg: Segment| {
             if Instant::now() > deadline {
-                verdict.timed_out = true;
-                verdict.unscanned.push(Unscanned {
+                late.push(Unscanned {
                     part: seg.part,
                     reason: UnscannedReason::TimeLimit,
                 });
-                continue;
+                return;
             }
             for m in self.detector.detect(&seg.text) {
                 let e = counts.entry((seg.part, m.kind)).or_insert((0, m.confidence));
                 e.0 += 1;
                 e.1 = e.1.max(m.confidence);
             }
+        };
+        let extraction = extract::extract_each(raw, &self.settings.limits, deadline, &mut sink);
+        let timed_out = extraction.timed_out || !late.is_empty();
+        let mut unscanned = extraction.unscanned;
+        for u in late {
+            if !unscanned.contains(&u) {
+                unscanned.push(u);
+            }
         }
-        verdict.timed_out |= extraction.timed_out;
-        verdict.findings = counts
-            .into_iter()
-            .map(|((part, kind), (count, confidence))| Finding {
-                kind,
-                count,
-                part,
-                confidence,
-            })
-            .collect();
-        verdict
+        Verdict {
+            findings: counts
+                .into_iter()
+                .map(|((part, kind), (count, confidence))| Finding {
+                    kind,
+                    count,
+                    part,
+                    confidence,
+                })
+                .collect(),
+            unscanned,
+            timed_out,
+        }
     }
 
     /// Masked evidence for every match (operators tuning policy).

@@ -717,3 +717,27 @@ fn a_match_debug_holds_no_text() {
     let shown = format!("{:?}", detector().detect(text));
     assert!(!shown.contains("8726"), "{shown}");
 }
+
+#[test]
+fn triggers_are_digit_run_starts_and_at_signs_across_blocks() {
+    // Runs that straddle the 64-byte block edges, an `@` at an edge, a
+    // text that ends inside a block, and a run at the very end.
+    let mut text = String::new();
+    for i in 0..300 {
+        text.push(match i % 7 {
+            0 | 1 | 2 => char::from(b'0' + (i % 10) as u8),
+            3 => '@',
+            4 => ' ',
+            _ => 'x',
+        });
+    }
+    text.push_str("123");
+    let hay = text.as_bytes();
+    let naive: Vec<usize> = (0..hay.len())
+        .filter(|&i| hay[i] == b'@' || (hay[i].is_ascii_digit() && (i == 0 || !hay[i - 1].is_ascii_digit())))
+        .collect();
+    assert!(naive.len() > 80);
+    assert_eq!(Triggers::new(hay).collect::<Vec<_>>(), naive);
+    assert_eq!(Triggers::new(b"").count(), 0);
+    assert_eq!(Triggers::new(&[b'7'; 64]).collect::<Vec<_>>(), vec![0]);
+}

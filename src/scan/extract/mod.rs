@@ -140,9 +140,31 @@ pub struct Extraction {
 /// Extracts every readable text segment of a raw message, within `limits`
 /// and before `deadline`.
 pub fn extract(raw: &[u8], limits: &ExtractLimits, deadline: Instant) -> Extraction {
+    walk(raw, limits, deadline, None)
+}
+
+/// Like [`extract`], but hands each segment to `sink` as soon as it is made
+/// instead of collecting them (`segments` of the result stays empty): a
+/// large message is then never held as text all at once.
+pub fn extract_each(
+    raw: &[u8],
+    limits: &ExtractLimits,
+    deadline: Instant,
+    sink: &mut dyn FnMut(Segment),
+) -> Extraction {
+    walk(raw, limits, deadline, Some(sink))
+}
+
+fn walk<'l>(
+    raw: &[u8],
+    limits: &'l ExtractLimits,
+    deadline: Instant,
+    sink: Option<&'l mut dyn FnMut(Segment)>,
+) -> Extraction {
     let mut walker = Walker {
         limits,
         deadline,
+        sink,
         out: Extraction::default(),
         text_total: 0,
         attachments: 0,
@@ -227,6 +249,9 @@ struct Walker<'l> {
     limits: &'l ExtractLimits,
     deadline: Instant,
     out: Extraction,
+    /// Where segments go as they are made (instead of `out.segments`), so a
+    /// caller can scan and drop each before the next is extracted.
+    sink: Option<&'l mut dyn FnMut(Segment)>,
     text_total: usize,
     attachments: u32,
     reported: HashSet<(Part, UnscannedReason)>,
@@ -268,7 +293,10 @@ impl Walker<'_> {
             }
         }
         self.text_total += text.len();
-        self.out.segments.push(Segment { part, text });
+        match self.sink.as_mut() {
+            Some(sink) => sink(Segment { part, text }),
+            None => self.out.segments.push(Segment { part, text }),
+        }
     }
 
     fn next_attachment(&mut self) -> Part {
