@@ -244,3 +244,38 @@ fn a_25_mb_message_extracts_within_twice_its_size() {
         raw.len()
     );
 }
+
+/// The whole scan (extraction and every detector), as the server runs it
+/// before the 250.
+#[test]
+fn a_25_mb_message_scans_within_twice_its_size() {
+    use ward::scan::{ScanSettings, Scanner};
+    let raw = message();
+    let mut settings = ScanSettings::default();
+    settings.time_budget = Duration::from_secs(300);
+    let scanner = Scanner::new(settings);
+    // Detector tables are built once per process; build them before measuring.
+    let _ = scanner.scan(b"Subject: warm-up\r\n\r\nSSN 219-44-8213\r\n");
+
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let started = Instant::now();
+    let verdict = scanner.scan(&raw);
+    let elapsed = started.elapsed();
+    let peak = PEAK.load(Ordering::Relaxed) - before;
+    println!(
+        "scan of a {:.1} MB message: peak extra heap {:.1} MB ({:.2}x), {:?}, {} findings",
+        raw.len() as f64 / 1e6,
+        peak as f64 / 1e6,
+        peak as f64 / raw.len() as f64,
+        elapsed,
+        verdict.findings.len(),
+    );
+    assert!(!verdict.timed_out && verdict.unscanned.is_empty(), "{verdict:?}");
+    assert!(verdict.count(ward::scan::Kind::Ssn) > 0, "{verdict:?}");
+    assert!(
+        peak <= 2 * raw.len(),
+        "peak extra heap {peak} bytes for a {} byte message",
+        raw.len()
+    );
+}

@@ -52,13 +52,16 @@
 //! ending at most `context_window` bytes before the value or starting at
 //! most a third of that after it, case-insensitive, word-bounded. Label:
 //! a keyword that sits right before the value, with at most 32 bytes
-//! between of punctuation and up to three words ("MRN: 00123456", "DOB
-//! (mm/dd/yyyy): ...", "born on March 5, 1980"). mrn, health_plan_id and
+//! between of punctuation and up to three words, or five ending in "is" or
+//! "was" ("MRN: 00123456", "DOB (mm/dd/yyyy): ...", "born on March 5,
+//! 1980", "date of birth on the card is ..."). mrn, health_plan_id and
 //! dob take only labelled values: a date is a birth date only when labelled
 //! as one, so appointment dates and invoice dates are not reported.
 //! Negative label: "Order #", "Invoice No.", "Part", "Tracking:", "PO"
 //! and the like right before a number (only `#`, `no.`, `number`, `:`
-//! between) rule it out for every kind.
+//! between) rule it out for every kind, unless it only says where the
+//! value is kept: "the SSN on the account is ..." (another keyword, a
+//! preposition and a determiner before it, "is" or "was" after).
 //!
 //! # Precedence (one span, one kind)
 //!
@@ -85,8 +88,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Kind;
 use lexicon::{Lexicon, WordKind, bit, is_word};
-use words::{Short, Words};
 use shapes::{Shape, Shapes};
+use words::{Short, Words};
 
 /// How sure a match is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -194,13 +197,13 @@ impl Detector {
         } else {
             words::scan(lexicon, hay)
         };
-        if std::env::var_os("ABL1").is_some() { std::hint::black_box(&words); return Vec::new(); }
         let ids = self.scan_identifiers(hay, &words);
         merge(ids, words.terms)
     }
 
-    /// Pass two: identifiers at the triggers, left to right. `frontier` is
-    /// the end of the last span looked at, so no byte is claimed twice.
+    /// Pass two: identifiers at the triggers (`Triggers`), left to right.
+    /// `frontier` is the end of the last span looked at, so no byte is
+    /// claimed twice.
     fn scan_identifiers(&self, hay: &[u8], words: &Words) -> Vec<Match> {
         let ctx = Context {
             hay,
@@ -215,11 +218,11 @@ impl Detector {
         };
         let mut out: Vec<Match> = Vec::new();
         let mut frontier = 0;
-        for &p in &words.triggers {
+        for (p, run) in Triggers::new(hay) {
             if p < frontier {
                 continue;
             }
-            if hay.get(p) == Some(&b'@') {
+            if run == 0 {
                 if let Some((start, end)) = shapes::email_span(hay, p) {
                     // The address may hold digits already taken for
                     // something else ("5551234567@txt.example.com").
@@ -237,23 +240,23 @@ impl Detector {
                 }
                 continue;
             }
-            let (found, next) = self.identifier_at(&ctx, p, frontier);
+            let (found, next) = self.identifier_at(&ctx, p, p + run, frontier);
             out.extend(found);
             frontier = next;
         }
         out
     }
 
-    /// The identifier around the digit run starting at `p`, if any, and
-    /// where the scan goes on.
-    fn identifier_at(&self, ctx: &Context<'_>, p: usize, frontier: usize) -> (Option<Match>, usize) {
+    /// The identifier around the digit run `p..run_end`, if any, and where
+    /// the scan goes on.
+    fn identifier_at(
+        &self,
+        ctx: &Context<'_>,
+        p: usize,
+        run_end: usize,
+        frontier: usize,
+    ) -> (Option<Match>, usize) {
         let hay = ctx.hay;
-        let run_end = p + hay
-            .get(p..)
-            .unwrap_or_default()
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
 
         // Labelled values first (precedence 2), when a label is near.
         if ctx.label_near(p, run_end - p)
@@ -582,7 +585,9 @@ impl Context<'_> {
             if s.start < skip_to {
                 continue;
             }
-            if let Some((WordKind::Keyword(keyword), end)) = self.lexicon.find(self.hay, s.start, s.len, s.hash) {
+            if let Some((WordKind::Keyword(keyword), end)) =
+                self.lexicon.find(self.hay, s.start, s.len, s.hash)
+            {
                 out.push(KeywordHit {
                     start: s.start,
                     end,
@@ -631,6 +636,7 @@ impl Context<'_> {
     fn label_before(&self, start: usize) -> Label {
         let i = seek(self.hits, &self.ends_before, |h| h.end <= start);
         let nearest = i.checked_sub(1).and_then(|i| self.hits.get(i)).copied();
+        let before_nearest = i.checked_sub(2).and_then(|i| self.hits.get(i)).copied();
         // A lowercase short label ("dob:", "po #", "d.o.b.") may sit closer.
         let short = self
             .short_hits(start.saturating_sub(24), start)
@@ -651,7 +657,13 @@ impl Context<'_> {
         let Some(k) = self.lexicon.keywords.get(h.keyword) else {
             return Label::None;
         };
-        if k.negative && gap_is_tight(self.hay.get(h.end..start).unwrap_or_default()) {
+        let prev_end = before_nearest
+            .filter(|_| nearest.is_some_and(|n| n.start == h.start))
+            .map(|p| p.end);
+        if k.negative
+            && gap_is_tight(self.hay.get(h.end..start).unwrap_or_default())
+            && !prev_end.is_some_and(|p| prepositional_object(self.hay, p, h, start))
+        {
             return Label::Negative;
         }
         if k.anchor != 0 && gap_is_label(self.hay, h.end, start) {
@@ -690,8 +702,42 @@ fn gap_is_tight(gap: &[u8]) -> bool {
         .all(|b| b.is_ascii_alphabetic() || b" \t\r\n:#=-./".contains(b))
 }
 
+/// "The SSN on the account is 372-30-6643": a negative label `label` that
+/// follows another keyword (ending at `prev_end`) through a preposition
+/// and a determiner, and comes before "is" or "was", says where the value
+/// is kept, not what it is: the value is what the first keyword names.
+/// ("Account 372-30-6643", "to the account 372-30-6643" and "SSN on the
+/// account 372-30-6643" stay negative.)
+fn prepositional_object(hay: &[u8], prev_end: usize, label: KeywordHit, value: usize) -> bool {
+    let gap = hay.get(label.end..value).unwrap_or_default();
+    let between = hay.get(prev_end..label.start).unwrap_or_default();
+    if !gap.split(|b| !b.is_ascii_alphabetic()).any(is_copula)
+        || !between
+            .iter()
+            .all(|b| b.is_ascii_alphabetic() || b.is_ascii_whitespace())
+    {
+        return false;
+    }
+    let mut words = between.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+    let (Some(preposition), Some(determiner), None) = (words.next(), words.next(), words.next()) else {
+        return false;
+    };
+    ["on", "for", "of", "in", "from", "with", "under", "at"]
+        .iter()
+        .any(|p| preposition.eq_ignore_ascii_case(p.as_bytes()))
+        && ["the", "this", "that", "his", "her", "their", "your", "our", "my"]
+            .iter()
+            .any(|d| determiner.eq_ignore_ascii_case(d.as_bytes()))
+}
+
+/// "is" or "was".
+fn is_copula(word: &[u8]) -> bool {
+    word.eq_ignore_ascii_case(b"is") || word.eq_ignore_ascii_case(b"was")
+}
+
 /// Between a label and its value: at most 32 bytes, no digits, at most
-/// three words, no blank line, and no sentence end ("MRN: ", "DOB
+/// three words (five when the last is "is" or "was": "date of birth on
+/// the card is "), no blank line, and no sentence end ("MRN: ", "DOB
 /// (mm/dd/yyyy): ", "born on "). A '.' followed by a space ends a sentence
 /// unless it closes a short abbreviation ("No. ", "D.O.B. ").
 fn gap_is_label(hay: &[u8], from: usize, to: usize) -> bool {
@@ -709,7 +755,11 @@ fn gap_is_label(hay: &[u8], from: usize, to: usize) -> bool {
         .split(|b| !b.is_ascii_alphabetic())
         .filter(|w| !w.is_empty())
         .count();
-    if words > 3 {
+    let ends_in_copula = gap
+        .split(|b| !b.is_ascii_alphabetic())
+        .rfind(|w| !w.is_empty())
+        .is_some_and(is_copula);
+    if words > 3 && !(words <= 5 && ends_in_copula) {
         return false;
     }
     let mut newlines = 0;
@@ -927,6 +977,130 @@ fn isolated(hay: &[u8], start: usize, end: usize) -> bool {
         _ => false,
     };
     !glued_before && !glued_after
+}
+
+/// The masks of the block at `base`; past the end of the text, a partial
+/// block is padded with NULs (not word bytes, so they start and continue
+/// nothing).
+#[inline]
+fn block_masks(hay: &[u8], base: usize) -> bytes::Masks {
+    match hay
+        .get(base..base + bytes::BLOCK)
+        .and_then(|s| <&[u8; bytes::BLOCK]>::try_from(s).ok())
+    {
+        Some(block) => bytes::classify(block),
+        None => {
+            let rest = hay.get(base..).unwrap_or_default();
+            let mut tail = [0u8; bytes::BLOCK];
+            for (t, b) in tail.iter_mut().zip(rest) {
+                *t = *b;
+            }
+            bytes::classify(&tail)
+        }
+    }
+}
+
+/// The identifier triggers of a text, in order: the first digit of each
+/// digit run (with the run's length) and each `@` (length 0). Found a span
+/// of 1 KiB at a time as pass two walks, so a digit-heavy attachment costs
+/// no memory per number, and listed per span without a branch per trigger
+/// (`words::flatten`), so walking them costs no mispredicted loop exit.
+struct Triggers<'h> {
+    hay: &'h [u8],
+    /// Start of the span `list` holds.
+    span: usize,
+    /// Whether the byte before the next span is a digit (0 or 1).
+    prev_digit: u64,
+    /// Trigger offsets in the span (`n` of them); `next` is the next one
+    /// to return.
+    list: [u16; TRIGGER_SLOTS],
+    n: usize,
+    next: usize,
+    /// Digit masks of the span and the block after it, as bytes, so the
+    /// run at any offset is one unaligned load and a shift away.
+    digits: [u8; (SPAN_BLOCKS + 1) * 8],
+}
+
+/// Blocks per span of `Triggers`.
+const SPAN_BLOCKS: usize = 16;
+const SPAN: usize = SPAN_BLOCKS * bytes::BLOCK;
+/// Room for a span's triggers (up to one per byte, "@@@@") and a block.
+const TRIGGER_SLOTS: usize = SPAN + bytes::BLOCK;
+/// Triggers written per block unconditionally (prose has about one).
+const TRIGGER_WRITES: usize = 4;
+
+impl<'h> Triggers<'h> {
+    fn new(hay: &'h [u8]) -> Triggers<'h> {
+        let mut t = Triggers {
+            hay,
+            span: 0,
+            prev_digit: 0,
+            list: [0; TRIGGER_SLOTS],
+            n: 0,
+            next: 0,
+            digits: [0; (SPAN_BLOCKS + 1) * 8],
+        };
+        t.fill();
+        t
+    }
+
+    /// Lists the triggers of the span at `self.span`.
+    fn fill(&mut self) {
+        self.n = 0;
+        self.next = 0;
+        let mut masks = block_masks(self.hay, self.span);
+        for b in 0..SPAN_BLOCKS {
+            let next = block_masks(self.hay, self.span + (b + 1) * bytes::BLOCK);
+            self.digits[b * 8..b * 8 + 8].copy_from_slice(&masks.digit.to_le_bytes());
+            let starts = masks.digit & !((masks.digit << 1) | self.prev_digit);
+            self.prev_digit = masks.digit >> 63;
+            self.n = words::flatten::<TRIGGER_SLOTS, TRIGGER_WRITES>(
+                starts | masks.at,
+                (b * bytes::BLOCK) as u16,
+                &mut self.list,
+                self.n,
+            );
+            masks = next;
+        }
+        self.digits[SPAN_BLOCKS * 8..].copy_from_slice(&masks.digit.to_le_bytes());
+    }
+
+    /// Length of the digit run at span offset `s` (0 for an `@`).
+    fn run_len(&self, s: usize) -> usize {
+        let at = (s / 8) % (SPAN_BLOCKS * 8);
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.digits[at..at + 8]);
+        let len = (u64::from_le_bytes(word) >> (s % 8)).trailing_ones() as usize;
+        if len < 57 {
+            return len;
+        }
+        // Past what one load sees: count the rest.
+        let p = self.span + s;
+        self.hay
+            .get(p..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count()
+    }
+}
+
+impl Iterator for Triggers<'_> {
+    /// (position, digit-run length; 0 for an `@`).
+    type Item = (usize, usize);
+
+    fn next(&mut self) -> Option<(usize, usize)> {
+        while self.next == self.n {
+            self.span += SPAN;
+            if self.span >= self.hay.len() {
+                return None;
+            }
+            self.fill();
+        }
+        let s = usize::from(*self.list.get(self.next)?);
+        self.next += 1;
+        Some((self.span + s, self.run_len(s)))
+    }
 }
 
 /// Identifiers and the terms that do not overlap them, sorted by start.

@@ -237,41 +237,48 @@ impl Scanner {
         Scanner { settings, detector }
     }
 
-    /// Scans a raw message (RFC 5322 bytes).
+    /// Scans a raw message (RFC 5322 bytes). Segments are scanned as they
+    /// are extracted and dropped at once, so memory stays near the size of
+    /// the largest part rather than of all the text together.
     pub fn scan(&self, raw: &[u8]) -> Verdict {
         let deadline = Instant::now() + self.settings.time_budget;
-        let extraction = extract::extract(raw, &self.settings.limits, deadline);
-        let mut verdict = Verdict {
-            unscanned: extraction.unscanned,
-            ..Verdict::default()
-        };
         let mut counts: std::collections::BTreeMap<(Part, Kind), (u32, Confidence)> = Default::default();
-        for seg in &extraction.segments {
+        let mut late: Vec<Unscanned> = Vec::new();
+        let mut sink = |seg: Segment| {
             if Instant::now() > deadline {
-                verdict.timed_out = true;
-                verdict.unscanned.push(Unscanned {
+                late.push(Unscanned {
                     part: seg.part,
                     reason: UnscannedReason::TimeLimit,
                 });
-                continue;
+                return;
             }
             for m in self.detector.detect(&seg.text) {
                 let e = counts.entry((seg.part, m.kind)).or_insert((0, m.confidence));
                 e.0 += 1;
                 e.1 = e.1.max(m.confidence);
             }
+        };
+        let extraction = extract::extract_each(raw, &self.settings.limits, deadline, &mut sink);
+        let timed_out = extraction.timed_out || !late.is_empty();
+        let mut unscanned = extraction.unscanned;
+        for u in late {
+            if !unscanned.contains(&u) {
+                unscanned.push(u);
+            }
         }
-        verdict.timed_out |= extraction.timed_out;
-        verdict.findings = counts
-            .into_iter()
-            .map(|((part, kind), (count, confidence))| Finding {
-                kind,
-                count,
-                part,
-                confidence,
-            })
-            .collect();
-        verdict
+        Verdict {
+            findings: counts
+                .into_iter()
+                .map(|((part, kind), (count, confidence))| Finding {
+                    kind,
+                    count,
+                    part,
+                    confidence,
+                })
+                .collect(),
+            unscanned,
+            timed_out,
+        }
     }
 
     /// Masked evidence for every match (operators tuning policy).
@@ -331,6 +338,52 @@ mod tests {
     fn config_knows_every_detector() {
         let ids: Vec<&str> = Kind::ALL.iter().map(|k| k.id()).collect();
         assert_eq!(ids, crate::config::DETECTOR_IDS.to_vec());
+    }
+
+    /// A header row labels values far below it; a JSON key labels its
+    /// value; a folded, escaped iCalendar line reads whole.
+    #[test]
+    fn structured_attachments_are_scanned_with_their_labels() {
+        let attach = |ct: &str, name: &str, body: &str| {
+            format!(
+                "Subject: export\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+                 --b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n\
+                 --b\r\nContent-Type: {ct}\r\nContent-Disposition: attachment; filename={name}\r\n\r\n{body}\r\n--b--\r\n"
+            )
+        };
+        let scanner = Scanner::new(ScanSettings::default());
+        let mut csv = String::from("Patient Name,Medical Record Number,DOB\r\n");
+        for i in 0..40 {
+            csv.push_str(&format!(
+                "Patient {i},{},03/{:02}/1962\r\n",
+                64515115 + i,
+                1 + i % 28
+            ));
+        }
+        let cases = [
+            attach("text/csv", "export.csv", &csv),
+            attach(
+                "application/json",
+                "p.json",
+                r#"{"records": [{"dea_number": "AB1234563", "date_of_birth": "May 12, 1932"}]}"#,
+            ),
+            attach(
+                "text/calendar",
+                "invite.ics",
+                "BEGIN:VEVENT\r\nDESCRIPTION:Patient: X\\nSubscriber ID: W72277\r\n 3198\r\nEND:VEVENT",
+            ),
+        ];
+        let expected: [&[Kind]; 3] = [
+            &[Kind::Mrn, Kind::Dob],
+            &[Kind::Dea, Kind::Dob],
+            &[Kind::HealthPlanId],
+        ];
+        for (raw, kinds) in cases.iter().zip(expected) {
+            let verdict = scanner.scan(raw.as_bytes());
+            assert_eq!(verdict.kinds(), kinds.to_vec());
+            assert!(verdict.findings.iter().all(|f| f.part == Part::Attachment(1)));
+        }
+        assert_eq!(scanner.scan(cases[0].as_bytes()).count(Kind::Mrn), 40);
     }
 
     #[test]

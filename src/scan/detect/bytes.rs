@@ -39,8 +39,21 @@ pub(super) trait Classify: Copy {
     fn classify(self, block: &[u8; BLOCK]) -> Masks;
 }
 
-/// The portable definition the SIMD paths must agree with.
+/// Classifies one block with the baseline instruction set of the build
+/// (SSE2 on x86-64, else the scalar loop): for passes that touch each block
+/// once and need no runtime detection.
+#[inline]
+pub(super) fn classify(block: &[u8; BLOCK]) -> Masks {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    return Sse2.classify(block);
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+    return Scalar.classify(block);
+}
+
+/// The portable definition the SIMD paths must agree with (used by the
+/// tests, and by builds without SSE2).
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
 pub(super) struct Scalar;
 
 impl Classify for Scalar {
@@ -121,7 +134,10 @@ mod x86 {
                 _mm_add_epi8(lower, _mm_set1_epi8(LETTER_BIAS)),
                 _mm_set1_epi8(LETTER_TOP),
             );
-            let digit = _mm_cmplt_epi8(_mm_add_epi8(v, _mm_set1_epi8(DIGIT_BIAS)), _mm_set1_epi8(DIGIT_TOP));
+            let digit = _mm_cmplt_epi8(
+                _mm_add_epi8(v, _mm_set1_epi8(DIGIT_BIAS)),
+                _mm_set1_epi8(DIGIT_TOP),
+            );
             let underscore = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'_' as i8));
             let at = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'@' as i8));
             let bits = |x: __m128i| u64::from(_mm_movemask_epi8(x) as u16) << (16 * k);

@@ -22,6 +22,10 @@
 //! word terms match their plurals, and several-word terms the plural of
 //! their last word; a '-' in a keyword may be written as a space or left
 //! out ("icd-10", "icd 10", "icd10"), a '#' may follow a space ("mr #");
+//! a term whose first word is one or two letters ("ct scan", "c-section")
+//! is also indexed under its second word, with the short word checked
+//! right before it, because the scan's first pass skips lowercase words
+//! that short (in lower case such a match starts at the second word);
 //! matches end at an ASCII word boundary. The filter never rejects a word
 //! the index would match (a test checks every spelling of every keyword and
 //! term).
@@ -241,7 +245,8 @@ const ANCHOR: &[(Kind, &[&str])] = &[
 /// Labels of numbers that are not PHI: a value labelled by one of these
 /// right before it (with only `#`, `no.`, `number`, `:` between) is not
 /// reported as ssn, npi, phone, icd10, ... ("Order #4829301847",
-/// "Purchase order 536-22-8726", "Part A12.3", "Tracking: 1Z..."). Everyday
+/// "Purchase order 536-22-8726", "Part A12.3", "Tracking: 1Z...", "Asset
+/// tag A819679"). Everyday
 /// words among them ("order", "part") only count in that tight position,
 /// so "in order to call 555-123-4567" is still a phone number. Labels that
 /// never precede an identifier-shaped value ("Room 401", "Version 3.6.8")
@@ -296,6 +301,8 @@ const NEGATIVE: &[&str] = &[
     "dhl",
     "product",
     "product code",
+    "asset",
+    "asset tag",
 ];
 
 /// What a keyword does for the detectors.
@@ -389,6 +396,37 @@ struct Phrase {
     plural: bool,
     /// Length of the canonical text: longer phrases are tried first.
     weight: usize,
+    /// What must come right before the first word: a short word
+    /// (lowercase) and its separator (`REST_SPACE` or a literal byte), for
+    /// a term indexed under its second word (see [`look_behind`]).
+    before: Vec<u8>,
+}
+
+/// A term whose first word is one or two letters ("ct scan", "c-section"),
+/// as an entry under its second word with the short word checked right
+/// before it: the scan's first pass skips lowercase words that short, so
+/// without it "ct scan" would match only as "CT scan".
+fn look_behind(p: &Phrase) -> Option<Phrase> {
+    if p.exact || p.first.len() > 2 {
+        return None;
+    }
+    let (sep, rest) = p.rest.split_first()?;
+    let sep = match sep {
+        Piece::Space => REST_SPACE,
+        Piece::Lit(c) => *c,
+        _ => return None,
+    };
+    let Some((Piece::Word(second), rest)) = rest.split_first() else {
+        return None;
+    };
+    let mut before = p.first.clone();
+    before.push(sep);
+    Some(Phrase {
+        first: second.clone(),
+        rest: rest.to_vec(),
+        before,
+        ..p.clone()
+    })
 }
 
 /// Splits canonical text into words and separators. `None` unless it is
@@ -482,6 +520,9 @@ const REST_SPACE: u8 = 0x01;
 /// In [`Entry::rest`]: a straight or typographic apostrophe.
 const REST_APOSTROPHE: u8 = 0x02;
 
+/// Longest [`Entry::before`]: a word of two letters and a separator.
+const MAX_BEFORE: usize = 3;
+
 /// A phrase as the index stores it: everything a lookup needs, inline.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -496,6 +537,10 @@ struct Entry {
     /// The last word may take a plural ending.
     plural: bool,
     kind: WordKind,
+    /// What must precede the first word ([`Phrase::before`]); empty for
+    /// almost every entry.
+    before: [u8; MAX_BEFORE],
+    before_len: u8,
 }
 
 impl Entry {
@@ -524,6 +569,11 @@ impl Entry {
         rest.get_mut(..encoded.len())
             .ok_or_else(too_long)?
             .copy_from_slice(&encoded);
+        let mut before = [0u8; MAX_BEFORE];
+        before
+            .get_mut(..p.before.len())
+            .ok_or_else(too_long)?
+            .copy_from_slice(&p.before);
         Ok(Entry {
             first,
             first_len: p.first.len() as u8,
@@ -532,7 +582,39 @@ impl Entry {
             exact: p.exact,
             plural: p.plural,
             kind: p.kind,
+            before,
+            before_len: p.before.len() as u8,
         })
+    }
+
+    /// Whether what must come before the first word ends right before `i`:
+    /// the short word, word-bounded, then its separator (one or more
+    /// whitespace bytes for `REST_SPACE`).
+    fn match_before(&self, hay: &[u8], i: usize) -> bool {
+        let Some((&sep, word)) = self
+            .before
+            .get(..usize::from(self.before_len))
+            .and_then(<[u8]>::split_last)
+        else {
+            return true;
+        };
+        let head = hay.get(..i).unwrap_or_default();
+        let gap = if sep == REST_SPACE {
+            head.iter()
+                .rev()
+                .take_while(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+                .count()
+        } else {
+            usize::from(head.last() == Some(&sep))
+        };
+        let Some(start) = (i - gap).checked_sub(word.len()) else {
+            return false;
+        };
+        gap > 0
+            && head
+                .get(start..i - gap)
+                .is_some_and(|w| w.eq_ignore_ascii_case(word))
+            && (start == 0 || !head.get(start - 1).copied().is_some_and(is_word))
     }
 
     /// Matches what follows the first word, from `at`: the end of the
@@ -608,6 +690,7 @@ impl Lexicon {
                     exact: false,
                     plural: false,
                     weight: k.text.len(),
+                    before: Vec::new(),
                 });
             }
         }
@@ -623,19 +706,22 @@ impl Lexicon {
                 exact,
                 plural: false,
                 weight: t.len(),
+                before: Vec::new(),
             };
-            if plural && phrase.rest.is_empty() {
-                for p in plurals(&phrase.first) {
-                    phrases.push(Phrase {
-                        first: p,
-                        ..phrase.clone()
-                    });
+            for phrase in look_behind(&phrase).into_iter().chain([phrase]) {
+                if plural && phrase.rest.is_empty() {
+                    for p in plurals(&phrase.first) {
+                        phrases.push(Phrase {
+                            first: p,
+                            ..phrase.clone()
+                        });
+                    }
                 }
+                phrases.push(Phrase {
+                    plural: plural && !phrase.rest.is_empty(),
+                    ..phrase
+                });
             }
-            phrases.push(Phrase {
-                plural: plural && !phrase.rest.is_empty(),
-                ..phrase
-            });
         }
         let mut filter = WordFilter::new();
         let mut by_hash: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -707,7 +793,7 @@ impl Lexicon {
             } else {
                 first.eq_ignore_ascii_case(word)
             };
-            if !same {
+            if !same || (e.before_len > 0 && !e.match_before(hay, i)) {
                 continue;
             }
             if let Some(end) = e.match_rest(hay, i + len) {
@@ -771,7 +857,11 @@ const LENGTH_KEYS: [(u64, u64); 128] = {
     let mut t = [(0u64, 0u64); 128];
     let mut len = 0;
     while len < 128 {
-        let keep = if len >= 8 { u64::MAX } else { !(u64::MAX << (8 * len)) };
+        let keep = if len >= 8 {
+            u64::MAX
+        } else {
+            !(u64::MAX << (8 * len))
+        };
         t[len] = (keep, (len as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         len += 1;
     }
@@ -813,6 +903,7 @@ impl WordFilter {
     /// The hash of the word of `len` word bytes starting at `i`, if it may
     /// start a keyword or term (the slow way, for the reference scan and
     /// tests: the scan reads the head from its chunk).
+    #[cfg(test)]
     pub(super) fn probe(&self, hay: &[u8], i: usize, len: usize) -> Option<u32> {
         if len > MAX_FIRST {
             return None;

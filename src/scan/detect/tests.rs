@@ -150,8 +150,37 @@ fn icd10() {
         "Diagnosis e11.9",
         "Diagnosis E11.9-2",
         "Dx AE11.9",
+        "She was diagnosed last year. Asset tag A819679 is due back.",
+        "Assessment done; asset A819679 returned",
     ] {
         none(text, Kind::Icd10);
+    }
+}
+
+/// "The SSN on the account is ...": the negative label is where the value
+/// is kept, not what it is.
+#[test]
+fn a_negative_label_after_a_preposition_names_where_not_what() {
+    finds(
+        "The guarantor's SSN on the account is 372-30-6643.",
+        Kind::Ssn,
+        "372-30-6643",
+    );
+    finds(
+        "The phone number for this order is 212-555-1234",
+        Kind::Phone,
+        "212-555-1234",
+    );
+    for text in [
+        "Account is 372-30-6643",
+        "Account 372-30-6643",
+        "Please apply it to the account 372-30-6643.",
+        "The note on the account 372-30-6643 is old",
+        "on the account is 372-30-6643",
+        "The SSN on the account 372-30-6643",
+        "The balance on the account is 372-30-6643",
+    ] {
+        none(text, Kind::Ssn);
     }
 }
 
@@ -194,6 +223,28 @@ fn dob_needs_a_birth_label() {
         "born in 1980",
         "Born on time. Shipped 03/05/2024",
         "March 5, 1980 was a Wednesday",
+    ] {
+        none(text, Kind::Dob);
+    }
+}
+
+/// A label may be the subject of a sentence that states the value: up to
+/// five words between when the last is "is" or "was".
+#[test]
+fn a_label_may_state_its_value_in_a_sentence() {
+    finds("The date of birth on the card is 11/2/49.", Kind::Dob, "11/2/49");
+    finds("Her DOB on the old chart was 2 Apr 1981", Kind::Dob, "2 Apr 1981");
+    finds(
+        "Member ID on the new card is W123456789",
+        Kind::HealthPlanId,
+        "W123456789",
+    );
+    finds("The MRN in the old system is 00123456", Kind::Mrn, "00123456");
+    for text in [
+        // More than five words, or not ending in "is" / "was".
+        "Date of birth is on file and the next visit is 03/05/2025",
+        "DOB on the card and the visit 03/05/2025",
+        "Date of birth on the card is missing; seen 03/05/2025",
     ] {
         none(text, Kind::Dob);
     }
@@ -314,6 +365,74 @@ fn health_terms() {
         "insurance and cancellation fees",
         "relief aids were shipped",
         "a prescription refill",
+    ] {
+        none(text, Kind::HealthTerms);
+    }
+}
+
+/// Terms whose first word is one or two letters are matched through their
+/// second word when the short word is lowercase (the first pass skips it).
+#[test]
+fn terms_starting_with_a_short_word_match_in_any_case() {
+    let terms = |text: &str| -> Vec<String> {
+        found(text)
+            .into_iter()
+            .filter(|(k, _)| *k == Kind::HealthTerms)
+            .map(|(_, v)| v.to_string())
+            .collect()
+    };
+    assert_eq!(terms("Procedure: CT scan"), ["CT scan"]);
+    assert_eq!(terms("CT Scan and CT SCAN"), ["CT Scan", "CT SCAN"]);
+    // Lowercase: the span starts at the second word.
+    assert_eq!(
+        terms("scheduled for a ct scan, then two ct\n  scans"),
+        ["scan", "scans"]
+    );
+    assert_eq!(terms("after her c-section"), ["section"]);
+    assert_eq!(terms("after her C-section"), ["C-section"]);
+    for text in [
+        "please scan the form",
+        "act scan",
+        "ct-scan",
+        "see section 4",
+        "abc-section",
+        "ct\u{a0}scan",
+    ] {
+        none(text, Kind::HealthTerms);
+    }
+}
+
+/// Common vaccinations, screenings, imaging and procedures are health
+/// terms; the everyday words inside them are not.
+#[test]
+fn vaccinations_screenings_and_procedures() {
+    for text in [
+        "The annual flu shot clinic runs Friday",
+        "Free flu vaccine for staff",
+        "influenza vaccination drive",
+        "blood pressure screening at the fair",
+        "cholesterol screening event",
+        "MRI of the left knee",
+        "the mammogram and the colonoscopy",
+        "lumbar puncture",
+        "physical therapy twice a week",
+        "coronary artery bypass",
+        "PET scan",
+        "TB test",
+    ] {
+        assert!(
+            found(text).iter().any(|(k, _)| *k == Kind::HealthTerms),
+            "{text:?}"
+        );
+    }
+    for text in [
+        "take a shot at the budget",
+        "the screening of the film",
+        "blood pressure",
+        "Mri",
+        "a cold day",
+        "the cast party",
+        "type 2 font",
     ] {
         none(text, Kind::HealthTerms);
     }
@@ -597,4 +716,35 @@ fn a_match_debug_holds_no_text() {
     let text = "SSN 536-22-8726";
     let shown = format!("{:?}", detector().detect(text));
     assert!(!shown.contains("8726"), "{shown}");
+}
+
+#[test]
+fn triggers_are_digit_run_starts_with_lengths_and_at_signs_across_blocks_and_spans() {
+    // Runs that straddle 64-byte blocks and 1 KiB spans, `@` at edges, a
+    // run longer than one mask load sees, a text that ends inside a block,
+    // and a run at the very end.
+    let mut text = String::new();
+    for i in 0..3000 {
+        text.push(match i % 7 {
+            0..=2 => char::from(b'0' + (i % 10) as u8),
+            3 => '@',
+            4 => ' ',
+            _ => 'x',
+        });
+    }
+    text.push(' ');
+    text.push_str(&"9".repeat(150));
+    text.push_str(" x ");
+    text.push_str(&"1".repeat(1100));
+    text.push_str("@123");
+    let hay = text.as_bytes();
+    let naive: Vec<(usize, usize)> = (0..hay.len())
+        .filter(|&i| hay[i] == b'@' || (hay[i].is_ascii_digit() && (i == 0 || !hay[i - 1].is_ascii_digit())))
+        .map(|i| (i, hay[i..].iter().take_while(|b| b.is_ascii_digit()).count()))
+        .collect();
+    assert!(naive.len() > 800);
+    assert_eq!(Triggers::new(hay).collect::<Vec<_>>(), naive);
+    assert_eq!(Triggers::new(b"").count(), 0);
+    assert_eq!(Triggers::new(&[b'7'; 64]).collect::<Vec<_>>(), vec![(0, 64)]);
+    assert_eq!(Triggers::new(&[b'7'; 1024]).collect::<Vec<_>>(), vec![(0, 1024)]);
 }

@@ -1,6 +1,7 @@
-//! Pass one: keywords and health terms at word starts, short lowercase
-//! words that may be keywords, and the identifier triggers (the first
-//! digit of each digit run, each `@`).
+//! Pass one: keywords and health terms at word starts, and short lowercase
+//! words that may be keywords. (The identifier triggers, the first digit of
+//! each digit run and each `@`, are found by pass two as it walks:
+//! `Triggers` in the parent module, so they cost no memory.)
 //!
 //! Owns: the hot loop of PHI-free prose. A megabyte of mail is about 160K
 //! words and 16K digit runs, and the budget at 1 GB/s is about 2.3 cycles a
@@ -9,15 +10,15 @@
 //!
 //! How: the text goes in chunks of 1 KiB. Each chunk is classified 64 bytes
 //! at a time ([`bytes`]: SSE2, or AVX2 when the CPU has it) into bit masks;
-//! word starts and digit-run starts fall out of the masks with a shift and
+//! word starts fall out of the masks with a shift and
 //! a mask. Then, per chunk, three loops with no data-dependent branch in
 //! their bodies:
-//! 1. the positions of word starts and triggers are written out as lists
+//! 1. the positions of word starts are written out as a list
 //!    (a fixed number of writes per block, so the loop does not end at an
 //!    unpredictable point every 64 bytes);
 //! 2. each word's length (from the word mask) and its first eight bytes
 //!    (one unaligned load) go through the filter ([`WordFilter`]), and the
-//!    words that pass are written to a third list, again without a branch;
+//!    words that pass are written to a second list, again without a branch;
 //! 3. only those (1-10% of words) are looked up in the lexicon.
 //!
 //! [`scan_reference`] is the same pass written byte by byte, without
@@ -45,13 +46,9 @@ const WORD_MASK_BYTES: usize = (BLOCKS + 1) * 8;
 /// Room in the per-chunk word-start list: at most `CHUNK / 2` starts (a
 /// start follows a non-word byte), plus a block's worth for [`flatten`].
 const WORD_SLOTS: usize = CHUNK / 2 + BLOCK;
-/// Room in the per-chunk trigger list: up to one per byte ("@@@@").
-const TRIGGER_SLOTS: usize = CHUNK + BLOCK;
 /// Word starts written per block unconditionally: prose has about 10 per
 /// 64 bytes, so a block rarely takes the loop for the rest.
 const WORD_WRITES: usize = 12;
-/// Triggers written per block unconditionally (about one per block).
-const TRIGGER_WRITES: usize = 4;
 
 /// A lowercase word of one or two letters that passed the filter: maybe a
 /// short keyword ("dx", "mr #", "d.o.b", "po"). Looked up on demand, near
@@ -73,8 +70,6 @@ pub(super) struct Words {
     pub terms: Vec<Match>,
     /// Short lowercase words that may be keywords, sorted.
     pub shorts: Vec<Short>,
-    /// The first digit of each digit run, and each `@`, sorted.
-    pub triggers: Vec<usize>,
 }
 
 /// Pass one, with the fastest classifier this CPU has.
@@ -107,8 +102,6 @@ struct Carry {
     next: Option<bytes::Masks>,
     /// Whether the byte before the chunk is a word byte (0 or 1).
     prev_word: u64,
-    /// Whether the byte before the chunk is a digit (0 or 1).
-    prev_digit: u64,
     /// End of the last keyword or term: word starts before it are inside
     /// that phrase.
     frontier: usize,
@@ -117,15 +110,10 @@ struct Carry {
 /// Pass one with classifier `c`.
 #[inline(always)]
 pub(super) fn scan_with<C: Classify>(c: C, lexicon: &Lexicon, hay: &[u8]) -> Words {
-    let mut out = Words {
-        // About one trigger per 60 bytes of business prose.
-        triggers: Vec::with_capacity(hay.len() / 32),
-        ..Words::default()
-    };
+    let mut out = Words::default();
     let mut carry = Carry {
         next: None,
         prev_word: 0,
-        prev_digit: 0,
         frontier: 0,
     };
     let mut padded = [0u8; VIEW];
@@ -133,7 +121,6 @@ pub(super) fn scan_with<C: Classify>(c: C, lexicon: &Lexicon, hay: &[u8]) -> Wor
     // over (each chunk writes before it reads).
     let mut lists = Lists {
         starts: [0; WORD_SLOTS],
-        triggers: [0; TRIGGER_SLOTS],
         passed: [0; CHUNK],
     };
     let mut base = 0;
@@ -160,8 +147,6 @@ pub(super) fn scan_with<C: Classify>(c: C, lexicon: &Lexicon, hay: &[u8]) -> Wor
 struct Lists {
     /// Word starts.
     starts: [u16; WORD_SLOTS],
-    /// Triggers.
-    triggers: [u16; TRIGGER_SLOTS],
     /// Word starts that passed the filter (a power of two: a masked index
     /// needs no bounds check).
     passed: [u16; CHUNK],
@@ -186,42 +171,27 @@ fn scan_chunk<C: Classify>(
     lists: &mut Lists,
     out: &mut Words,
 ) {
-    // 1. Masks, word starts, triggers.
+    // 1. Masks and word starts.
     // The word masks of the chunk and the next block, as bytes, so that
     // the 64 bits from any byte can be read with one unaligned load.
     let mut word_masks = [0u8; WORD_MASK_BYTES];
-    let Lists {
-        starts,
-        triggers,
-        passed,
-    } = lists;
+    let Lists { starts, passed } = lists;
     let mut n_starts = 0;
-    let mut n_triggers = 0;
     let mut masks = carry.next.unwrap_or_else(|| c.classify(block(view, 0)));
     for (b, word_mask) in word_masks.chunks_exact_mut(8).take(BLOCKS).enumerate() {
         // One block of lookahead, so a word's length is known even when it
         // runs into the next block.
         let next = c.classify(block(view, b + 1));
         word_mask.copy_from_slice(&masks.word.to_le_bytes());
-        // A word start is a letter after a non-word byte; a trigger is a
-        // digit after a non-digit, or an '@'.
+        // A word start is a letter after a non-word byte.
         let word_starts = masks.letter & !((masks.word << 1) | carry.prev_word);
-        let digit_runs = masks.digit & !((masks.digit << 1) | carry.prev_digit);
         carry.prev_word = masks.word >> 63;
-        carry.prev_digit = masks.digit >> 63;
         let at = (b * BLOCK) as u16;
         n_starts = flatten::<WORD_SLOTS, WORD_WRITES>(word_starts, at, starts, n_starts);
-        n_triggers = flatten::<TRIGGER_SLOTS, TRIGGER_WRITES>(digit_runs | masks.at, at, triggers, n_triggers);
         masks = next;
     }
     word_masks[BLOCKS * 8..].copy_from_slice(&masks.word.to_le_bytes());
     carry.next = Some(masks);
-    out.triggers.extend(
-        triggers
-            .iter()
-            .take(n_triggers)
-            .map(|&t| base + usize::from(t)),
-    );
 
     // 2. The filter, over every word start. The list of survivors grows by
     // one only when a word passes: a write and an add, not a branch.
@@ -247,7 +217,11 @@ fn scan_chunk<C: Classify>(
             // a fifth of all words) start no term, only lowercase spellings
             // of a few short keywords ("dx", "mr#", "pt id", "d.o.b"); those
             // are looked up on demand, near a value.
-            out.shorts.push(Short { start: i, len, hash: h });
+            out.shorts.push(Short {
+                start: i,
+                len,
+                hash: h,
+            });
             continue;
         }
         if i < carry.frontier {
@@ -282,7 +256,7 @@ impl Words {
 /// instructions and no loop exit at a data-dependent point; only a block
 /// with more bits than that takes the loop.
 #[inline(always)]
-fn flatten<const SLOTS: usize, const WRITES: usize>(
+pub(super) fn flatten<const SLOTS: usize, const WRITES: usize>(
     mut bits: u64,
     at: u16,
     out: &mut [u16; SLOTS],
@@ -337,9 +311,6 @@ pub(super) fn scan_reference(lexicon: &Lexicon, hay: &[u8]) -> Words {
     let mut frontier = 0;
     for (i, &b) in hay.iter().enumerate() {
         let prev = i.checked_sub(1).and_then(|p| hay.get(p)).copied();
-        if (b.is_ascii_digit() && !prev.is_some_and(|p| p.is_ascii_digit())) || b == b'@' {
-            out.triggers.push(i);
-        }
         if !b.is_ascii_alphabetic() || prev.is_some_and(is_word) {
             continue;
         }

@@ -7,8 +7,11 @@
 //! Windows-125x and the multi-byte sets mail-parser knows), and turning each
 //! part into text: HTML (`html.rs`), PDF (`pdf.rs`), Office Open XML and
 //! OpenDocument (`office.rs`), text-like attachments (CSV, JSON, XML,
-//! iCalendar, ...). What it cannot read it reports as [`Unscanned`], with a
-//! reason; policy decides what that means (default: treat as protected).
+//! iCalendar, ...), the structured ones written as "label: value" lines so
+//! that a column header, key or element name sits right before its value
+//! (`structured.rs`; iCalendar and vCard unfolded and unescaped). What it
+//! cannot read it reports as [`Unscanned`], with a reason; policy decides
+//! what that means (default: treat as protected).
 //!
 //! Where text goes:
 //! - `Subject` → [`Part::Subject`].
@@ -53,15 +56,19 @@
 //! stack, so this module walks the tree itself with mail-parser's stream
 //! primitives); memory: one decoded part at a time, dropped once its text
 //! is taken, so a message costs at most about twice its size (measured in
-//! `tests/scan_memory.rs`); time: the deadline is checked between parts,
-//! archive members, XML events and PDF pages. Once it passes, the remaining
-//! parts are walked without decoding and reported as `TimeLimit`.
+//! `tests/scan_memory.rs`; a structured attachment's labelled rendering
+//! lives next to its text while it is made, and is dropped for the text as
+//! it is if it would grow past three times that); time: the deadline is
+//! checked between parts, archive members, XML events and PDF pages. Once
+//! it passes, the remaining parts are walked without decoding and reported
+//! as `TimeLimit`.
 //!
 //! Refuses: to log, print or return content anywhere but in the segments.
 
 mod html;
 mod office;
 mod pdf;
+mod structured;
 #[cfg(test)]
 mod tests;
 
@@ -133,9 +140,31 @@ pub struct Extraction {
 /// Extracts every readable text segment of a raw message, within `limits`
 /// and before `deadline`.
 pub fn extract(raw: &[u8], limits: &ExtractLimits, deadline: Instant) -> Extraction {
+    walk(raw, limits, deadline, None)
+}
+
+/// Like [`extract`], but hands each segment to `sink` as soon as it is made
+/// instead of collecting them (`segments` of the result stays empty): a
+/// large message is then never held as text all at once.
+pub fn extract_each(
+    raw: &[u8],
+    limits: &ExtractLimits,
+    deadline: Instant,
+    sink: &mut dyn FnMut(Segment),
+) -> Extraction {
+    walk(raw, limits, deadline, Some(sink))
+}
+
+fn walk<'l>(
+    raw: &[u8],
+    limits: &'l ExtractLimits,
+    deadline: Instant,
+    sink: Option<&'l mut dyn FnMut(Segment)>,
+) -> Extraction {
     let mut walker = Walker {
         limits,
         deadline,
+        sink,
         out: Extraction::default(),
         text_total: 0,
         attachments: 0,
@@ -220,6 +249,9 @@ struct Walker<'l> {
     limits: &'l ExtractLimits,
     deadline: Instant,
     out: Extraction,
+    /// Where segments go as they are made (instead of `out.segments`), so a
+    /// caller can scan and drop each before the next is extracted.
+    sink: Option<&'l mut dyn FnMut(Segment)>,
     text_total: usize,
     attachments: u32,
     reported: HashSet<(Part, UnscannedReason)>,
@@ -261,7 +293,10 @@ impl Walker<'_> {
             }
         }
         self.text_total += text.len();
-        self.out.segments.push(Segment { part, text });
+        match self.sink.as_mut() {
+            Some(sink) => sink(Segment { part, text }),
+            None => self.out.segments.push(Segment { part, text }),
+        }
     }
 
     fn next_attachment(&mut self) -> Part {
@@ -435,7 +470,7 @@ impl Walker<'_> {
             } else {
                 classify(ct, name, &bytes)
             };
-            self.leaf(part, kind, ct, bytes, level);
+            self.leaf(part, kind, ct, name, bytes, level);
 
             if boundary.is_empty() || boundary_lost || !self.after_leaf(&mut stream, &mut frames) {
                 break;
@@ -504,6 +539,20 @@ impl Walker<'_> {
         self.text(header_part, other);
     }
 
+    /// A structured text attachment (CSV, JSON, XML, iCalendar) with each
+    /// value after its label (`structured.rs`); any other text, or one that
+    /// does not parse as its type says or would grow past three times its
+    /// size (a header of long labels over tiny values), as it is.
+    fn structured(&self, ct: Option<&ContentType<'_>>, name: Option<&str>, text: String) -> String {
+        let Some(format) = structured::format_of(ct, name) else {
+            return text;
+        };
+        let budget = self
+            .text_room()
+            .min(text.len().saturating_mul(3).saturating_add(64 * 1024));
+        structured::render(format, &text, budget).unwrap_or(text)
+    }
+
     /// Turns one decoded leaf into text (or an `Unscanned` entry). `bytes`
     /// is dropped on return: only one decoded part is alive at a time.
     fn leaf(
@@ -511,6 +560,7 @@ impl Walker<'_> {
         part: Part,
         kind: Kind,
         ct: Option<&ContentType<'_>>,
+        name: Option<&str>,
         bytes: Cow<'_, [u8]>,
         level: usize,
     ) {
@@ -539,6 +589,7 @@ impl Walker<'_> {
                     drop(text);
                     self.text(part, plain);
                 } else {
+                    let text = self.structured(ct, name, text);
                     self.text(part, text);
                 }
             }

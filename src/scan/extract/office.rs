@@ -6,11 +6,17 @@
 //! through quick-xml (never holding a whole inflated part), and emitting
 //! text with word boundaries where a reader sees them: nothing between the
 //! runs of one paragraph (so a number split over two runs stays whole), a
-//! tab between table cells and spreadsheet cells, a newline between
-//! paragraphs, rows and shared strings. Spreadsheet numbers are text too
-//! (an SSN typed into Excel is often stored as the number 78051120).
-//! Documents embedded in a document (`word/embeddings/*.xlsx`, ...) are
-//! extracted as part of it, one level deeper.
+//! tab between table cells, a newline between paragraphs and rows.
+//! Spreadsheets are read row by row with each cell's shared string put in
+//! its place (the shared strings are read first), and a sheet whose first
+//! row of two or more cells is a header row is written like a CSV file with
+//! one (`structured::Table`): each cell of the rows below as "Header:
+//! value", so a column header labels a value a thousand rows down.
+//! Spreadsheet numbers are text too (an SSN typed into Excel is often
+//! stored as the number 78051120); shared strings that no cell shows are
+//! read at the end. Documents embedded in a document
+//! (`word/embeddings/*.xlsx`, ...) are extracted as part of it, one level
+//! deeper.
 //!
 //! Guards (each hit is reported as `DecompressionLimit` for the attachment):
 //! - the end-of-central-directory record is read first: more entries than
@@ -34,6 +40,7 @@ use std::io::{self, BufReader, Cursor, Read};
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
+use super::structured::Table;
 use super::{DocSink, classify};
 use crate::scan::UnscannedReason;
 
@@ -48,8 +55,8 @@ const MIN_CENTRAL_ENTRY: u64 = 46;
 enum Mode {
     /// OOXML: only the text elements (`w:t`, `a:t`, `t`, `w:delText`).
     Runs,
-    /// An xlsx worksheet: inline strings and cell values, except values
-    /// that index the shared strings (those are read from sharedStrings).
+    /// An xlsx worksheet: rows of cells (shared strings, inline strings,
+    /// values), through a header-aware table ([`sheet_text`]).
     Sheet,
     /// Every text node (OpenDocument, where spans are inline).
     All,
@@ -100,89 +107,147 @@ pub(super) fn extract(sink: &mut DocSink<'_>, bytes: &[u8], level: usize) -> boo
         return false;
     }
 
+    // A workbook's cells refer to its shared strings by index: read those
+    // first, so that each sheet row is written whole, under its header.
+    let mut shared = SharedStrings::default();
+    let shared_index = names
+        .iter()
+        .position(|n| n == SHARED_STRINGS)
+        .filter(|_| has("xl/workbook.xml"));
+    if let Some(index) = shared_index {
+        match open_member(&mut archive, index, sink) {
+            Ok(mut capped) => {
+                let ok = shared_strings(sink, &mut capped, &mut shared);
+                finish(sink, &capped, ok);
+            }
+            Err(Flow::Encrypted) => return true,
+            Err(Flow::Next | Flow::Stop) => {}
+        }
+    }
+
     for (index, name) in names.iter().enumerate() {
         if sink.full() || sink.expired() {
             break;
         }
         let embedded = ooxml && name.contains("/embeddings/");
         let mode = if embedded { None } else { member_mode(name, odf) };
-        if mode.is_none() && !embedded {
+        if (mode.is_none() && !embedded) || Some(index) == shared_index {
             continue;
         }
-        // Metadata first, from the central directory, without inflating.
-        let (compressed, declared, encrypted, is_dir) = match archive.by_index_raw(index) {
-            Ok(file) => (
-                file.compressed_size(),
-                file.size(),
-                file.encrypted(),
-                file.is_dir(),
-            ),
-            Err(_) => {
-                sink.problem(UnscannedReason::Malformed);
-                continue;
-            }
-        };
-        if is_dir {
-            continue;
-        }
-        if encrypted {
-            sink.problem(UnscannedReason::Encrypted);
-            return true;
-        }
-        let ratio_cap = compressed
-            .saturating_mul(sink.limits.max_compression_ratio)
-            .max(RATIO_FLOOR);
-        if declared > ratio_cap {
-            sink.problem(UnscannedReason::DecompressionLimit);
-            continue;
-        }
-        let room = sink.decompress_room() as u64;
-        if room == 0 {
-            sink.problem(UnscannedReason::DecompressionLimit);
-            break;
-        }
-        let file = match archive.by_index(index) {
-            Ok(file) => file,
-            Err(zip::result::ZipError::UnsupportedArchive(_) | zip::result::ZipError::InvalidPassword) => {
-                sink.problem(UnscannedReason::Encrypted);
-                return true;
-            }
-            Err(_) => {
-                sink.problem(UnscannedReason::Malformed);
-                continue;
-            }
-        };
-        let mut capped = Capped {
-            inner: file,
-            left: ratio_cap.min(room),
-            read: 0,
-            hit: false,
+        let mut capped = match open_member(&mut archive, index, sink) {
+            Ok(capped) => capped,
+            Err(Flow::Next) => continue,
+            Err(Flow::Stop) => break,
+            Err(Flow::Encrypted) => return true,
         };
         if let Some(mode) = mode {
             sink.boundary('\n');
-            let ok = xml_text(sink, &mut capped, mode);
-            sink.decompressed = sink.decompressed.saturating_add(capped.read as usize);
-            if capped.hit {
-                sink.problem(UnscannedReason::DecompressionLimit);
-            } else if !ok {
-                sink.problem(UnscannedReason::Malformed);
-            }
+            let ok = if mode == Mode::Sheet {
+                sheet_text(sink, &mut capped, &mut shared)
+            } else {
+                xml_text(sink, &mut capped, mode)
+            };
+            finish(sink, &capped, ok);
         } else {
             let mut data = Vec::new();
             let cap = (sink.limits.max_part_size as u64).saturating_add(1);
             let read = (&mut capped).take(cap).read_to_end(&mut data);
-            sink.decompressed = sink.decompressed.saturating_add(capped.read as usize);
-            if capped.hit {
-                sink.problem(UnscannedReason::DecompressionLimit);
-            } else if read.is_err() {
-                sink.problem(UnscannedReason::Malformed);
-            } else {
+            finish(sink, &capped, read.is_ok());
+            if read.is_ok() && !capped.hit {
                 let kind = classify(None, Some(name), &data);
                 sink.document(kind, &data, level + 1);
             }
         }
     }
+    // Shared strings that no sheet showed (a sheet that did not parse,
+    // strings left from deleted cells) are text of the document too.
+    for (text, used) in shared.strings.iter().zip(&shared.used) {
+        if !used && !sink.full() {
+            sink.boundary('\n');
+            sink.push(text);
+        }
+    }
     true
+}
+
+/// Where a workbook's shared strings are.
+const SHARED_STRINGS: &str = "xl/sharedStrings.xml";
+
+/// Why a member was not opened, and what the caller does next.
+enum Flow {
+    /// Go on with the next member.
+    Next,
+    /// Read no further member (the decompression budget is spent).
+    Stop,
+    /// The archive is encrypted (reported): nothing more to read.
+    Encrypted,
+}
+
+/// Opens member `index` for reading under the zip-bomb guards (problems
+/// are recorded in `sink`).
+fn open_member<'a, 'b>(
+    archive: &'a mut zip::ZipArchive<Cursor<&'b [u8]>>,
+    index: usize,
+    sink: &mut DocSink<'_>,
+) -> Result<Capped<zip::read::ZipFile<'a, Cursor<&'b [u8]>>>, Flow> {
+    // Metadata first, from the central directory, without inflating.
+    let (compressed, declared, encrypted, is_dir) = match archive.by_index_raw(index) {
+        Ok(file) => (
+            file.compressed_size(),
+            file.size(),
+            file.encrypted(),
+            file.is_dir(),
+        ),
+        Err(_) => {
+            sink.problem(UnscannedReason::Malformed);
+            return Err(Flow::Next);
+        }
+    };
+    if is_dir {
+        return Err(Flow::Next);
+    }
+    if encrypted {
+        sink.problem(UnscannedReason::Encrypted);
+        return Err(Flow::Encrypted);
+    }
+    let ratio_cap = compressed
+        .saturating_mul(sink.limits.max_compression_ratio)
+        .max(RATIO_FLOOR);
+    if declared > ratio_cap {
+        sink.problem(UnscannedReason::DecompressionLimit);
+        return Err(Flow::Next);
+    }
+    let room = sink.decompress_room() as u64;
+    if room == 0 {
+        sink.problem(UnscannedReason::DecompressionLimit);
+        return Err(Flow::Stop);
+    }
+    match archive.by_index(index) {
+        Ok(file) => Ok(Capped {
+            inner: file,
+            left: ratio_cap.min(room),
+            read: 0,
+            hit: false,
+        }),
+        Err(zip::result::ZipError::UnsupportedArchive(_) | zip::result::ZipError::InvalidPassword) => {
+            sink.problem(UnscannedReason::Encrypted);
+            Err(Flow::Encrypted)
+        }
+        Err(_) => {
+            sink.problem(UnscannedReason::Malformed);
+            Err(Flow::Next)
+        }
+    }
+}
+
+/// Counts what a member inflated and reports how reading it ended.
+fn finish<R>(sink: &mut DocSink<'_>, capped: &Capped<R>, ok: bool) {
+    sink.decompressed = sink.decompressed.saturating_add(capped.read as usize);
+    if capped.hit {
+        sink.problem(UnscannedReason::DecompressionLimit);
+    } else if !ok {
+        sink.problem(UnscannedReason::Malformed);
+    }
 }
 
 /// Which XML parts hold text, and how to read them. Styles, themes,
@@ -238,17 +303,10 @@ fn member_mode(name: &str, odf: bool) -> Option<Mode> {
 /// Streams one XML part into the sink. False when the XML is broken (the
 /// text read up to there is kept).
 fn xml_text(sink: &mut DocSink<'_>, input: &mut impl Read, mode: Mode) -> bool {
-    let mut reader = Reader::from_reader(BufReader::with_capacity(64 * 1024, input));
-    let config = reader.config_mut();
-    config.check_end_names = false;
-    config.allow_unmatched_ends = true;
-    config.allow_dangling_amp = true;
+    let mut reader = xml_reader(input);
     let mut buf = Vec::new();
     // Inside a text element (depth counter: they don't nest in practice).
     let mut in_text = 0u32;
-    // Inside a worksheet cell value that is not a shared-string index.
-    let mut in_value = false;
-    let mut shared_cell = false;
     // A document property written by the software (timestamps, revision
     // count), not by a person: dates there would only look like birth dates.
     let mut machine_field = false;
@@ -265,25 +323,15 @@ fn xml_text(sink: &mut DocSink<'_>, input: &mut impl Read, mode: Mode) -> bool {
             Ok(event) => event,
             Err(_) => return false,
         };
-        let reading =
-            mode == Mode::All || (mode == Mode::Fields && !machine_field) || in_text > 0 || in_value;
+        let reading = mode == Mode::All || (mode == Mode::Fields && !machine_field) || in_text > 0;
         match event {
             Event::Start(e) => {
                 let name = e.local_name();
                 let name = name.as_ref();
                 machine_field = matches!(name, "created" | "modified" | "lastPrinted" | "revision");
-                match name {
-                    // `text`: threaded comments in xlsx.
-                    "t" | "delText" | "text" => in_text += 1,
-                    "c" if mode == Mode::Sheet => {
-                        shared_cell = e
-                            .try_get_attribute("t")
-                            .ok()
-                            .flatten()
-                            .is_some_and(|a| a.value == "s");
-                    }
-                    "v" if mode == Mode::Sheet => in_value = !shared_cell,
-                    _ => {}
+                // `text`: threaded comments in xlsx.
+                if matches!(name, "t" | "delText" | "text") {
+                    in_text += 1;
                 }
             }
             Event::Empty(e) => match e.local_name().as_ref() {
@@ -300,11 +348,10 @@ fn xml_text(sink: &mut DocSink<'_>, input: &mut impl Read, mode: Mode) -> bool {
             Event::End(_) if mode == Mode::Fields => sink.boundary('\n'),
             Event::End(e) => match e.local_name().as_ref() {
                 "t" | "delText" | "text" => in_text = in_text.saturating_sub(1),
-                "v" => in_value = false,
                 // Paragraphs, rows, shared strings, headings, list items.
                 "p" | "tr" | "row" | "si" | "h" | "list-item" | "txBody" => sink.boundary('\n'),
-                // Table cells (Word, ODF) and worksheet cells.
-                "tc" | "c" | "table-cell" => sink.boundary('\t'),
+                // Table cells (Word, ODF).
+                "tc" | "table-cell" => sink.boundary('\t'),
                 _ => {}
             },
             Event::Text(t) if reading => {
@@ -314,15 +361,219 @@ fn xml_text(sink: &mut DocSink<'_>, input: &mut impl Read, mode: Mode) -> bool {
                 sink.push(&t.xml10_content());
             }
             Event::GeneralRef(r) if reading => {
-                let c = match r.resolve_char_ref() {
-                    Ok(Some(c)) => Some(c),
-                    _ => quick_xml::escape::resolve_predefined_entity(&r).and_then(|s| s.chars().next()),
-                };
-                if let Some(c) = c {
+                if let Some(c) = reference(&r) {
                     sink.push_char(c);
                 }
             }
             Event::Eof => return true,
+            _ => {}
+        }
+        buf.clear();
+    }
+}
+
+/// A workbook's shared strings, by index, and which a sheet has shown.
+#[derive(Default)]
+struct SharedStrings {
+    strings: Vec<String>,
+    used: Vec<bool>,
+}
+
+/// The lenient streaming XML reader every part is read with.
+fn xml_reader<R: Read>(input: R) -> Reader<BufReader<R>> {
+    let mut reader = Reader::from_reader(BufReader::with_capacity(64 * 1024, input));
+    let config = reader.config_mut();
+    config.check_end_names = false;
+    config.allow_unmatched_ends = true;
+    config.allow_dangling_amp = true;
+    reader
+}
+
+/// The character of a character reference or predefined entity.
+fn reference(r: &quick_xml::events::BytesRef<'_>) -> Option<char> {
+    match r.resolve_char_ref() {
+        Ok(Some(c)) => Some(c),
+        _ => quick_xml::escape::resolve_predefined_entity(r).and_then(|s| s.chars().next()),
+    }
+}
+
+/// Reads a workbook's shared strings (each `<si>`: its `<t>` runs joined,
+/// phonetic readings left out), together at most what is left of the text
+/// budget (past it: `TooLarge`). False when the XML is broken.
+fn shared_strings(sink: &mut DocSink<'_>, input: &mut impl Read, shared: &mut SharedStrings) -> bool {
+    let mut reader = xml_reader(input);
+    let mut buf = Vec::new();
+    let mut current = String::new();
+    let (mut in_text, mut in_phonetic) = (0u32, 0u32);
+    let mut total = 0usize;
+    let mut events = 0u32;
+    loop {
+        events = events.wrapping_add(1);
+        if events.is_multiple_of(4096) && sink.expired() {
+            return true;
+        }
+        let event = match reader.read_event_into(&mut buf) {
+            Ok(event) => event,
+            Err(_) => return false,
+        };
+        let reading = in_text > 0 && in_phonetic == 0;
+        let mut item_done = false;
+        match event {
+            Event::Start(e) => match e.local_name().as_ref() {
+                "si" => current.clear(),
+                "t" => in_text += 1,
+                "rPh" => in_phonetic += 1,
+                _ => {}
+            },
+            // An empty item still takes its index.
+            Event::Empty(e) if e.local_name().as_ref() == "si" => {
+                current.clear();
+                item_done = true;
+            }
+            Event::End(e) => match e.local_name().as_ref() {
+                "si" => item_done = true,
+                "t" => in_text = in_text.saturating_sub(1),
+                "rPh" => in_phonetic = in_phonetic.saturating_sub(1),
+                _ => {}
+            },
+            Event::Text(t) if reading => current.push_str(&t.xml10_content()),
+            Event::CData(t) if reading => current.push_str(&t.xml10_content()),
+            Event::GeneralRef(r) if reading => current.extend(reference(&r)),
+            Event::Eof => return true,
+            _ => {}
+        }
+        if item_done {
+            total = total.saturating_add(current.len());
+            if total > sink.room {
+                sink.problem(UnscannedReason::TooLarge);
+                return true;
+            }
+            shared.strings.push(std::mem::take(&mut current));
+            shared.used.push(false);
+        }
+        buf.clear();
+    }
+}
+
+/// The zero-based column of a cell reference ("A1" → 0, "AB7" → 27).
+fn column(reference: &str) -> Option<usize> {
+    let letters = reference.bytes().take_while(u8::is_ascii_uppercase);
+    let mut col = 0usize;
+    let mut n = 0;
+    for b in letters {
+        col = col * 26 + usize::from(b - b'A' + 1);
+        n += 1;
+        if n > 3 {
+            return None;
+        }
+    }
+    col.checked_sub(1)
+}
+
+/// Streams a worksheet into the sink row by row through a [`Table`], so
+/// that a header row labels the cells under it: each cell's text is its
+/// shared string, its inline string or its value as stored (numbers as
+/// written; formulas are left out). False when the XML is broken.
+fn sheet_text(sink: &mut DocSink<'_>, input: &mut impl Read, shared: &mut SharedStrings) -> bool {
+    let mut reader = xml_reader(input);
+    let mut buf = Vec::new();
+    let mut table = Table::new();
+    let mut cells: Vec<(usize, String)> = Vec::new();
+    let mut row_bytes = 0usize;
+    // The open cell: its column and whether its value indexes the shared
+    // strings.
+    let mut cell: Option<(usize, bool)> = None;
+    let mut value = String::new();
+    let mut next_column = 0usize;
+    let (mut in_value, mut in_text) = (false, 0u32);
+    let mut line = String::new();
+    let mut events = 0u32;
+    let mut flush = |cells: &mut Vec<(usize, String)>, table: &mut Table, sink: &mut DocSink<'_>| {
+        let row: Vec<(usize, &str)> = cells.iter().map(|(c, v)| (*c, v.as_str())).collect();
+        table.row(&row, &mut line);
+        drop(row);
+        cells.clear();
+        sink.push(&line);
+        line.clear();
+    };
+    loop {
+        events = events.wrapping_add(1);
+        if events.is_multiple_of(4096) && sink.expired() {
+            return true;
+        }
+        if sink.full() {
+            return true;
+        }
+        let event = match reader.read_event_into(&mut buf) {
+            Ok(event) => event,
+            Err(_) => return false,
+        };
+        let reading = cell.is_some() && (in_value || in_text > 0);
+        match event {
+            Event::Start(e) => match e.local_name().as_ref() {
+                "row" => {
+                    flush(&mut cells, &mut table, sink);
+                    row_bytes = 0;
+                    next_column = 0;
+                }
+                "c" => {
+                    let attr = |name: &str| e.try_get_attribute(name).ok().flatten().map(|a| a.value);
+                    let col = attr("r").and_then(|r| column(&r)).unwrap_or(next_column);
+                    next_column = col.saturating_add(1);
+                    cell = Some((col, attr("t").is_some_and(|t| t == "s")));
+                    value.clear();
+                }
+                "v" => in_value = true,
+                "t" => in_text += 1,
+                _ => {}
+            },
+            Event::Empty(e) if e.local_name().as_ref() == "c" => {
+                let col = e
+                    .try_get_attribute("r")
+                    .ok()
+                    .flatten()
+                    .and_then(|r| column(&r.value))
+                    .unwrap_or(next_column);
+                next_column = col.saturating_add(1);
+            }
+            Event::End(e) => match e.local_name().as_ref() {
+                "v" => in_value = false,
+                "t" => in_text = in_text.saturating_sub(1),
+                "c" => {
+                    let text = match cell.take() {
+                        Some((col, true)) => value.trim().parse::<usize>().ok().and_then(|i| {
+                            if let Some(used) = shared.used.get_mut(i) {
+                                *used = true;
+                            }
+                            shared.strings.get(i).map(|s| (col, s.clone()))
+                        }),
+                        Some((col, false)) => Some((col, std::mem::take(&mut value))),
+                        None => None,
+                    };
+                    if let Some((col, text)) = text {
+                        row_bytes = row_bytes.saturating_add(text.len());
+                        cells.push((col, text));
+                    }
+                    value.clear();
+                    // A row longer than the text budget is written in pieces.
+                    if row_bytes > sink.room {
+                        flush(&mut cells, &mut table, sink);
+                        row_bytes = 0;
+                    }
+                }
+                "row" => {
+                    flush(&mut cells, &mut table, sink);
+                    row_bytes = 0;
+                }
+                _ => {}
+            },
+            Event::Text(t) if reading => value.push_str(&t.xml10_content()),
+            Event::CData(t) if reading => value.push_str(&t.xml10_content()),
+            Event::GeneralRef(r) if reading => value.extend(reference(&r)),
+            Event::Eof => {
+                flush(&mut cells, &mut table, sink);
+                return true;
+            }
             _ => {}
         }
         buf.clear();
@@ -447,9 +698,47 @@ pub(super) mod tests {
 
     #[test]
     fn xlsx_shared_strings_and_numbers() {
-        let shared = br#"<sst><si><t>Patient</t></si><si><r><t>078-05-</t></r><r><t>1120</t></r></si></sst>"#;
+        // Shared string 1 (rich text split inside the number) is used by no
+        // cell; shared string 2 sits in the sheet after the worksheet.
+        let shared = br#"<sst><si><t>Patient</t></si><si><r><t>078-05-</t></r><r><t>1120</t></r></si><si><t>Jane</t><rPh><t>JEIN</t></rPh></si></sst>"#;
         let sheet = br#"<worksheet><sheetData><row r="1"><c r="A1" t="s"><v>0</v></c><c r="B1"><v>78051120</v></c>
-            <c r="C1" t="inlineStr"><is><t>inline 219-09-9999</t></is></c><c r="D1"><f>SUM(1)</f><v>1</v></c></row></sheetData></worksheet>"#;
+            <c r="C1" t="inlineStr"><is><t>inline 219-09-9999</t></is></c><c r="D1"><f>SUM(1)</f><v>1</v></c></row>
+            <row r="2"><c r="A2" t="s"><v>2</v></c><c r="B2" t="s"><v>99</v></c></row></sheetData></worksheet>"#;
+        let bytes = zip(&[
+            ("xl/workbook.xml", b"<workbook/>"),
+            ("xl/worksheets/sheet1.xml", sheet),
+            ("xl/sharedStrings.xml", shared),
+        ]);
+        let (text, problems) = run(&bytes, &ExtractLimits::default());
+        assert!(problems.is_empty(), "{problems:?}");
+        // No header (the first row holds a number): rows as they are, the
+        // shared strings in their cells.
+        assert!(
+            text.starts_with("Patient\t78051120\tinline 219-09-9999\t1\nJane\n"),
+            "{text:?}"
+        );
+        assert!(!text.contains("SUM"), "{text:?}");
+        assert!(!text.contains("JEIN"), "phonetic reading: {text:?}");
+        // Shared-string indices are not values; an index past the table is
+        // nothing. The string no cell showed is still read.
+        assert!(!text.contains("\t0") && !text.contains("Jane\t"), "{text:?}");
+        assert!(text.ends_with("\n078-05-1120"), "{text:?}");
+    }
+
+    #[test]
+    fn xlsx_header_row_labels_every_row_below_it() {
+        let shared =
+            br#"<sst><si><t>Referral Summary</t></si><si><t>Patient Name</t></si><si><t>Chart #</t></si>
+            <si><t>date_of_birth</t></si><si><t>Jane Roe</t></si><si/><si><t>MR014178</t></si></sst>"#;
+        // A title row, the header, a full row, a row with an empty cell
+        // and cells without references (columns counted from the left).
+        let sheet = br#"<worksheet><sheetData>
+            <row r="1"><c r="A1" t="s"><v>0</v></c></row>
+            <row r="2"><c r="A2" t="s"><v>1</v></c><c r="B2" t="s"><v>2</v></c><c r="C2" t="s"><v>3</v></c></row>
+            <row r="3"><c r="A3" t="s"><v>4</v></c><c r="B3" t="s"><v>6</v></c><c r="C3" t="inlineStr"><is><t>March 4, 1975</t></is></c></row>
+            <row r="4"><c r="A4" t="inlineStr"><is><t>John Doe</t></is></c><c r="C4"><v>19750304</v></c></row>
+            <row><c t="s"><v>5</v></c><c/><c><v>42</v></c></row>
+            </sheetData></worksheet>"#;
         let bytes = zip(&[
             ("xl/workbook.xml", b"<workbook/>"),
             ("xl/sharedStrings.xml", shared),
@@ -457,11 +746,13 @@ pub(super) mod tests {
         ]);
         let (text, problems) = run(&bytes, &ExtractLimits::default());
         assert!(problems.is_empty(), "{problems:?}");
-        assert!(text.contains("Patient\n078-05-1120\n"), "{text:?}");
-        assert!(text.contains("78051120\tinline 219-09-9999\t1"), "{text:?}");
-        assert!(!text.contains("SUM"), "{text:?}");
-        // The shared-string index "0" is not emitted as a value.
-        assert!(!text.contains("\t0\t") && !text.starts_with("0"), "{text:?}");
+        assert_eq!(
+            text,
+            "Referral Summary\nPatient Name\tChart #\tdate_of_birth\n\
+             Patient Name: Jane Roe\nChart #: MR014178\nDate Of Birth: March 4, 1975\n\n\
+             Patient Name: John Doe\nDate Of Birth: 19750304\n\n\
+             Date Of Birth: 42\n\n"
+        );
     }
 
     #[test]

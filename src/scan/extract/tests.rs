@@ -353,6 +353,83 @@ fn json_xml_and_calendar_attachments() {
     }
 }
 
+/// CSV, JSON, XML and iCalendar attachments come out as "label: value"
+/// lines, so a header, key or element name sits right before its value.
+#[test]
+fn structured_attachments_put_each_label_before_its_value() {
+    let cases: [(&str, &str, &str, &[&str]); 5] = [
+        (
+            "text/csv",
+            "export.csv",
+            "Patient Name,Medical Record Number,DOB\r\nJane Roe,64515115,\"Apr 7, 1934\"\r\n",
+            &["Medical Record Number: 64515115\n", "DOB: Apr 7, 1934\n"],
+        ),
+        (
+            "application/octet-stream",
+            "rows.tsv",
+            "MRN\tDOB\n00123456\t3/5/80\n",
+            &["MRN: 00123456\n", "DOB: 3/5/80\n"],
+        ),
+        (
+            "application/json",
+            "q3_patient.json",
+            r#"{"records": [{"dea_number": "EW7727653", "date_of_birth": "May 12, 1932", "npi": 1234567893}]}"#,
+            &[
+                "Dea Number: EW7727653\n",
+                "Date Of Birth: May 12, 1932\n",
+                "Npi: 1234567893\n",
+            ],
+        ),
+        (
+            "application/xml",
+            "record.xml",
+            "<Patients><Patient><InsuranceId>55154694067</InsuranceId><DeaNumber>GF1633571</DeaNumber></Patient></Patients>",
+            &["Insurance Id: 55154694067\n", "Dea Number: GF1633571\n"],
+        ),
+        (
+            "text/calendar; method=REQUEST",
+            "invite.ics",
+            "BEGIN:VEVENT\r\nDESCRIPTION:Patient: X\\nSubscriber ID: W72277\r\n 3198\\, thanks\r\nEND:VEVENT\r\n",
+            &["\nSubscriber ID: W722773198, thanks\r\n"],
+        ),
+    ];
+    for (ct, name, data, wanted) in cases {
+        let ex = run(&with_attachment(ct, name, data.as_bytes()));
+        let text = text_of(&ex, Part::Attachment(1));
+        for want in wanted {
+            assert!(text.contains(want), "{name}: {want:?} in {text:?}");
+        }
+        assert!(ex.unscanned.is_empty(), "{:?}", ex.unscanned);
+    }
+    // Not what the type says (or no header row): scanned as it is.
+    for (ct, name, data) in [
+        ("application/json", "a.json", "not json 078-05-1120"),
+        ("text/csv", "a.csv", "Jane,078-05-1120\n"),
+    ] {
+        let ex = run(&with_attachment(ct, name, data.as_bytes()));
+        assert!(text_of(&ex, Part::Attachment(1)).contains(data), "{name}");
+    }
+}
+
+/// A rendering that would not fit the text budget falls back to the text
+/// as it is (which is then cut like any other text).
+#[test]
+fn structured_rendering_over_the_budget_keeps_the_plain_text() {
+    let mut csv = String::from("a_rather_long_column_header,another_long_column_header\n");
+    for i in 0..20 {
+        csv.push_str(&format!("{i},{i}\n"));
+    }
+    let limits = ExtractLimits {
+        max_total_text: 300,
+        ..ExtractLimits::default()
+    };
+    let ex = run_with(&with_attachment("text/csv", "a.csv", csv.as_bytes()), &limits);
+    let text = text_of(&ex, Part::Attachment(1));
+    assert!(text.contains(&csv), "{text:?}");
+    assert!(!text.contains("Long Column Header: "), "{text:?}");
+    assert!(ex.unscanned.is_empty(), "{:?}", ex.unscanned);
+}
+
 #[test]
 fn images_signatures_binaries_and_encryption() {
     let png = [b"\x89PNG\r\n\x1a\n".as_slice(), &[0u8; 64]].concat();
