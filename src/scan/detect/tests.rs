@@ -725,7 +725,7 @@ fn triggers_are_digit_run_starts_and_at_signs_across_blocks() {
     let mut text = String::new();
     for i in 0..300 {
         text.push(match i % 7 {
-            0 | 1 | 2 => char::from(b'0' + (i % 10) as u8),
+            0..=2 => char::from(b'0' + (i % 10) as u8),
             3 => '@',
             4 => ' ',
             _ => 'x',
