@@ -422,7 +422,7 @@ impl Default for QueueConfig {
 }
 
 /// TLS policy for a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsPolicy {
     /// STARTTLS required, TLS 1.2+, certificate chain trusted and name matching.

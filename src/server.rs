@@ -39,6 +39,11 @@ pub enum ServerError {
         path: PathBuf,
         source: crate::queue::QueueError,
     },
+    #[error("opening the pickup store in {path}: {source} (is another ward running on this data_dir?)")]
+    Pickup {
+        path: PathBuf,
+        source: crate::pickup::PickupError,
+    },
     #[error(transparent)]
     Delivery(#[from] crate::delivery::DeliveryError),
     #[error("listener {name}: cannot listen on {address}: {source}")]
@@ -112,6 +117,26 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
 
     let delivery = Arc::new(Delivery::new(&config)?);
 
+    let pickup = if config.portal.enabled {
+        let dir = data_dir.join("pickup");
+        let p_master = master.clone();
+        let settings = crate::pickup::StoreSettings::from_config(&config);
+        let store =
+            tokio::task::spawn_blocking(move || crate::pickup::PickupStore::open(&dir, p_master, settings))
+                .await
+                .map_err(|e| ServerError::DataDir {
+                    path: data_dir.clone(),
+                    reason: e.to_string(),
+                })?
+                .map_err(|source| ServerError::Pickup {
+                    path: data_dir.join("pickup"),
+                    source,
+                })?;
+        Some(crate::pickup::Pickup::new(&config, store, queue.clone()))
+    } else {
+        None
+    };
+
     let mut bound = Vec::new();
     for l in &config.listeners {
         let (listener, addr) = smtp::bind(l).await.map_err(|source| ServerError::Bind {
@@ -141,8 +166,17 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         listener_tasks.push(tokio::spawn(smtp::serve_listener(ctx.clone(), listener, cfg)));
     }
 
-    let dispatcher = Dispatcher::new(config.clone(), queue.clone(), delivery, shutdown.clone());
+    let dispatcher = Dispatcher::new(
+        config.clone(),
+        queue.clone(),
+        delivery,
+        pickup.clone(),
+        shutdown.clone(),
+    );
     let dispatch_task = tokio::spawn(dispatcher.run());
+    if let Some(p) = &pickup {
+        tokio::spawn(p.clone().purge_loop(shutdown.clone()));
+    }
     tracing::info!(hostname = %ctx.hostname, data_dir = %config.server.data_dir.display(), "ward started");
 
     wait_for_stop_signal(&ctx, config_path.as_deref()).await?;
@@ -167,6 +201,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     }
     if let Err(e) = queue.flush().await {
         tracing::error!(error = %e, "final queue flush failed");
+    }
+    if let Some(p) = &pickup
+        && let Err(e) = p.blocking(|s| s.flush()).await
+    {
+        tracing::error!(error = %e, "final pickup store flush failed");
     }
     let q = queue.clone();
     let _ = tokio::time::timeout(

@@ -61,6 +61,8 @@ pub enum PickupError {
     Gone(PickupId),
     #[error(transparent)]
     Crypto(#[from] crypto::CryptoError),
+    #[error("queueing pickup mail: {0}")]
+    Queue(#[from] crate::queue::QueueError),
 }
 
 /// A pickup id: 32 hex digits, sorts by creation time. Not secret (it is

@@ -126,7 +126,8 @@ pub struct MessageMeta {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AttemptRecord {
     pub at_ms: u64,
-    /// Short outcome word: "deferred", "tls-policy", "failed", "delivered", "expired".
+    /// Short outcome word: "deferred", "tls-policy", "failed", "delivered",
+    /// "expired", "portal".
     pub outcome: String,
     pub remote: Option<String>,
     pub reply_code: Option<u16>,
@@ -150,6 +151,11 @@ pub struct CopyPolicy {
     /// The destination is known to do verified TLS: never the portal.
     #[serde(default)]
     pub verified_partner: bool,
+    /// Deliver under exactly this TLS policy, whatever the destination's
+    /// is. Set only on mail Ward writes itself that holds no content
+    /// (pickup notifications and codes go under `may`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_policy: Option<crate::config::TlsPolicy>,
 }
 
 impl Default for CopyPolicy {
@@ -159,6 +165,7 @@ impl Default for CopyPolicy {
             reason: "clean".into(),
             portal_only: false,
             verified_partner: false,
+            tls_policy: None,
         }
     }
 }
@@ -190,6 +197,10 @@ pub enum FinalState {
     Failed,
     /// max_lifetime reached before delivery.
     Expired,
+    /// A protected copy that could not go over verified TLS (or whose
+    /// domain always gets the portal) now waits in the pickup portal; the
+    /// recipient was sent a notification.
+    Portal,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
