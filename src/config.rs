@@ -1398,7 +1398,7 @@ impl Config {
             }
         }
         for (name, v, min) in [
-            ("link_lifetime", pt.link_lifetime, Duration::from_secs(60)),
+            ("link_lifetime", pt.link_lifetime, Duration::from_secs(1)),
             ("code_lifetime", pt.code_lifetime, Duration::from_secs(30)),
             ("lockout", pt.lockout, Duration::from_secs(1)),
             (

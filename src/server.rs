@@ -3,8 +3,9 @@
 //! Start: data directory (mode 0700), master key (created 0600 on first
 //! start), TLS certificate (configured, or self-signed on first start with a
 //! warning), the queue (its due index rebuilt, so queued mail resumes),
-//! delivery, listeners (all bound before any serves, so a bind error stops
-//! the start cleanly), dispatch.
+//! delivery, the pickup store (with `portal.enabled`), listeners and the
+//! portal's (all bound before any serves, so a bind error stops the start
+//! cleanly), the portal, dispatch.
 //!
 //! Stop (SIGTERM or SIGINT): listeners stop accepting, idle sessions get
 //! 421 4.3.2, sessions in DATA finish their message, deliveries finish their
@@ -44,6 +45,8 @@ pub enum ServerError {
         path: PathBuf,
         source: crate::pickup::PickupError,
     },
+    #[error(transparent)]
+    Portal(crate::pickup::portal::PortalError),
     #[error(transparent)]
     Delivery(#[from] crate::delivery::DeliveryError),
     #[error("listener {name}: cannot listen on {address}: {source}")]
@@ -99,6 +102,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         );
     }
     let server_tls = crate::tls::server_config(&config, &cert, relay.wants_client_certificates())?;
+    let portal_tls = crate::tls::https_server_config(&config, &cert)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
 
     let queue_dir = data_dir.join("queue");
@@ -147,6 +151,23 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         bound.push((listener, addr, Arc::new(l.clone())));
     }
 
+    let portal = match &pickup {
+        Some(p) => {
+            let portal =
+                crate::pickup::portal::Portal::new(&config, p.clone()).map_err(ServerError::Portal)?;
+            let (listener, addr) =
+                crate::pickup::portal::bind(config.portal.address)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        name: "portal".into(),
+                        address: config.portal.address,
+                        source,
+                    })?;
+            Some((portal, listener, addr))
+        }
+        None => None,
+    };
+
     let shutdown = CancellationToken::new();
     let ctx = Arc::new(SmtpContext::new(
         config.clone(),
@@ -164,6 +185,18 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         // Tests and scripts wait for this line; keep its shape.
         tracing::info!(listener = %cfg.name, "listening on {addr} ({tls})");
         listener_tasks.push(tokio::spawn(smtp::serve_listener(ctx.clone(), listener, cfg)));
+    }
+
+    let mut portal_task = None;
+    if let Some((portal, listener, addr)) = portal {
+        // Tests and scripts wait for this line; keep its shape.
+        tracing::info!(listener = "portal", "listening on {addr} (https)");
+        portal_task = Some(tokio::spawn(crate::pickup::portal::serve(
+            portal,
+            listener,
+            tokio_rustls::TlsAcceptor::from(portal_tls),
+            shutdown.clone(),
+        )));
     }
 
     let dispatcher = Dispatcher::new(
@@ -195,6 +228,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
             open = ctx.open_connections(),
             "shutdown_timeout reached with sessions still open; closing them"
         );
+    }
+    if let Some(t) = portal_task {
+        let _ = tokio::time::timeout_at(deadline, t).await;
     }
     if tokio::time::timeout_at(deadline, dispatch_task).await.is_err() {
         tracing::warn!("shutdown_timeout reached with deliveries in progress; they resume at the next start");

@@ -77,6 +77,7 @@ fn protected_message() -> Vec<u8> {
 
 struct Setup {
     ward: Ward,
+    http: reqwest::Client,
     secure: TestMx,
     plain: TestMx,
     _ca: TestCa,
@@ -92,7 +93,14 @@ async fn setup(extra: &str) -> Setup {
     let plain = TestMx::plain().await;
     let dns = TestDns::start().await;
     dns.a("mx.secure.test", std::net::Ipv4Addr::LOCALHOST);
+    // Ward's certificate (SMTP and portal) from the test CA, so the HTTP
+    // client can verify the portal.
+    let cert = ca.issue(&["portal.ward.test", "ward.test"]);
     let config = format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert.cert_file.display(),
+        cert.key_file.display()
+    ) + &format!(
         "[delivery]\ntls_policy = \"verify\"\nca_file = \"{ca}\"\nsystem_roots = false\nconnection_cache_time = \"200ms\"\n\
          [[delivery.destination]]\ndomain = \"secure.test\"\nroute = \"[mx.secure.test]:{sp}\"\n\
          [[delivery.destination]]\ndomain = \"plain.test\"\nroute = \"[127.0.0.1]:{pp}\"\n\
@@ -106,13 +114,95 @@ async fn setup(extra: &str) -> Setup {
         dns = dns.addr(),
     );
     let ward = Ward::start(&config);
+    let http = http_client(&ca, ward.listener("portal"));
     Setup {
         ward,
+        http,
         secure,
         plain,
         _ca: ca,
         _dns: dns,
     }
+}
+
+/// An HTTPS client that trusts only the test CA and finds
+/// portal.ward.test at the portal's loopback address, with a cookie jar.
+fn http_client(ca: &TestCa, portal: std::net::SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.ca_pem().as_bytes()).unwrap())
+        .resolve("portal.ward.test", portal)
+        .cookie_store(true)
+        .https_only(true)
+        .build()
+        .unwrap()
+}
+
+impl Setup {
+    /// The link from a notification, with the portal's test port.
+    fn url(&self, link: &str) -> String {
+        let port = self.ward.listener("portal").port();
+        link.replace(
+            "https://portal.ward.test/",
+            &format!("https://portal.ward.test:{port}/"),
+        )
+    }
+
+    /// Sends the protected message to b@plain.test and returns the link
+    /// from its notification (with the test port).
+    async fn send_and_get_link(&self) -> String {
+        let mut c = SmtpClient::connect(self.ward.smtp()).await;
+        c.ehlo("client.test").await;
+        c.send_message("dr@hospital.example", &["b@plain.test"], &protected_message())
+            .await
+            .assert_is("250 2.0.0");
+        let got = self.plain.wait_for(1, LONG).await;
+        self.url(&link_in(&got[0].data))
+    }
+
+    /// Asks for a code and reads it from the MX (the `n`th mail there).
+    async fn request_code(&self, url: &str, n: usize) -> String {
+        let r = self.http.post(format!("{url}/code")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let got = self.plain.wait_for(n, LONG).await;
+        let mail = &got[n - 1];
+        assert_no_planted("the code mail", &mail.data);
+        let text = String::from_utf8_lossy(&mail.data);
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
+            .expect("a code in the mail")
+            .to_string()
+    }
+
+    async fn verify(&self, url: &str, code: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{url}/verify"))
+            .form(&[("code", code)])
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+fn assert_security_headers(r: &reqwest::Response) {
+    let h = r.headers();
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    assert!(
+        h["strict-transport-security"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=")
+    );
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["cache-control"], "no-store");
 }
 
 /// The link in a notification.
@@ -213,6 +303,114 @@ async fn portal_domains_go_to_the_portal_without_trying_tls() {
     assert!(text.contains("You have a secure message"), "{text}");
     assert!(!text.contains("Nothing sensitive"));
     assert!(s.plain.received().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipient_opens_the_message_with_the_link_and_the_emailed_code() {
+    let s = setup("").await;
+    let url = s.send_and_get_link().await;
+
+    // The link page says nothing about the message.
+    let r = s.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_security_headers(&r);
+    let page = r.text().await.unwrap();
+    assert_no_planted("the page before the code", page.as_bytes());
+    assert!(page.contains("<title>Secure message"), "{page}");
+    assert!(page.contains("Email me a code"));
+    // Without a session the attachment is not served.
+    let r = s.http.get(format!("{url}/a/0")).send().await.unwrap();
+    assert_no_planted("an attachment without a session", &r.bytes().await.unwrap());
+
+    let code = s.request_code(&url, 2).await;
+    let r = s.verify(&url, &code).await;
+    assert_eq!(r.status(), 200, "redirected to the message");
+    assert_security_headers(&r);
+    let page = r.text().await.unwrap();
+    assert!(page.contains(SUBJECT), "subject shown after the code");
+    assert!(page.contains("dr@hospital.example"));
+    assert!(page.contains("Patient Jane Roe, SSN 219-44-8213"), "text body");
+    assert!(page.contains("<b>Jane Roe</b>"), "sanitized HTML body");
+    assert!(!page.contains("<script") && !page.contains("onclick") && !page.contains("tracker.example"));
+    assert!(page.contains("pathology-report.pdf"));
+    assert!(
+        !page.contains("<title>Secure message · Biopsy"),
+        "no subject in the title"
+    );
+
+    // The attachment, byte for byte, as a download.
+    let r = s.http.get(format!("{url}/a/0")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_security_headers(&r);
+    let cd = r.headers()["content-disposition"].to_str().unwrap().to_string();
+    assert!(
+        cd.starts_with("attachment;") && cd.contains("pathology-report.pdf"),
+        "{cd}"
+    );
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), attachment().as_slice());
+
+    // The first view is recorded with the client's address.
+    let line = s.ward.line(&["pickup opened for the first time"], LONG).await;
+    assert!(
+        line.contains("client=127.0.0.1") && line.contains("to=b@plain.test"),
+        "{line}"
+    );
+    // The code works once.
+    let r = s.verify(&url, &code).await;
+    assert_eq!(r.status(), 401);
+    let log = s.ward.log();
+    assert_no_planted("the log", log.as_bytes());
+    assert!(!log.contains(&code), "the code reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sixth_code_is_refused_even_when_right() {
+    let s = setup("").await;
+    let url = s.send_and_get_link().await;
+    let code = s.request_code(&url, 2).await;
+    let wrong = if code == "00000000" {
+        "11111111"
+    } else {
+        "00000000"
+    };
+    for _ in 0..4 {
+        assert_eq!(s.verify(&url, wrong).await.status(), 401);
+    }
+    assert_eq!(
+        s.verify(&url, wrong).await.status(),
+        403,
+        "fifth wrong code locks"
+    );
+    let r = s.verify(&url, &code).await;
+    assert_eq!(r.status(), 403, "the right code is refused while locked");
+    let page = r.text().await.unwrap();
+    assert_no_planted("the locked page", page.as_bytes());
+    assert!(page.contains("locked"));
+    // And no session was started: the link still shows the code page.
+    let page = s.http.get(&url).send().await.unwrap().text().await.unwrap();
+    assert!(!page.contains(SUBJECT));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_links_get_a_content_free_410() {
+    let s = setup("link_lifetime = \"2s\"\n").await;
+    let url = s.send_and_get_link().await;
+    assert_eq!(s.http.get(&url).send().await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = s.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    assert_security_headers(&r);
+    let page = r.text().await.unwrap();
+    assert_no_planted("the 410 page", page.as_bytes());
+    assert!(page.contains("expired or was withdrawn"));
+    assert_eq!(
+        s.http.post(format!("{url}/code")).send().await.unwrap().status(),
+        410
+    );
+    // An unknown token is a plain 404.
+    let unknown = format!("{}{}", &url[..url.rfind('/').unwrap() + 1], "A".repeat(43));
+    assert_eq!(s.http.get(unknown).send().await.unwrap().status(), 404);
 }
 
 fn grep_dir(dir: &std::path::Path, needle: &[u8]) -> bool {

@@ -5,6 +5,8 @@
 //! - `store.rs`: the pickup store (sealed content, wrapped keys, records,
 //!   one-time codes, lockout, expiry, crypto-shredding).
 //! - `notify.rs`: the notification and code mails (no content).
+//! - `portal.rs`: the HTTPS portal (axum over rustls): link, code,
+//!   session, message page, attachments.
 //! - [`Pickup`] ties the store to the queue: a protected copy is escrowed
 //!   and its notification queued (policy `may`: it holds no content); a
 //!   code request issues a code and queues the code mail.
@@ -13,6 +15,7 @@
 //! know about MX records or delivery. `dispatch` decides what goes here.
 
 pub mod notify;
+pub mod portal;
 pub mod store;
 
 pub use store::{

@@ -758,6 +758,19 @@ mod tests {
         }
     }
 
+    /// Opens the store again; sled's flusher thread may hold the file
+    /// lock for a moment after the last handle is dropped.
+    fn reopen(dir: &Path) -> PickupStore {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match PickupStore::open(dir, master(), settings()) {
+                Ok(s) => return s,
+                Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
     fn master() -> Arc<MasterKey> {
         Arc::new(MasterKey::from_bytes(&[5u8; 32]))
     }
@@ -816,7 +829,7 @@ mod tests {
         assert!(format!("{token:?}").contains("redacted"));
         // Reopen: still there.
         drop(store);
-        let store = PickupStore::open(tmp.path(), master(), settings()).unwrap();
+        let store = reopen(tmp.path());
         assert_eq!(store.open_message(&rec.id).unwrap(), BODY);
     }
 
@@ -860,7 +873,7 @@ mod tests {
         let t = store.find(&token).unwrap().unwrap();
         assert_eq!(t.state, PickupState::Revoked);
         drop(store);
-        let store = PickupStore::open(tmp.path(), master(), settings()).unwrap();
+        let store = reopen(tmp.path());
         assert_eq!(store.find(&token).unwrap().unwrap().state, PickupState::Revoked);
     }
 
@@ -1005,7 +1018,7 @@ mod tests {
         std::fs::write(store.key_path(&stray), b"key").unwrap();
         let (rec, _) = store.escrow(new_pickup(), 0).unwrap();
         drop(store);
-        let store = PickupStore::open(tmp.path(), master(), settings()).unwrap();
+        let store = reopen(tmp.path());
         assert!(!store.content_path(&stray).exists() && !store.key_path(&stray).exists());
         assert_eq!(store.open_message(&rec.id).unwrap(), BODY);
     }
