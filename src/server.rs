@@ -209,6 +209,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     let dispatch_task = tokio::spawn(dispatcher.run());
     if let Some(p) = &pickup {
         tokio::spawn(p.clone().purge_loop(shutdown.clone()));
+        tokio::spawn(crate::pickup::control::serve(
+            p.clone(),
+            config.server.data_dir.clone(),
+            shutdown.clone(),
+        ));
     }
     tracing::info!(hostname = %ctx.hostname, data_dir = %config.server.data_dir.display(), "ward started");
 

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::client::SmtpClient;
-use common::process::Ward;
+use common::process::{Ward, ward_cli};
 use common::*;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -411,6 +411,42 @@ async fn expired_links_get_a_content_free_410() {
     // An unknown token is a plain 404.
     let unknown = format!("{}{}", &url[..url.rfind('/').unwrap() + 1], "A".repeat(43));
     assert_eq!(s.http.get(unknown).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_links_get_410_and_the_cli_lists_without_content() {
+    let s = setup("").await;
+    let url = s.send_and_get_link().await;
+    let code = s.request_code(&url, 2).await;
+    assert_eq!(s.verify(&url, &code).await.status(), 200);
+    let config = s.ward.config_path.to_str().unwrap().to_string();
+
+    // `ward pickup list` (through the running Ward's control socket) shows
+    // the pickup, its read receipt, and no content.
+    let (status, out, err) = ward_cli(&["pickup", "list", "--json", "--config", &config]);
+    assert!(status.success(), "{err}");
+    assert_no_planted("pickup list", out.as_bytes());
+    let line = out.lines().find(|l| l.contains("b@plain.test")).expect("listed");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["state"], "active");
+    assert_eq!(v["first_view_ip"], "127.0.0.1");
+    let id = v["id"].as_str().unwrap().to_string();
+    let (status, out, _) = ward_cli(&["pickup", "list", "--config", &config]);
+    assert!(status.success() && out.contains(&id));
+
+    let (status, out, err) = ward_cli(&["pickup", "revoke", &id, "--config", &config]);
+    assert!(status.success(), "{out}{err}");
+    assert_eq!(out.trim(), format!("revoked {id}"));
+    // Even with the session still open, the link and the attachment are gone.
+    let r = s.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    assert_no_planted("the 410 page", &r.bytes().await.unwrap());
+    let r = s.http.get(format!("{url}/a/0")).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    let (status, out, _) = ward_cli(&["pickup", "revoke", &id, "--config", &config]);
+    assert!(!status.success());
+    assert_eq!(out.trim(), format!("ended {id}"));
+    s.ward.wait_log("pickup revoked by an administrator", LONG);
 }
 
 fn grep_dir(dir: &std::path::Path, needle: &[u8]) -> bool {

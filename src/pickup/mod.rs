@@ -5,6 +5,7 @@
 //! - `store.rs`: the pickup store (sealed content, wrapped keys, records,
 //!   one-time codes, lockout, expiry, crypto-shredding).
 //! - `notify.rs`: the notification and code mails (no content).
+//! - `control.rs`: `ward pickup list` / `revoke` over a Unix socket.
 //! - `portal.rs`: the HTTPS portal (axum over rustls): link, code,
 //!   session, message page, attachments.
 //! - [`Pickup`] ties the store to the queue: a protected copy is escrowed
@@ -14,6 +15,7 @@
 //! Floor 3: imports `queue`, `crypto`, `config` and `tls` only; it does not
 //! know about MX records or delivery. `dispatch` decides what goes here.
 
+pub mod control;
 pub mod notify;
 pub mod portal;
 pub mod store;
