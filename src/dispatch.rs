@@ -559,6 +559,7 @@ impl Dispatcher {
                         received_ms,
                         finished_ms: now,
                         last: Some(record),
+                        opened: None,
                     };
                     let f = self.queue.finish(vec![(id, idx, status)]);
                     Box::pin(async move { f.await.map(|_| ()) })

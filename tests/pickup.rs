@@ -362,6 +362,10 @@ async fn recipient_opens_the_message_with_the_link_and_the_emailed_code() {
     let log = s.ward.log();
     assert_no_planted("the log", log.as_bytes());
     assert!(!log.contains(&code), "the code reached the log");
+    assert!(
+        !log.contains("cannot record the read receipt"),
+        "the read receipt did not reach the delivery status"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,6 +141,23 @@ impl Pickup {
         }
     }
 
+    /// The read receipt in the queue's delivery status of the copy.
+    pub async fn record_opened(
+        &self,
+        rec: &PickupRecord,
+        at_ms: u64,
+        client_ip: &str,
+    ) -> Result<bool, PickupError> {
+        let opened = crate::queue::Opened {
+            at_ms,
+            client_ip: client_ip.to_string(),
+        };
+        Ok(self
+            .queue
+            .record_opened(rec.queue_id, rec.copy_idx, opened)
+            .await?)
+    }
+
     /// Issues a one-time code for a pickup and queues it to the recipient.
     pub async fn send_code(&self, id: PickupId) -> Result<CodeRequest, PickupError> {
         match self.blocking(move |s| s.issue_code(&id, now_ms())).await? {

@@ -23,8 +23,8 @@
 //! - Requests are limited per client IP and per link (429 beyond).
 //! - Logs name pickup ids, queue ids, addresses and client IPs, never the
 //!   token, a code or anything from the message.
-//! - The first view is recorded (time, client IP) in the pickup record and
-//!   the log.
+//! - The first view is recorded (time, client IP) in the pickup record,
+//!   the copy's delivery status in the queue, and the log.
 //!
 //! Sessions live in memory: a restart signs everyone out.
 
@@ -407,15 +407,17 @@ async fn link_page(
         Err(e) => return p.internal(&e),
     };
     let ip_s = ip.to_string();
-    match p
-        .pickup
-        .blocking(move |s| s.record_view(&id, &ip_s, now_ms()))
-        .await
-    {
-        Ok(before) if before.first_view.is_none() => tracing::info!(
-            pickup_id = %rec.id, queue_id = %rec.queue_id, to = %rec.recipient, client = %ip,
-            "pickup opened for the first time (read receipt)"
-        ),
+    let now = now_ms();
+    match p.pickup.blocking(move |s| s.record_view(&id, &ip_s, now)).await {
+        Ok(before) if before.first_view.is_none() => {
+            tracing::info!(
+                pickup_id = %rec.id, queue_id = %rec.queue_id, to = %rec.recipient, client = %ip,
+                "pickup opened for the first time (read receipt)"
+            );
+            if let Err(e) = p.pickup.record_opened(&rec, now, &ip.to_string()).await {
+                tracing::warn!(pickup_id = %rec.id, error = %e, "cannot record the read receipt in the delivery status");
+            }
+        }
         Ok(_) => tracing::debug!(pickup_id = %rec.id, client = %ip, "pickup viewed again"),
         Err(e) => tracing::warn!(pickup_id = %rec.id, error = %e, "cannot record a pickup view"),
     }
