@@ -1,5 +1,5 @@
 //! The command line: `ward serve`, `ward check-config`, `ward hash-password`,
-//! `ward config-reference`.
+//! `ward config-reference`, `ward scan`, `ward pickup list|revoke`.
 //!
 //! Errors are printed as one line saying what is wrong and what to do, with
 //! exit status 1 (2 for usage errors, from clap).
@@ -60,6 +60,28 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Pickup portal administration: list pickups, revoke one (its key is
+    /// destroyed, then its data; the link answers 410).
+    Pickup {
+        #[command(subcommand)]
+        action: PickupCommand,
+        /// Configuration file (for server.data_dir); default: the embedded
+        /// defaults.
+        #[arg(long, short, env = "WARD_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PickupCommand {
+    /// Every pickup: id, state, recipient, created, expires, first view.
+    List {
+        /// One JSON object per pickup, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a pickup by id (as `list` shows it).
+    Revoke { id: String },
 }
 
 pub fn main() -> ExitCode {
@@ -87,6 +109,106 @@ pub fn main() -> ExitCode {
             config,
             files,
         } => scan(json, explain, config, &files),
+        Command::Pickup { action, config } => pickup(action, config),
+    }
+}
+
+fn pickup(action: PickupCommand, config: Option<PathBuf>) -> ExitCode {
+    let config = match &config {
+        Some(p) => match Config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("ward: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Config::embedded(),
+    };
+    let request = match &action {
+        PickupCommand::List { .. } => "list".to_string(),
+        PickupCommand::Revoke { id } => format!("revoke {}", id.trim()),
+    };
+    let answer = match pickup_request(&config, &request) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ward: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match action {
+        PickupCommand::List { json: true } => print!("{answer}"),
+        PickupCommand::List { json: false } => {
+            println!(
+                "{:<32}  {:<8}  {:<20}  {:<20}  {:<20}  recipient",
+                "id", "state", "created", "expires", "opened"
+            );
+            for line in answer.lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    eprintln!("ward: {line}");
+                    return ExitCode::FAILURE;
+                };
+                let time = |k: &str| {
+                    v[k].as_u64()
+                        .map(crate::pickup::notify::date_words)
+                        .unwrap_or_else(|| "-".into())
+                };
+                println!(
+                    "{:<32}  {:<8}  {:<20}  {:<20}  {:<20}  {}",
+                    v["id"].as_str().unwrap_or("?"),
+                    v["state"].as_str().unwrap_or("?"),
+                    time("created_ms"),
+                    time("expires_ms"),
+                    time("first_view_ms"),
+                    v["recipient"].as_str().unwrap_or("?"),
+                );
+            }
+        }
+        PickupCommand::Revoke { .. } => {
+            print!("{answer}");
+            if !answer.starts_with("revoked ") {
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Asks the running Ward over its control socket, or, when none runs,
+/// opens the pickup store directly.
+fn pickup_request(config: &Config, request: &str) -> Result<String, String> {
+    use std::io::Read;
+    let data_dir = &config.server.data_dir;
+    let socket = crate::pickup::control::socket_path(data_dir);
+    match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(mut s) => {
+            s.write_all(format!("{request}\n").as_bytes())
+                .map_err(|e| format!("{}: {e}", socket.display()))?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)
+                .map_err(|e| format!("{}: {e}", socket.display()))?;
+            if let Some(e) = out.strip_prefix("error: ") {
+                return Err(e.trim().to_string());
+            }
+            Ok(out)
+        }
+        Err(_) => {
+            let dir = data_dir.join("pickup");
+            let key_path = config.server.master_key_path();
+            if !dir.exists() || !key_path.exists() {
+                return Err(format!("no pickup store in {}", dir.display()));
+            }
+            let (master, _) =
+                crate::crypto::MasterKey::load_or_create(&key_path).map_err(|e| e.to_string())?;
+            let store = crate::pickup::PickupStore::open(
+                &dir,
+                std::sync::Arc::new(master),
+                crate::pickup::StoreSettings::from_config(config),
+            )
+            .map_err(|e| format!("{e} (is Ward running without its control socket?)"))?;
+            let out = crate::pickup::control::answer(&store, request).map_err(|e| e.to_string())?;
+            store.flush().map_err(|e| e.to_string())?;
+            Ok(out)
+        }
     }
 }
 

@@ -74,6 +74,7 @@ pub struct Config {
     pub dns: DnsConfig,
     pub scan: ScanConfig,
     pub policy: PolicyConfig,
+    pub portal: PortalConfig,
 }
 
 impl Default for Config {
@@ -95,6 +96,7 @@ impl Default for Config {
             dns: DnsConfig::default(),
             scan: ScanConfig::default(),
             policy: PolicyConfig::default(),
+            portal: PortalConfig::default(),
         }
     }
 }
@@ -420,7 +422,7 @@ impl Default for QueueConfig {
 }
 
 /// TLS policy for a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsPolicy {
     /// STARTTLS required, TLS 1.2+, certificate chain trusted and name matching.
@@ -721,7 +723,7 @@ pub enum PolicyAction {
     /// Deliver under the destination's TLS policy.
     Deliver,
     /// Deliver only over TLS meeting `verify`, otherwise through the pickup
-    /// portal (until the portal exists, the copy waits).
+    /// portal (with `portal.enabled` off, the copy waits).
     Protect,
     /// Hold for an administrator.
     Quarantine,
@@ -863,6 +865,93 @@ impl PolicyConfig {
             .get(id)
             .cloned()
             .unwrap_or_else(|| default_detector_rule(id))
+    }
+}
+
+/// The pickup portal: where protected copies go when their destination
+/// can't do verified TLS (or policy says so), and the HTTPS site where the
+/// recipient reads them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalConfig {
+    /// Run the portal. Off: protected copies that can't go over verified
+    /// TLS wait and retry, as if there were no portal.
+    pub enabled: bool,
+    /// Address and port the HTTPS portal listens on.
+    pub address: SocketAddr,
+    /// Host (and `:port` if not 443) put in pickup links,
+    /// `https://<public_host>/m/<token>`. Empty means `server.hostname`.
+    pub public_host: String,
+    /// Organization name shown on the portal and in notifications.
+    pub organization: String,
+    /// PNG or SVG logo shown on the portal pages. Empty: none.
+    pub logo_file: PathBuf,
+    /// From address of notifications and code mails (also their envelope
+    /// sender). Empty means `noreply@<server.hostname>`.
+    pub notify_from: String,
+    /// Subject of the notification; `{organization}` is replaced.
+    pub notify_subject: String,
+    /// How long a pickup link works; then the message is destroyed.
+    #[serde(deserialize_with = "de_duration")]
+    pub link_lifetime: Duration,
+    /// How long a one-time code is valid.
+    #[serde(deserialize_with = "de_duration")]
+    pub code_lifetime: Duration,
+    /// Wrong codes allowed before the link locks.
+    pub max_code_attempts: u32,
+    /// How long a link stays locked after too many wrong codes.
+    #[serde(deserialize_with = "de_duration")]
+    pub lockout: Duration,
+    /// Codes that may be mailed for one link per hour.
+    pub max_codes_per_hour: u32,
+    /// A portal session ends after this long without a request.
+    #[serde(deserialize_with = "de_duration")]
+    pub session_idle_timeout: Duration,
+    /// Requests per minute from one client IP.
+    pub requests_per_minute_per_ip: u32,
+    /// Requests per minute for one link.
+    pub requests_per_minute_per_link: u32,
+}
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        PortalConfig {
+            enabled: false,
+            address: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            public_host: String::new(),
+            organization: "Ward".into(),
+            logo_file: PathBuf::new(),
+            notify_from: String::new(),
+            notify_subject: "You have a secure message from {organization}".into(),
+            link_lifetime: Duration::from_secs(30 * 86400),
+            code_lifetime: Duration::from_secs(600),
+            max_code_attempts: 5,
+            lockout: Duration::from_secs(1800),
+            max_codes_per_hour: 5,
+            session_idle_timeout: Duration::from_secs(900),
+            requests_per_minute_per_ip: 120,
+            requests_per_minute_per_link: 30,
+        }
+    }
+}
+
+impl PortalConfig {
+    /// The host put in pickup links.
+    pub fn effective_public_host(&self, server: &ServerConfig) -> String {
+        if self.public_host.is_empty() {
+            server.effective_hostname()
+        } else {
+            self.public_host.clone()
+        }
+    }
+
+    /// The From address of notifications and code mails.
+    pub fn effective_notify_from(&self, server: &ServerConfig) -> String {
+        if self.notify_from.is_empty() {
+            format!("noreply@{}", server.effective_hostname())
+        } else {
+            self.notify_from.clone()
+        }
     }
 }
 
@@ -1297,6 +1386,67 @@ impl Config {
                 );
             }
         }
+        let pt = &self.portal;
+        for (name, v) in [
+            ("max_code_attempts", pt.max_code_attempts),
+            ("max_codes_per_hour", pt.max_codes_per_hour),
+            ("requests_per_minute_per_ip", pt.requests_per_minute_per_ip),
+            ("requests_per_minute_per_link", pt.requests_per_minute_per_link),
+        ] {
+            if v == 0 {
+                bad(vec![K("portal"), K(name)], format!("{name} must be at least 1"));
+            }
+        }
+        for (name, v, min) in [
+            ("link_lifetime", pt.link_lifetime, Duration::from_secs(1)),
+            ("code_lifetime", pt.code_lifetime, Duration::from_secs(30)),
+            ("lockout", pt.lockout, Duration::from_secs(1)),
+            (
+                "session_idle_timeout",
+                pt.session_idle_timeout,
+                Duration::from_secs(30),
+            ),
+        ] {
+            if v < min {
+                bad(
+                    vec![K("portal"), K(name)],
+                    format!("{name} must be at least {}", humantime::format_duration(min)),
+                );
+            }
+        }
+        if pt.organization.trim().is_empty() || pt.organization.chars().any(char::is_control) {
+            bad(
+                vec![K("portal"), K("organization")],
+                "organization must be a non-empty name without control characters".into(),
+            );
+        }
+        if pt.notify_subject.trim().is_empty() || pt.notify_subject.chars().any(char::is_control) {
+            bad(
+                vec![K("portal"), K("notify_subject")],
+                "notify_subject must be non-empty, on one line".into(),
+            );
+        }
+        if !pt.public_host.is_empty() {
+            let (host, port) = match pt.public_host.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (pt.public_host.as_str(), None),
+            };
+            if !is_hostname(host) || port.is_some_and(|p| p.parse::<u16>().is_err()) {
+                bad(
+                    vec![K("portal"), K("public_host")],
+                    format!("`{}` is not a host name with an optional :port", pt.public_host),
+                );
+            }
+        }
+        if !pt.notify_from.is_empty() && !is_simple_mailbox(&pt.notify_from) {
+            bad(
+                vec![K("portal"), K("notify_from")],
+                format!(
+                    "`{}` is not a mailbox like noreply@hospital.example",
+                    pt.notify_from
+                ),
+            );
+        }
         if self.dns.attempts == 0 {
             bad(
                 vec![K("dns"), K("attempts")],
@@ -1310,6 +1460,21 @@ impl Config {
             );
         }
         out
+    }
+}
+
+/// A plain `local@domain` mailbox (ASCII, no quoting, no spaces).
+pub fn is_simple_mailbox(s: &str) -> bool {
+    match s.rsplit_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && local.len() <= 64
+                && local
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b))
+                && is_hostname(domain)
+        }
+        None => false,
     }
 }
 
@@ -1785,7 +1950,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "policy.portal_domains",
         default: "[]",
-        doc: "Domains whose every copy is protected and goes to the pickup portal (until the portal exists, such copies wait).",
+        doc: "Domains whose every copy is protected and goes to the pickup portal (with portal.enabled off, such copies wait).",
     },
     SettingDoc {
         key: "policy.blocked_domains",
@@ -1806,6 +1971,81 @@ pub const SETTINGS: &[SettingDoc] = &[
         key: "policy.rule[].action",
         default: "(required)",
         doc: "Action for matching copies. Rules only make a decision stricter: the strictest of content and rules wins.",
+    },
+    SettingDoc {
+        key: "portal.enabled",
+        default: "false",
+        doc: "Run the pickup portal. Off: protected copies whose destination can't do verified TLS wait and retry until queue.max_lifetime.",
+    },
+    SettingDoc {
+        key: "portal.address",
+        default: "\"127.0.0.1:8443\"",
+        doc: "Address and port of the HTTPS portal (same certificate as the SMTP listeners, tls.cert_file).",
+    },
+    SettingDoc {
+        key: "portal.public_host",
+        default: "\"\"",
+        doc: "Host (and :port if not 443) in pickup links, https://<public_host>/m/<token>. Empty means server.hostname.",
+    },
+    SettingDoc {
+        key: "portal.organization",
+        default: "\"Ward\"",
+        doc: "Organization name shown on portal pages and in notifications.",
+    },
+    SettingDoc {
+        key: "portal.logo_file",
+        default: "\"\"",
+        doc: "PNG or SVG logo shown on portal pages. Empty: none.",
+    },
+    SettingDoc {
+        key: "portal.notify_from",
+        default: "\"\"",
+        doc: "From address (and envelope sender) of notifications and code mails. Empty means noreply@<server.hostname>.",
+    },
+    SettingDoc {
+        key: "portal.notify_subject",
+        default: "\"You have a secure message from {organization}\"",
+        doc: "Subject of the notification; {organization} is replaced. Notifications never carry the original subject, body or attachment names.",
+    },
+    SettingDoc {
+        key: "portal.link_lifetime",
+        default: "\"30d\"",
+        doc: "How long a pickup link works. Then the message's key is destroyed, then its data; the link answers 410.",
+    },
+    SettingDoc {
+        key: "portal.code_lifetime",
+        default: "\"10m\"",
+        doc: "How long an emailed one-time code (8 digits, stored only hashed) is valid.",
+    },
+    SettingDoc {
+        key: "portal.max_code_attempts",
+        default: "5",
+        doc: "Wrong codes allowed for a link; then it locks for portal.lockout and every code, even the right one, is refused.",
+    },
+    SettingDoc {
+        key: "portal.lockout",
+        default: "\"30m\"",
+        doc: "How long a link stays locked after max_code_attempts wrong codes.",
+    },
+    SettingDoc {
+        key: "portal.max_codes_per_hour",
+        default: "5",
+        doc: "One-time codes that may be mailed for one link per hour.",
+    },
+    SettingDoc {
+        key: "portal.session_idle_timeout",
+        default: "\"15m\"",
+        doc: "A portal session (cookie: HttpOnly, Secure, SameSite=Strict) ends after this long without a request.",
+    },
+    SettingDoc {
+        key: "portal.requests_per_minute_per_ip",
+        default: "120",
+        doc: "Portal requests per minute from one client IP; more get 429.",
+    },
+    SettingDoc {
+        key: "portal.requests_per_minute_per_link",
+        default: "30",
+        doc: "Portal requests per minute for one link; more get 429.",
     },
 ];
 

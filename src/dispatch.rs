@@ -7,9 +7,25 @@
 //! `connection_cache_time` when idle), and deciding, in [`Dispatcher::settle`]
 //! and nowhere else, what follows an attempt: done, retry per
 //! `queue.retry_schedule`, or final failure (5xx, or `queue.max_lifetime`
-//! reached). A destination that can't meet its TLS policy is, for now, a
-//! temporary failure and the copy waits; later features (portal fallback)
-//! add a branch there instead of a copy of the logic.
+//! reached), or the pickup portal.
+//!
+//! The portal branch (invariant 3: protected mail goes out over verified
+//! TLS or to the portal, nothing else): with `portal.enabled`, a copy that
+//! policy marked `protect` goes to the pickup store at once, without
+//! waiting for a retry, when
+//! - its domain is a portal domain (`policy.portal_domains`), or
+//! - its destination can't meet `verify` (no STARTTLS, a handshake or
+//!   certificate failure on every address: delivery's `TlsPolicyNotMet`),
+//!   unless the domain is a verified-TLS partner, whose copies wait.
+//!
+//! The copy's final status is `portal`, with the reason (the TLS failure or
+//! "portal domain") in its record and log line; a message can go over TLS
+//! to one recipient and to the portal for another. Without the portal such
+//! copies wait and retry, as any temporary failure.
+//!
+//! Mail Ward writes itself that holds no content (pickup notifications and
+//! codes) carries its own TLS policy (`may`) and is sent under exactly
+//! that policy.
 //!
 //! Invariant 3 is carried by `delivery` (it never sends below policy); this
 //! module never downgrades a policy on retry. Logs carry ids, addresses,
@@ -27,6 +43,7 @@ use crate::config::{Config, PolicyAction, TlsPolicy};
 use crate::delivery::{
     AttemptError, AttemptErrorKind, Delivery, OutboundMessage, RecipientOutcome, RemoteReply, TlsEvidence,
 };
+use crate::pickup::{NewPickup, Pickup};
 use crate::queue::{
     AttemptRecord, Claimed, CopyRecord, FinalState, FinalStatus, Queue, QueueError, QueueId, now_ms,
 };
@@ -38,11 +55,13 @@ const MAX_IN_MEMORY: usize = 20_000;
 const CLAIM_BATCH: usize = 1_000;
 
 /// Where a job goes and how: copies that policy protects travel on their
-/// own connections, held to `verify` TLS whatever the destination allows.
+/// own connections, held to `verify` TLS whatever the destination allows;
+/// Ward's own content-free mail travels under the policy it carries.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Lane {
     domain: String,
     protected: bool,
+    exact_tls: Option<TlsPolicy>,
 }
 
 /// One message's copies for one lane: one SMTP transaction.
@@ -63,6 +82,8 @@ pub struct Dispatcher {
     config: Arc<Config>,
     queue: Queue,
     delivery: Arc<Delivery>,
+    /// The pickup portal, when `portal.enabled`.
+    pickup: Option<Pickup>,
     shutdown: CancellationToken,
     workers: TaskTracker,
     destinations: Mutex<HashMap<Lane, Destination>>,
@@ -77,6 +98,8 @@ enum CopyResult {
     /// The destination can't meet the TLS policy right now.
     TlsPolicyNotMet(AttemptRecord),
     Permanent(AttemptRecord),
+    /// The copy is in the pickup portal.
+    Portal(AttemptRecord),
 }
 
 impl Dispatcher {
@@ -84,12 +107,14 @@ impl Dispatcher {
         config: Arc<Config>,
         queue: Queue,
         delivery: Arc<Delivery>,
+        pickup: Option<Pickup>,
         shutdown: CancellationToken,
     ) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
             config,
             queue,
             delivery,
+            pickup,
             shutdown,
             workers: TaskTracker::new(),
             destinations: Mutex::new(HashMap::new()),
@@ -158,6 +183,7 @@ impl Dispatcher {
             let lane = Lane {
                 domain: copy.recipient.domain(),
                 protected,
+                exact_tls: if protected { None } else { copy.policy.tls_policy },
             };
             match jobs.iter_mut().find(|j| j.id == id && j.lane == lane) {
                 Some(j) => j.copies.push((idx, copy)),
@@ -169,16 +195,20 @@ impl Dispatcher {
             }
         }
         for (id, idx, copy) in waiting_for_portal {
-            self.wait_for_portal(id, idx, copy).await;
+            if self.pickup.is_some() {
+                self.to_portal(id, idx, copy, "portal domain".into(), None).await;
+            } else {
+                self.wait_for_portal(id, idx, copy).await;
+            }
         }
         for job in jobs {
             self.push(job);
         }
     }
 
-    /// A protected copy for a portal domain. The pickup portal does not
-    /// exist yet: the copy waits (and is retried on the schedule, so it
-    /// reaches the portal once there is one, or expires).
+    /// A protected copy for a portal domain while the portal is off: the
+    /// copy waits (and is retried on the schedule, so it reaches the portal
+    /// once it is turned on, or expires).
     async fn wait_for_portal(&self, id: QueueId, idx: u32, copy: CopyRecord) {
         let meta = self.queue.meta(id).await.ok();
         let received = meta.as_ref().map(|m| m.received_ms).unwrap_or_else(now_ms);
@@ -190,7 +220,9 @@ impl Dispatcher {
             at_ms: now_ms(),
             outcome: "portal-pending".into(),
             status: Some("4.7.0".into()),
-            detail: "protected copy for a portal domain: waiting for the pickup portal".into(),
+            detail:
+                "protected copy for a portal domain: waiting for the pickup portal (portal.enabled is off)"
+                    .into(),
             ..Default::default()
         };
         self.settle(
@@ -202,6 +234,90 @@ impl Dispatcher {
             CopyResult::TlsPolicyNotMet(record),
         )
         .await;
+    }
+
+    /// A protected copy goes to the pickup store and its recipient gets a
+    /// notification. `why` says, content-free, why it could not go over
+    /// verified TLS; `evidence` is the TLS failure's, when there was one.
+    /// If the store or the queue fails, the copy is retried as after a TLS
+    /// failure (it never falls back to anything weaker).
+    async fn to_portal(
+        &self,
+        id: QueueId,
+        idx: u32,
+        copy: CopyRecord,
+        why: String,
+        evidence: Option<AttemptError>,
+    ) {
+        let Some(pickup) = &self.pickup else { return };
+        let loaded = self.queue.load(id).await;
+        let (meta, content) = match loaded {
+            Ok(x) => x,
+            Err(QueueError::NotFound(_)) => return,
+            Err(e) => {
+                tracing::error!(queue_id = %id, error = %e, "cannot load message for the portal; will retry");
+                return self.portal_failed(id, idx, copy, &why).await;
+            }
+        };
+        let new = NewPickup {
+            queue_id: id,
+            copy_idx: idx,
+            recipient: copy.recipient.address.clone(),
+            sender: meta.envelope.sender.clone(),
+            reason: why.clone(),
+            content,
+        };
+        let result = match pickup.escrow_and_notify(new).await {
+            Ok(rec) => {
+                let mut r = AttemptRecord {
+                    at_ms: now_ms(),
+                    outcome: "portal".into(),
+                    status: Some("2.0.0".into()),
+                    detail: format!("in the pickup portal as {}: {why}", rec.id),
+                    ..Default::default()
+                };
+                if let Some(e) = &evidence {
+                    r.remote = e.remote.clone();
+                    if let Some(ev) = &e.evidence {
+                        tls_fields(&mut r, ev);
+                    }
+                }
+                tracing::info!(
+                    queue_id = %id, to = %copy.recipient.address, pickup_id = %rec.id,
+                    reason = %why, expires_ms = rec.expires_ms, "moved to the pickup portal; notification queued"
+                );
+                CopyResult::Portal(r)
+            }
+            Err(e) => {
+                tracing::error!(queue_id = %id, to = %copy.recipient.address, error = %e, "cannot move a copy to the pickup portal; will retry");
+                CopyResult::TlsPolicyNotMet(portal_error_record(&why))
+            }
+        };
+        self.settle(id, idx, copy, meta.received_ms, &meta.envelope.sender, result)
+            .await;
+    }
+
+    async fn portal_failed(&self, id: QueueId, idx: u32, copy: CopyRecord, why: &str) {
+        let meta = self.queue.meta(id).await.ok();
+        let received = meta.as_ref().map(|m| m.received_ms).unwrap_or_else(now_ms);
+        let sender = meta.as_ref().map(|m| m.envelope.sender.as_str()).unwrap_or("");
+        self.settle(
+            id,
+            idx,
+            copy,
+            received,
+            sender,
+            CopyResult::TlsPolicyNotMet(portal_error_record(why)),
+        )
+        .await;
+    }
+
+    /// Whether a failed attempt sends this copy to the portal.
+    fn portal_bound(&self, copy: &CopyRecord, e: &AttemptError) -> bool {
+        self.pickup.is_some()
+            && e.kind == AttemptErrorKind::TlsPolicyNotMet
+            && copy.policy.action == PolicyAction::Protect
+            && !copy.policy.verified_partner
     }
 
     fn push(self: &Arc<Self>, job: Job) {
@@ -307,12 +423,20 @@ impl Dispatcher {
         };
         if conn.is_none() {
             // Invariant 3: a protected copy leaves only over verified TLS.
-            let minimum = if job.lane.protected {
-                TlsPolicy::Verify
-            } else {
-                TlsPolicy::May
+            let connected = match (job.lane.protected, job.lane.exact_tls) {
+                (true, _) => {
+                    self.delivery
+                        .connect_at_least(&job.lane.domain, TlsPolicy::Verify)
+                        .await
+                }
+                (false, Some(policy)) => self.delivery.connect_under(&job.lane.domain, policy).await,
+                (false, None) => {
+                    self.delivery
+                        .connect_at_least(&job.lane.domain, TlsPolicy::May)
+                        .await
+                }
             };
-            match self.delivery.connect_at_least(&job.lane.domain, minimum).await {
+            match connected {
                 Ok(c) => *conn = Some(c),
                 Err(e) => {
                     self.fail_job(&job, &meta, &e).await;
@@ -364,6 +488,12 @@ impl Dispatcher {
 
     async fn fail_job(&self, job: &Job, meta: &crate::queue::MessageMeta, e: &AttemptError) {
         for (idx, copy) in &job.copies {
+            if self.portal_bound(copy, e) {
+                let why = format!("verified TLS not possible: {}", e.detail);
+                self.to_portal(job.id, *idx, copy.clone(), why, Some(e.clone()))
+                    .await;
+                continue;
+            }
             self.settle(
                 job.id,
                 *idx,
@@ -391,7 +521,9 @@ impl Dispatcher {
         let (final_state, record) = match result {
             CopyResult::Delivered(r) => (Some(FinalState::Delivered), r),
             CopyResult::Permanent(r) => (Some(FinalState::Failed), r),
-            // Portal fallback will branch here for copies marked `protect`.
+            CopyResult::Portal(r) => (Some(FinalState::Portal), r),
+            // Protected copies bound for the portal never get here (see
+            // `fail_job`): what does waits for a retry.
             CopyResult::TlsPolicyNotMet(r) | CopyResult::Temporary(r) => {
                 let schedule = &self.config.queue.retry_schedule;
                 let step = (copy.attempts as usize)
@@ -427,6 +559,7 @@ impl Dispatcher {
                         received_ms,
                         finished_ms: now,
                         last: Some(record),
+                        opened: None,
                     };
                     let f = self.queue.finish(vec![(id, idx, status)]);
                     Box::pin(async move { f.await.map(|_| ()) })
@@ -438,6 +571,16 @@ impl Dispatcher {
                 tracing::error!(queue_id = %id, error = %e, "cannot record delivery result");
             }
         });
+    }
+}
+
+fn portal_error_record(why: &str) -> AttemptRecord {
+    AttemptRecord {
+        at_ms: now_ms(),
+        outcome: "tls-policy".into(),
+        status: Some("4.7.5".into()),
+        detail: format!("{why}; the pickup portal could not take the copy (local error)"),
+        ..Default::default()
     }
 }
 
@@ -532,6 +675,11 @@ fn log_attempt(
             queue_id = %id, to = %copy.recipient.address,
             policy = %copy.policy.action, remote = %remote, tls = %tls, verified, code = %code, status = %status, delay_s,
             attempts = copy.attempts, "delivered"
+        ),
+        Some(FinalState::Portal) => tracing::info!(
+            queue_id = %id, to = %copy.recipient.address,
+            policy = %copy.policy.action, remote = %remote, tls = %tls, verified, detail = %r.detail, delay_s,
+            attempts = copy.attempts, "delivered to the pickup portal"
         ),
         Some(s) => tracing::warn!(
             queue_id = %id, to = %copy.recipient.address,

@@ -3,8 +3,9 @@
 //! Start: data directory (mode 0700), master key (created 0600 on first
 //! start), TLS certificate (configured, or self-signed on first start with a
 //! warning), the queue (its due index rebuilt, so queued mail resumes),
-//! delivery, listeners (all bound before any serves, so a bind error stops
-//! the start cleanly), dispatch.
+//! delivery, the pickup store (with `portal.enabled`), listeners and the
+//! portal's (all bound before any serves, so a bind error stops the start
+//! cleanly), the portal, dispatch.
 //!
 //! Stop (SIGTERM or SIGINT): listeners stop accepting, idle sessions get
 //! 421 4.3.2, sessions in DATA finish their message, deliveries finish their
@@ -39,6 +40,13 @@ pub enum ServerError {
         path: PathBuf,
         source: crate::queue::QueueError,
     },
+    #[error("opening the pickup store in {path}: {source} (is another ward running on this data_dir?)")]
+    Pickup {
+        path: PathBuf,
+        source: crate::pickup::PickupError,
+    },
+    #[error(transparent)]
+    Portal(crate::pickup::portal::PortalError),
     #[error(transparent)]
     Delivery(#[from] crate::delivery::DeliveryError),
     #[error("listener {name}: cannot listen on {address}: {source}")]
@@ -94,6 +102,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         );
     }
     let server_tls = crate::tls::server_config(&config, &cert, relay.wants_client_certificates())?;
+    let portal_tls = crate::tls::https_server_config(&config, &cert)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
 
     let queue_dir = data_dir.join("queue");
@@ -112,6 +121,26 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
 
     let delivery = Arc::new(Delivery::new(&config)?);
 
+    let pickup = if config.portal.enabled {
+        let dir = data_dir.join("pickup");
+        let p_master = master.clone();
+        let settings = crate::pickup::StoreSettings::from_config(&config);
+        let store =
+            tokio::task::spawn_blocking(move || crate::pickup::PickupStore::open(&dir, p_master, settings))
+                .await
+                .map_err(|e| ServerError::DataDir {
+                    path: data_dir.clone(),
+                    reason: e.to_string(),
+                })?
+                .map_err(|source| ServerError::Pickup {
+                    path: data_dir.join("pickup"),
+                    source,
+                })?;
+        Some(crate::pickup::Pickup::new(&config, store, queue.clone()))
+    } else {
+        None
+    };
+
     let mut bound = Vec::new();
     for l in &config.listeners {
         let (listener, addr) = smtp::bind(l).await.map_err(|source| ServerError::Bind {
@@ -121,6 +150,23 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         })?;
         bound.push((listener, addr, Arc::new(l.clone())));
     }
+
+    let portal = match &pickup {
+        Some(p) => {
+            let portal =
+                crate::pickup::portal::Portal::new(&config, p.clone()).map_err(ServerError::Portal)?;
+            let (listener, addr) =
+                crate::pickup::portal::bind(config.portal.address)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        name: "portal".into(),
+                        address: config.portal.address,
+                        source,
+                    })?;
+            Some((portal, listener, addr))
+        }
+        None => None,
+    };
 
     let shutdown = CancellationToken::new();
     let ctx = Arc::new(SmtpContext::new(
@@ -141,8 +187,34 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         listener_tasks.push(tokio::spawn(smtp::serve_listener(ctx.clone(), listener, cfg)));
     }
 
-    let dispatcher = Dispatcher::new(config.clone(), queue.clone(), delivery, shutdown.clone());
+    let mut portal_task = None;
+    if let Some((portal, listener, addr)) = portal {
+        // Tests and scripts wait for this line; keep its shape.
+        tracing::info!(listener = "portal", "listening on {addr} (https)");
+        portal_task = Some(tokio::spawn(crate::pickup::portal::serve(
+            portal,
+            listener,
+            tokio_rustls::TlsAcceptor::from(portal_tls),
+            shutdown.clone(),
+        )));
+    }
+
+    let dispatcher = Dispatcher::new(
+        config.clone(),
+        queue.clone(),
+        delivery,
+        pickup.clone(),
+        shutdown.clone(),
+    );
     let dispatch_task = tokio::spawn(dispatcher.run());
+    if let Some(p) = &pickup {
+        tokio::spawn(p.clone().purge_loop(shutdown.clone()));
+        tokio::spawn(crate::pickup::control::serve(
+            p.clone(),
+            config.server.data_dir.clone(),
+            shutdown.clone(),
+        ));
+    }
     tracing::info!(hostname = %ctx.hostname, data_dir = %config.server.data_dir.display(), "ward started");
 
     wait_for_stop_signal(&ctx, config_path.as_deref()).await?;
@@ -162,11 +234,19 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
             "shutdown_timeout reached with sessions still open; closing them"
         );
     }
+    if let Some(t) = portal_task {
+        let _ = tokio::time::timeout_at(deadline, t).await;
+    }
     if tokio::time::timeout_at(deadline, dispatch_task).await.is_err() {
         tracing::warn!("shutdown_timeout reached with deliveries in progress; they resume at the next start");
     }
     if let Err(e) = queue.flush().await {
         tracing::error!(error = %e, "final queue flush failed");
+    }
+    if let Some(p) = &pickup
+        && let Err(e) = p.blocking(|s| s.flush()).await
+    {
+        tracing::error!(error = %e, "final pickup store flush failed");
     }
     let q = queue.clone();
     let _ = tokio::time::timeout(

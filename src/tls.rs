@@ -196,6 +196,18 @@ pub fn server_config(
     Ok(Arc::new(sc))
 }
 
+/// The server configuration of the HTTPS pickup portal: the same
+/// certificate and minimum version as the SMTP listeners, HTTP/1.1 by ALPN,
+/// no client certificates.
+pub fn https_server_config(config: &Config, cert: &CertifiedKey) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut sc = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions(config.tls.min_version))?
+        .with_no_client_auth()
+        .with_single_cert(cert.chain.clone(), cert.key.clone_key())?;
+    sc.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(sc))
+}
+
 /// SHA-256 of a DER certificate (what `relay.client_certificate.sha256` holds).
 pub fn fingerprint(cert: &CertificateDer<'_>) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());

@@ -251,8 +251,10 @@ fn a_25_mb_message_extracts_within_twice_its_size() {
 fn a_25_mb_message_scans_within_twice_its_size() {
     use ward::scan::{ScanSettings, Scanner};
     let raw = message();
-    let mut settings = ScanSettings::default();
-    settings.time_budget = Duration::from_secs(300);
+    let settings = ScanSettings {
+        time_budget: Duration::from_secs(300),
+        ..ScanSettings::default()
+    };
     let scanner = Scanner::new(settings);
     // Detector tables are built once per process; build them before measuring.
     let _ = scanner.scan(b"Subject: warm-up\r\n\r\nSSN 219-44-8213\r\n");

@@ -66,13 +66,20 @@ impl HostFailure {
     }
 }
 
+/// Opens a connection under `policy`, or under the stricter of it and the
+/// destination's policy when `at_least`.
 pub(super) async fn connect(
     delivery: &Delivery,
     domain: &str,
-    minimum: TlsPolicy,
+    policy: TlsPolicy,
+    at_least: bool,
 ) -> Result<Connection, AttemptError> {
     let domain = domain.trim_end_matches('.').to_lowercase();
-    let policy = stricter(delivery.policy_for(&domain), minimum);
+    let policy = if at_least {
+        stricter(delivery.policy_for(&domain), policy)
+    } else {
+        policy
+    };
     let targets = route::resolve(delivery, &domain).await.inspect_err(|e| {
         tracing::info!(%domain, kind = ?e.kind, status = %e.status, detail = %e.detail, "no route");
     })?;

@@ -111,7 +111,7 @@ impl Delivery {
     /// `Temporary` (DNS answers that say the domain cannot receive mail are
     /// `Permanent`).
     pub async fn connect(&self, domain: &str) -> Result<Connection, AttemptError> {
-        connect::connect(self, domain, TlsPolicy::May).await
+        connect::connect(self, domain, TlsPolicy::May, true).await
     }
 
     /// Like [`Delivery::connect`], but under at least `minimum` (the stricter
@@ -122,7 +122,14 @@ impl Delivery {
         domain: &str,
         minimum: TlsPolicy,
     ) -> Result<Connection, AttemptError> {
-        connect::connect(self, domain, minimum).await
+        connect::connect(self, domain, minimum, true).await
+    }
+
+    /// Like [`Delivery::connect`], but under exactly `policy`, whatever the
+    /// destination's policy says. Only for mail that holds no content
+    /// (pickup notifications and codes, which go out under `may`).
+    pub async fn connect_under(&self, domain: &str, policy: TlsPolicy) -> Result<Connection, AttemptError> {
+        connect::connect(self, domain, policy, false).await
     }
 }
 

@@ -126,7 +126,8 @@ pub struct MessageMeta {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AttemptRecord {
     pub at_ms: u64,
-    /// Short outcome word: "deferred", "tls-policy", "failed", "delivered", "expired".
+    /// Short outcome word: "deferred", "tls-policy", "failed", "delivered",
+    /// "expired", "portal".
     pub outcome: String,
     pub remote: Option<String>,
     pub reply_code: Option<u16>,
@@ -150,6 +151,11 @@ pub struct CopyPolicy {
     /// The destination is known to do verified TLS: never the portal.
     #[serde(default)]
     pub verified_partner: bool,
+    /// Deliver under exactly this TLS policy, whatever the destination's
+    /// is. Set only on mail Ward writes itself that holds no content
+    /// (pickup notifications and codes go under `may`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_policy: Option<crate::config::TlsPolicy>,
 }
 
 impl Default for CopyPolicy {
@@ -159,6 +165,7 @@ impl Default for CopyPolicy {
             reason: "clean".into(),
             portal_only: false,
             verified_partner: false,
+            tls_policy: None,
         }
     }
 }
@@ -190,6 +197,10 @@ pub enum FinalState {
     Failed,
     /// max_lifetime reached before delivery.
     Expired,
+    /// A protected copy that could not go over verified TLS (or whose
+    /// domain always gets the portal) now waits in the pickup portal; the
+    /// recipient was sent a notification.
+    Portal,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,6 +214,17 @@ pub struct FinalStatus {
     pub received_ms: u64,
     pub finished_ms: u64,
     pub last: Option<AttemptRecord>,
+    /// For a copy in the pickup portal: when and from where the recipient
+    /// first opened it (the read receipt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened: Option<Opened>,
+}
+
+/// The first view of a copy in the pickup portal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Opened {
+    pub at_ms: u64,
+    pub client_ip: String,
 }
 
 /// A message ready to be queued.
@@ -759,6 +781,33 @@ impl Queue {
         .await
     }
 
+    /// Records the read receipt of a copy in the pickup portal in its final
+    /// status (the first view only). Returns false if there is no status
+    /// or it already has one.
+    pub async fn record_opened(&self, id: QueueId, idx: u32, opened: Opened) -> Result<bool, QueueError> {
+        let inner = self.inner.clone();
+        let write = blocking(move || {
+            let key = c_key(S, &id, idx);
+            let Some(v) = inner.tree.get(key)? else {
+                return Ok(None);
+            };
+            let mut status: FinalStatus = decode_json(&format!("status {id}/{idx}"), &v)?;
+            if status.opened.is_some() {
+                return Ok(None);
+            }
+            status.opened = Some(opened);
+            Ok(Some((key.to_vec(), Some(encode_json(&status)))))
+        })
+        .await?;
+        let Some(write) = write else {
+            return Ok(false);
+        };
+        self.submit(|tx| Op::Apply(vec![write], tx))?
+            .await
+            .map_err(|_| QueueError::Gone)??;
+        Ok(true)
+    }
+
     /// Deletes final statuses older than `retention`.
     pub async fn purge_statuses(&self, retention: Duration) -> Result<usize, QueueError> {
         let inner = self.inner.clone();
@@ -987,6 +1036,7 @@ mod tests {
             received_ms: meta.received_ms,
             finished_ms: now_ms(),
             last: None,
+            opened: None,
         };
         assert!(
             q.finish(vec![(id, 0, status("a@x.example"))])
@@ -1000,6 +1050,23 @@ mod tests {
         );
         assert!(matches!(q.load(id).await, Err(QueueError::NotFound(_))));
         assert_eq!(q.statuses(id).await.unwrap().len(), 2);
+        // A read receipt is recorded once, in the status.
+        let opened = Opened {
+            at_ms: 42,
+            client_ip: "192.0.2.7".into(),
+        };
+        assert!(q.record_opened(id, 1, opened.clone()).await.unwrap());
+        let later = Opened {
+            at_ms: 43,
+            ..opened.clone()
+        };
+        assert!(!q.record_opened(id, 1, later).await.unwrap());
+        assert!(!q.record_opened(id, 7, opened.clone()).await.unwrap());
+        let statuses = q.statuses(id).await.unwrap();
+        assert_eq!(
+            statuses.iter().find(|(i, _)| *i == 1).unwrap().1.opened,
+            Some(opened)
+        );
         assert_eq!(
             q.counts().await.unwrap(),
             QueueCounts {

@@ -837,6 +837,7 @@ impl Session {
                 reason: d.reason.to_string(),
                 portal_only: d.portal_only,
                 verified_partner: d.verified_partner,
+                tls_policy: None,
             })
             .collect();
         let strictest = decisions
