@@ -160,6 +160,9 @@ fn block(view: &[u8; VIEW], b: usize) -> &[u8; BLOCK] {
 }
 
 /// Scans the chunk at `base`, whose bytes (and the next block's) are `view`.
+// The body of `scan_with`'s loop, always inlined into it: its arguments are
+// that loop's locals, and bundling them in a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn scan_chunk<C: Classify>(
     c: C,
