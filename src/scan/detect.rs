@@ -500,30 +500,43 @@ impl Context<'_> {
         let hi = end.saturating_add(self.detector.after);
         let mut best: Option<(usize, Kind, &'static str)> = None;
         let consider = |best: &mut Option<(usize, Kind, &'static str)>, h: &KeywordHit| {
-            let Some(k) = self.lexicon.keywords.get(h.keyword) else {
-                return;
-            };
-            let supported = k.context & kinds;
             let distance = if h.end <= start {
                 start - h.end
             } else if h.start >= end {
                 h.start - end
             } else {
-                return;
+                return false;
             };
-            let Some(kind) = Kind::ALL.into_iter().find(|&kind| supported & bit(kind) != 0) else {
-                return;
-            };
-            if best.is_none_or(|(d, _, _)| distance < d) {
-                *best = Some((distance, kind, k.text));
+            if best.is_some_and(|(d, _, _)| distance >= d) {
+                return false;
             }
+            let Some(k) = self.lexicon.keywords.get(h.keyword) else {
+                return false;
+            };
+            let supported = k.context & kinds;
+            let Some(kind) = Kind::ALL.into_iter().find(|&kind| supported & bit(kind) != 0) else {
+                return false;
+            };
+            *best = Some((distance, kind, k.text));
+            true
         };
-        let from = seek(self.hits, &self.window_from, |h| h.end < lo);
-        for h in self.hits.get(from..).unwrap_or_default() {
-            if h.start > hi {
+        // Hits are sorted and do not overlap, so their ends are sorted
+        // too: the nearest supporting keyword before the value is the first
+        // one found walking left from it, and the nearest after it the
+        // first one walking right. A window full of keywords costs two
+        // short walks, not one over all of it.
+        let split = seek(self.hits, &self.window_from, |h| h.end <= start);
+        let (left, right) = self.hits.split_at(split.min(self.hits.len()));
+        for h in left.iter().rev() {
+            if h.end < lo || consider(&mut best, h) {
                 break;
             }
-            consider(&mut best, h);
+        }
+        for h in right {
+            let beaten = best.is_some_and(|(d, _, _)| h.start >= end && h.start - end >= d);
+            if h.start > hi || beaten || consider(&mut best, h) {
+                break;
+            }
         }
         if best.is_none() && kinds & (bit(Kind::Icd10) | bit(Kind::Ssn) | bit(Kind::Phone)) != 0 {
             // Lowercase one- and two-letter keywords ("dx", "ss#", "ph")
@@ -838,14 +851,28 @@ fn ordinal(a: u8, b: u8) -> bool {
 
 /// Whether a month name (its first three letters) starts at `i`.
 fn starts_month(hay: &[u8], i: usize) -> bool {
-    const MONTHS: [&[u8; 3]; 12] = [
-        b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec",
+    // The three bytes as one number, lowercased with `| 0x20` (a byte
+    // lands in `a..=z` that way only if it is a letter): twelve integer
+    // compares the compiler can vectorise, not twelve slice compares.
+    const fn key(m: &[u8; 3]) -> u32 {
+        u32::from_le_bytes([m[0], m[1], m[2], 0])
+    }
+    const MONTHS: [u32; 12] = [
+        key(b"jan"),
+        key(b"feb"),
+        key(b"mar"),
+        key(b"apr"),
+        key(b"may"),
+        key(b"jun"),
+        key(b"jul"),
+        key(b"aug"),
+        key(b"sep"),
+        key(b"oct"),
+        key(b"nov"),
+        key(b"dec"),
     ];
     match hay.get(i..i + 3) {
-        Some(&[a, b, c]) => {
-            let lower = [a | 0x20, b | 0x20, c | 0x20];
-            MONTHS.iter().any(|m| **m == lower)
-        }
+        Some(&[a, b, c]) => MONTHS.contains(&key(&[a | 0x20, b | 0x20, c | 0x20])),
         _ => false,
     }
 }
