@@ -911,6 +911,15 @@ pub struct PortalConfig {
     pub requests_per_minute_per_ip: u32,
     /// Requests per minute for one link.
     pub requests_per_minute_per_link: u32,
+    /// Largest reply (octets of text) a recipient may write on the portal
+    /// to the original sender; 0 turns replies off.
+    #[serde(deserialize_with = "de_size")]
+    pub max_reply_size: u64,
+    /// Replies that may be sent from one pickup link in all.
+    pub max_replies_per_link: u32,
+    /// Send the original sender a content-free notice when the recipient
+    /// first opens the message.
+    pub opened_notice: bool,
 }
 
 impl Default for PortalConfig {
@@ -931,6 +940,9 @@ impl Default for PortalConfig {
             session_idle_timeout: Duration::from_secs(900),
             requests_per_minute_per_ip: 120,
             requests_per_minute_per_link: 30,
+            max_reply_size: 32 * 1024,
+            max_replies_per_link: 10,
+            opened_notice: false,
         }
     }
 }
@@ -1392,6 +1404,7 @@ impl Config {
             ("max_codes_per_hour", pt.max_codes_per_hour),
             ("requests_per_minute_per_ip", pt.requests_per_minute_per_ip),
             ("requests_per_minute_per_link", pt.requests_per_minute_per_link),
+            ("max_replies_per_link", pt.max_replies_per_link),
         ] {
             if v == 0 {
                 bad(vec![K("portal"), K(name)], format!("{name} must be at least 1"));
@@ -1413,6 +1426,12 @@ impl Config {
                     format!("{name} must be at least {}", humantime::format_duration(min)),
                 );
             }
+        }
+        if pt.max_reply_size > 1024 * 1024 {
+            bad(
+                vec![K("portal"), K("max_reply_size")],
+                "max_reply_size must be at most 1MiB (a reply is typed text)".into(),
+            );
         }
         if pt.organization.trim().is_empty() || pt.organization.chars().any(char::is_control) {
             bad(
@@ -2046,6 +2065,21 @@ pub const SETTINGS: &[SettingDoc] = &[
         key: "portal.requests_per_minute_per_link",
         default: "30",
         doc: "Portal requests per minute for one link; more get 429.",
+    },
+    SettingDoc {
+        key: "portal.max_reply_size",
+        default: "32768",
+        doc: "Largest reply (octets of text, at most 1MiB) a recipient may write on the message page; it goes to the original sender through the queue as protected mail, From portal.notify_from with Reply-To the recipient. Larger: 413. 0 turns replies off.",
+    },
+    SettingDoc {
+        key: "portal.max_replies_per_link",
+        default: "10",
+        doc: "Replies that may be sent from one pickup link in all; more get 429.",
+    },
+    SettingDoc {
+        key: "portal.opened_notice",
+        default: "false",
+        doc: "When the recipient first opens a message, send its original sender a notice (recipient, time; no subject or content) from portal.notify_from.",
     },
 ];
 

@@ -243,3 +243,129 @@ async fn revoked_links_get_410_and_the_cli_lists_without_content() {
     assert_eq!(out.trim(), format!("ended {id}"));
     s.ward.wait_log("pickup revoked by an administrator", LONG);
 }
+
+/// The anti-forgery token in a message page's reply form.
+fn csrf_in(page: &str) -> String {
+    let needle = "name=\"csrf\" value=\"";
+    let at = page.find(needle).expect("a reply form") + needle.len();
+    let csrf = &page[at..at + 64];
+    assert!(csrf.bytes().all(|b| b.is_ascii_hexdigit()), "{csrf}");
+    csrf.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recipient_replies_to_the_sender_through_the_queue() {
+    let s = setup("max_reply_size = 300\nmax_replies_per_link = 1\n").await;
+    let (url, page) = s.open_message().await;
+    assert!(page.contains("<label for=\"reply\">Your reply to dr@hospital.example</label>"));
+    let csrf = csrf_in(&page);
+    let reply = |form: Vec<(&'static str, String)>| {
+        let http = s.http.clone();
+        let url = format!("{url}/reply");
+        async move { http.post(url).form(&form).send().await.unwrap() }
+    };
+    const TEXT: &str = "Thank you, doctor. Is 219-44-8213 the right number?\nCall me.";
+
+    // Forged or incomplete forms are refused.
+    let r = reply(vec![("reply", TEXT.into())]).await;
+    assert_eq!(r.status(), 403, "no anti-forgery token");
+    let r = reply(vec![("csrf", "0".repeat(64)), ("reply", TEXT.into())]).await;
+    assert_eq!(r.status(), 403, "a wrong anti-forgery token");
+    let r = reply(vec![("csrf", csrf.clone()), ("reply", "  \n ".into())]).await;
+    assert_eq!(r.status(), 400, "an empty reply");
+    let r = reply(vec![("csrf", csrf.clone()), ("reply", "x".repeat(301))]).await;
+    assert_eq!(r.status(), 413, "a reply over max_reply_size");
+    assert!(r.text().await.unwrap().contains("at most 300 characters"));
+    let r = reply(vec![("csrf", csrf.clone()), ("reply", "x".repeat(2000))]).await;
+    assert_eq!(r.status(), 413, "a body over the route's limit");
+    // Without the session cookie the form leads back to the code page.
+    let stranger = http_client(&s.ca, s.ward.listener("portal"));
+    let r = stranger
+        .post(format!("{url}/reply"))
+        .form(&[("csrf", csrf.as_str()), ("reply", TEXT)])
+        .send()
+        .await
+        .unwrap();
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Email me a code") && !page.contains("was sent"));
+
+    let r = reply(vec![("csrf", csrf.clone()), ("reply", TEXT.into())]).await;
+    assert_eq!(r.status(), 200);
+    assert_security_headers(&r);
+    assert!(r.text().await.unwrap().contains("Your reply was sent."));
+    let r = reply(vec![("csrf", csrf.clone()), ("reply", "again".into())]).await;
+    assert_eq!(r.status(), 429, "max_replies_per_link");
+
+    // The sender's MX gets exactly the one reply, over verified TLS.
+    let got = s.secure.wait_for(1, LONG).await;
+    let m = &got[0];
+    assert!(m.tls.is_some(), "a reply holds content: verified TLS only");
+    assert_eq!(m.mail_from, "noreply@hospital.example");
+    assert_eq!(m.rcpt_to, vec!["dr@hospital.example".to_string()]);
+    let parsed = mail_parser::MessageParser::default().parse(&m.data).unwrap();
+    let from = parsed.from().and_then(|f| f.first()).unwrap();
+    assert_eq!(from.address(), Some("noreply@hospital.example"));
+    assert_eq!(
+        parsed
+            .reply_to()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address()),
+        Some("b@plain.test")
+    );
+    assert_eq!(parsed.subject(), Some(format!("Re: {SUBJECT}").as_str()));
+    assert_eq!(parsed.in_reply_to().as_text(), Some("orig-1@hospital.example"));
+    let body = parsed.body_text(0).unwrap();
+    assert!(
+        body.contains("Is 219-44-8213 the right number?\r\nCall me.\r\n"),
+        "{body:?}"
+    );
+    let line = s
+        .ward
+        .line(
+            &["portal reply queued to the sender", "to=dr@hospital.example"],
+            LONG,
+        )
+        .await;
+    assert!(line.contains(&format!("size={}", TEXT.len())), "{line}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        s.secure.received().len(),
+        1,
+        "one reply, and no opened notice by default"
+    );
+    let log = s.ward.log();
+    assert!(!log.contains("Thank you, doctor"), "the reply reached the log");
+    assert_no_planted("the log", log.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sender_gets_a_content_free_opened_notice_once() {
+    let s = setup("opened_notice = true\n").await;
+    let (url, page) = s.open_message().await;
+    assert!(page.contains(SUBJECT));
+    let got = s.secure.wait_for(1, LONG).await;
+    let n = &got[0];
+    assert_eq!(n.mail_from, "noreply@hospital.example");
+    assert_eq!(n.rcpt_to, vec!["dr@hospital.example".to_string()]);
+    assert_no_planted("the opened notice", &n.data);
+    let parsed = mail_parser::MessageParser::default().parse(&n.data).unwrap();
+    assert_eq!(
+        parsed.subject(),
+        Some("Your secure message to b@plain.test was opened")
+    );
+    // Viewing again sends nothing more.
+    assert!(
+        s.http
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains(SUBJECT)
+    );
+    s.ward.line(&["pickup viewed again"], LONG).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(s.secure.received().len(), 1);
+}

@@ -2,7 +2,8 @@
 //! `chromium`) opens the link from the notification, asks for a code,
 //! types the code read from the recipient's MX, submits with the keyboard
 //! and shows the message; a screenshot of the message page is saved under
-//! the target directory and its path printed.
+//! the target directory and its path printed; a reply typed on the page
+//! reaches the sender's MX.
 //!
 //! The portal needs no JavaScript, so the browser only loads pages and
 //! submits forms (focus, type, Enter), as a person with a keyboard would.
@@ -71,6 +72,18 @@ async fn chromium_opens_a_pickup_with_the_emailed_code() {
     browser.screenshot(&tab, &path).await;
     assert!(std::fs::metadata(&path).unwrap().len() > 1000);
     println!("screenshot of the message page: {}", path.display());
+
+    // A reply, typed and sent with the keyboard (the browser sends the
+    // form's anti-forgery token), reaches the sender's MX.
+    browser.focus(&tab, "#reply").await;
+    browser.type_text(&tab, "Received, thank you.").await;
+    browser.focus(&tab, "form[action$='/reply'] button").await;
+    browser.submit_with_enter(&tab).await;
+    let text = browser.text(&tab).await;
+    assert!(text.contains("Your reply was sent."), "{text}");
+    let got = s.secure.wait_for(1, LONG).await;
+    assert_eq!(got[0].rcpt_to, vec!["dr@hospital.example".to_string()]);
+    assert!(String::from_utf8_lossy(&got[0].data).contains("Received, thank you."));
 
     s.ward
         .line(&["pickup opened for the first time", "to=b@plain.test"], LONG)

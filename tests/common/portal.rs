@@ -49,6 +49,7 @@ pub fn protected_message() -> Vec<u8> {
         "From: Dr. Who <dr@hospital.example>\r\n\
          To: a@secure.test, b@plain.test\r\n\
          Subject: {SUBJECT}\r\n\
+         Message-ID: <orig-1@hospital.example>\r\n\
          Date: Tue, 3 Mar 2026 10:00:00 +0000\r\n\
          MIME-Version: 1.0\r\n\
          Content-Type: multipart/mixed; boundary=\"b1\"\r\n\
@@ -90,7 +91,8 @@ pub struct Setup {
     _dns: TestDns,
 }
 
-/// Ward with the portal on; `secure.test` does verified TLS, `plain.test`
+/// Ward with the portal on; `secure.test` does verified TLS (and takes
+/// mail for the original sender's domain, `hospital.example`), `plain.test`
 /// has no STARTTLS; the default TLS policy is `verify` (so the
 /// notification's `may` is what lets it reach `plain.test`).
 pub async fn setup(extra: &str) -> Setup {
@@ -110,6 +112,7 @@ pub async fn setup(extra: &str) -> Setup {
         "[delivery]\ntls_policy = \"verify\"\nca_file = \"{ca}\"\nsystem_roots = false\nconnection_cache_time = \"200ms\"\n\
          [[delivery.destination]]\ndomain = \"secure.test\"\nroute = \"[mx.secure.test]:{sp}\"\n\
          [[delivery.destination]]\ndomain = \"plain.test\"\nroute = \"[127.0.0.1]:{pp}\"\n\
+         [[delivery.destination]]\ndomain = \"hospital.example\"\nroute = \"[mx.secure.test]:{sp}\"\n\
          [dns]\nnameservers = [\"{dns}\"]\n\
          [queue]\nretry_schedule = [\"1s\"]\nscan_interval = \"200ms\"\n\
          [portal]\nenabled = true\naddress = \"127.0.0.1:0\"\npublic_host = \"portal.ward.test\"\n\
@@ -181,6 +184,16 @@ impl Setup {
             .find(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
             .expect("a code in the mail")
             .to_string()
+    }
+
+    /// Sends the protected message, gets a code and opens the message:
+    /// returns the link and the message page.
+    pub async fn open_message(&self) -> (String, String) {
+        let url = self.send_and_get_link().await;
+        let code = self.request_code(&url, 2).await;
+        let r = self.verify(&url, &code).await;
+        assert_eq!(r.status(), 200);
+        (url, r.text().await.unwrap())
     }
 
     pub async fn verify(&self, url: &str, code: &str) -> reqwest::Response {
