@@ -75,6 +75,7 @@ pub struct Config {
     pub scan: ScanConfig,
     pub policy: PolicyConfig,
     pub portal: PortalConfig,
+    pub dkim: DkimConfig,
 }
 
 impl Default for Config {
@@ -97,6 +98,7 @@ impl Default for Config {
             scan: ScanConfig::default(),
             policy: PolicyConfig::default(),
             portal: PortalConfig::default(),
+            dkim: DkimConfig::default(),
         }
     }
 }
@@ -967,6 +969,21 @@ impl PortalConfig {
     }
 }
 
+/// DKIM signing (RFC 6376) of the mail Ward writes itself: pickup
+/// notifications, one-time codes, opened notices and portal replies (all
+/// From `portal.notify_from`). Off while `domain` is empty.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DkimConfig {
+    /// Signing domain (`d=`); the From domain or its parent, for DMARC.
+    pub domain: String,
+    /// Selector (`s=`): the key is published at `<selector>._domainkey.<domain>`.
+    pub selector: String,
+    /// Private key, PEM: RSA (PKCS#8 or PKCS#1, rsa-sha256) or Ed25519
+    /// (PKCS#8, ed25519-sha256).
+    pub key_file: PathBuf,
+}
+
 // ---------------------------------------------------------------------------
 // Value parsers shared by the schema.
 
@@ -1464,6 +1481,30 @@ impl Config {
                     "`{}` is not a mailbox like noreply@hospital.example",
                     pt.notify_from
                 ),
+            );
+        }
+        let dk = &self.dkim;
+        let set = [
+            !dk.domain.is_empty(),
+            !dk.selector.is_empty(),
+            !dk.key_file.as_os_str().is_empty(),
+        ];
+        if set.contains(&true) && set.contains(&false) {
+            bad(
+                vec![K("dkim")],
+                "DKIM signing needs all of domain, selector and key_file (or none)".into(),
+            );
+        }
+        if !dk.domain.is_empty() && !is_hostname(&dk.domain) {
+            bad(
+                vec![K("dkim"), K("domain")],
+                format!("`{}` is not a domain name", dk.domain),
+            );
+        }
+        if !dk.selector.is_empty() && !is_hostname(&dk.selector) {
+            bad(
+                vec![K("dkim"), K("selector")],
+                format!("`{}` is not a selector (DNS labels)", dk.selector),
             );
         }
         if self.dns.attempts == 0 {
@@ -2080,6 +2121,21 @@ pub const SETTINGS: &[SettingDoc] = &[
         key: "portal.opened_notice",
         default: "false",
         doc: "When the recipient first opens a message, send its original sender a notice (recipient, time; no subject or content) from portal.notify_from.",
+    },
+    SettingDoc {
+        key: "dkim.domain",
+        default: "\"\"",
+        doc: "DKIM signing domain (d=) for the mail Ward writes itself: pickup notifications, codes, opened notices and portal replies. Use the domain of portal.notify_from (or its parent) so DMARC aligns. Empty: no signing.",
+    },
+    SettingDoc {
+        key: "dkim.selector",
+        default: "\"\"",
+        doc: "DKIM selector (s=): publish the public key as a TXT record at <selector>._domainkey.<domain>.",
+    },
+    SettingDoc {
+        key: "dkim.key_file",
+        default: "\"\"",
+        doc: "DKIM private key, PEM: RSA (PKCS#8 or PKCS#1; signs rsa-sha256, 2048 bits or more advised) or Ed25519 (PKCS#8; signs ed25519-sha256). Read at start; a bad key stops Ward with the reason.",
     },
 ];
 

@@ -369,3 +369,68 @@ async fn the_sender_gets_a_content_free_opened_notice_once() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(s.secure.received().len(), 1);
 }
+
+/// A DKIM verifier (mail-auth) that asks only the test DNS.
+fn dkim_verifier(dns: std::net::SocketAddr) -> mail_auth::MessageAuthenticator {
+    use mail_auth::hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+    let mut udp = ConnectionConfig::udp();
+    udp.port = dns.port();
+    let mut builder = mail_auth::hickory_resolver::TokioResolver::builder_with_config(
+        ResolverConfig::from_name_servers(vec![NameServerConfig::new(dns.ip(), true, vec![udp])]),
+        mail_auth::hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+    );
+    builder.options_mut().use_hosts_file = mail_auth::hickory_resolver::config::ResolveHosts::Never;
+    mail_auth::MessageAuthenticator(builder.build().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_and_codes_are_dkim_signed() {
+    use mail_auth::{AuthenticatedMessage, DkimResult, Parameters};
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dkim");
+    let s = setup(&format!(
+        "\n[dkim]\ndomain = \"hospital.example\"\nselector = \"ward\"\nkey_file = \"{}\"\n",
+        keys.join("test-rsa.pem").display()
+    ))
+    .await;
+    let p = std::fs::read_to_string(keys.join("test-rsa.p")).unwrap();
+    s.dns.txt(
+        "ward._domainkey.hospital.example",
+        &format!("v=DKIM1; k=rsa; p={}", p.trim()),
+    );
+    let url = s.send_and_get_link().await;
+    s.request_code(&url, 2).await;
+    let got = s.plain.wait_for(2, LONG).await;
+    let verifier = dkim_verifier(s.dns.addr());
+    for (what, m) in [("the notification", &got[0]), ("the code mail", &got[1])] {
+        let text = String::from_utf8_lossy(&m.data);
+        assert!(text.starts_with("DKIM-Signature: "), "{what}: {text}");
+        assert!(text.contains("a=rsa-sha256") && text.contains("d=hospital.example"));
+        let msg = AuthenticatedMessage::parse(&m.data).unwrap();
+        let results: Vec<DkimResult> = verifier
+            .verify_dkim(Parameters::new(&msg))
+            .await
+            .iter()
+            .map(|o| o.result().clone())
+            .collect();
+        assert_eq!(results, vec![DkimResult::Pass], "{what}");
+        // The signature covers the link: change it and it fails.
+        let forged = text.replacen("https://portal.ward.test/m/", "https://evil.test/m/", 1);
+        let msg = AuthenticatedMessage::parse(forged.as_bytes()).unwrap();
+        let out = verifier.verify_dkim(Parameters::new(&msg)).await;
+        if what == "the notification" {
+            assert!(
+                matches!(out[0].result(), DkimResult::Fail(_) | DkimResult::Neutral(_)),
+                "{what}: {:?}",
+                out[0].result()
+            );
+        }
+    }
+    assert!(
+        s.dns
+            .queries()
+            .iter()
+            .any(|(n, _)| n == "ward._domainkey.hospital.example"),
+        "the key came from DNS"
+    );
+    s.ward.wait_log("DKIM signing of notifications", LONG);
+}

@@ -16,7 +16,7 @@
 //!   sender as protected mail (it holds what the recipient wrote), so it
 //!   leaves only over verified TLS or through the portal.
 //!
-//! Floor 3: imports `queue`, `crypto`, `config` and `tls` only; it does not
+//! Floor 3: imports `queue`, `crypto`, `config`, `dkim` and `tls` only; it does not
 //! know about MX records or delivery. `dispatch` decides what goes here.
 
 pub mod control;
@@ -65,10 +65,17 @@ pub struct Pickup {
     code_minutes: u64,
     max_replies: u32,
     opened_notice: bool,
+    /// Signs every mail queued here, when `[dkim]` is configured.
+    dkim: Option<std::sync::Arc<crate::dkim::DkimSigner>>,
 }
 
 impl Pickup {
-    pub fn new(config: &Config, store: PickupStore, queue: Queue) -> Pickup {
+    pub fn new(
+        config: &Config,
+        store: PickupStore,
+        queue: Queue,
+        dkim: Option<std::sync::Arc<crate::dkim::DkimSigner>>,
+    ) -> Pickup {
         let hostname = config.server.effective_hostname();
         Pickup {
             store,
@@ -86,6 +93,7 @@ impl Pickup {
             code_minutes: config.portal.code_lifetime.as_secs().div_ceil(60),
             max_replies: config.portal.max_replies_per_link,
             opened_notice: config.portal.opened_notice,
+            dkim,
         }
     }
 
@@ -269,13 +277,22 @@ impl Pickup {
     }
 
     /// Queues a mail Ward wrote itself, from the notifier address, under
-    /// `policy`.
+    /// `policy`, DKIM-signed when a key is configured. A signing failure
+    /// (not expected with a key that loaded) is logged and the mail goes
+    /// unsigned: a recipient must still learn that a message waits.
     async fn enqueue_mail(
         &self,
         to: &str,
         content: Vec<u8>,
         policy: CopyPolicy,
     ) -> Result<QueueId, PickupError> {
+        let content = match &self.dkim {
+            Some(d) => d.sign(&content).unwrap_or_else(|e| {
+                tracing::error!(error = %e, to, "mail queued without its DKIM signature");
+                content
+            }),
+            None => content,
+        };
         let msg = NewMessage {
             id: QueueId::generate(),
             envelope: Envelope {

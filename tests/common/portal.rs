@@ -88,7 +88,7 @@ pub struct Setup {
     pub ca: TestCa,
     /// Ward's certificate (SMTP and portal).
     pub cert: CertPair,
-    _dns: TestDns,
+    pub dns: TestDns,
 }
 
 /// Ward with the portal on; `secure.test` does verified TLS (and takes
@@ -131,7 +131,7 @@ pub async fn setup(extra: &str) -> Setup {
         plain,
         ca,
         cert,
-        _dns: dns,
+        dns,
     }
 }
 
