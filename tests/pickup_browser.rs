@@ -22,7 +22,15 @@ use portal::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_opens_a_pickup_with_the_emailed_code() {
-    let s = setup("").await;
+    // The organization's logo (SVG) must show under the pages' CSP.
+    let logo_dir = tempfile::tempdir().unwrap();
+    let logo = logo_dir.path().join("logo.svg");
+    std::fs::write(
+        &logo,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"40\" height=\"40\"><rect width=\"40\" height=\"40\" fill=\"#0b5394\"/></svg>",
+    )
+    .unwrap();
+    let s = setup(&format!("logo_file = \"{}\"\n", logo.display())).await;
     let mut browser = Chromium::launch(
         &Options::default()
             .map_host("portal.ward.test", IpAddr::V4(Ipv4Addr::LOCALHOST))
@@ -40,6 +48,20 @@ async fn chromium_opens_a_pickup_with_the_emailed_code() {
     assert!(text.contains("You have a secure message"), "{text}");
     assert_no_planted("the link page", text.as_bytes());
     assert_fits_and_labelled(&mut browser, &tab, "the link page").await;
+    assert!(text.contains("St. Example Hospital"), "the organization's name");
+    let logo_width = browser
+        .eval(&tab, "document.querySelector('img.logo').naturalWidth")
+        .await;
+    assert_eq!(logo_width, 40, "the logo loaded");
+    // Tab reaches the first control, which shows a focus ring.
+    browser.press(&tab, "Tab").await;
+    let focused = browser
+        .eval(
+            &tab,
+            "document.activeElement.tagName + ' ' + getComputedStyle(document.activeElement).outlineStyle",
+        )
+        .await;
+    assert_eq!(focused, "BUTTON solid", "keyboard focus");
 
     // "Email me a code", by keyboard.
     browser.focus(&tab, "form[action$='/code'] button").await;

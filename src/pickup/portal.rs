@@ -999,4 +999,51 @@ mod tests {
         assert_eq!(cookie(&h, COOKIE).as_deref(), Some("abc"));
         assert_eq!(cookie(&h, "c"), None);
     }
+
+    /// WCAG 2.x contrast ratio of two "#rrggbb" colors.
+    fn contrast(a: &str, b: &str) -> f64 {
+        fn luminance(hex: &str) -> f64 {
+            let v = u32::from_str_radix(hex.trim_start_matches('#'), 16).unwrap();
+            let channel = |shift: u32| {
+                let c = ((v >> shift) & 0xff) as f64 / 255.0;
+                if c <= 0.03928 {
+                    c / 12.92
+                } else {
+                    ((c + 0.055) / 1.055).powf(2.4)
+                }
+            };
+            0.2126 * channel(16) + 0.7152 * channel(8) + 0.0722 * channel(0)
+        }
+        let (x, y) = (luminance(a), luminance(b));
+        (x.max(y) + 0.05) / (x.min(y) + 0.05)
+    }
+
+    /// The stylesheet's colors meet WCAG AA: 4.5:1 for text (7:1 for the
+    /// small print), 3:1 for the focus ring against what it sits on.
+    #[test]
+    fn stylesheet_colors_have_enough_contrast() {
+        let var = |name: &str| {
+            let at = CSS
+                .find(&format!("--{name}: "))
+                .unwrap_or_else(|| panic!("--{name}"));
+            CSS[at + name.len() + 4..at + name.len() + 11].to_string()
+        };
+        let white = "#ffffff".to_string();
+        for (what, fg, bg, min) in [
+            ("text", var("fg"), var("bg"), 4.5),
+            ("links and headings", var("accent"), var("bg"), 4.5),
+            ("small print", var("muted"), var("bg"), 7.0),
+            ("button text", white.clone(), var("accent"), 4.5),
+            ("secondary button text", var("fg"), var("quiet"), 4.5),
+            ("error text", var("err"), var("err-bg"), 4.5),
+            ("notice text", var("fg"), var("notice-bg"), 4.5),
+            ("focus ring on the page", var("focus"), var("bg"), 3.0),
+            ("focus halo by the ring", var("focus-halo"), var("focus"), 3.0),
+        ] {
+            let c = contrast(&fg, &bg);
+            assert!(c >= min, "{what}: {fg} on {bg} is {c:.2}:1, below {min}:1");
+        }
+        assert!(CSS.contains("outline: 3px solid var(--focus)"));
+        assert!(!CSS.contains("outline: none") && !CSS.contains("outline: 0"));
+    }
 }
