@@ -75,6 +75,7 @@ pub struct Config {
     pub scan: ScanConfig,
     pub policy: PolicyConfig,
     pub portal: PortalConfig,
+    pub dkim: DkimConfig,
 }
 
 impl Default for Config {
@@ -97,6 +98,7 @@ impl Default for Config {
             scan: ScanConfig::default(),
             policy: PolicyConfig::default(),
             portal: PortalConfig::default(),
+            dkim: DkimConfig::default(),
         }
     }
 }
@@ -911,6 +913,15 @@ pub struct PortalConfig {
     pub requests_per_minute_per_ip: u32,
     /// Requests per minute for one link.
     pub requests_per_minute_per_link: u32,
+    /// Largest reply (octets of text) a recipient may write on the portal
+    /// to the original sender; 0 turns replies off.
+    #[serde(deserialize_with = "de_size")]
+    pub max_reply_size: u64,
+    /// Replies that may be sent from one pickup link in all.
+    pub max_replies_per_link: u32,
+    /// Send the original sender a content-free notice when the recipient
+    /// first opens the message.
+    pub opened_notice: bool,
 }
 
 impl Default for PortalConfig {
@@ -931,6 +942,9 @@ impl Default for PortalConfig {
             session_idle_timeout: Duration::from_secs(900),
             requests_per_minute_per_ip: 120,
             requests_per_minute_per_link: 30,
+            max_reply_size: 32 * 1024,
+            max_replies_per_link: 10,
+            opened_notice: false,
         }
     }
 }
@@ -953,6 +967,21 @@ impl PortalConfig {
             self.notify_from.clone()
         }
     }
+}
+
+/// DKIM signing (RFC 6376) of the mail Ward writes itself: pickup
+/// notifications, one-time codes, opened notices and portal replies (all
+/// From `portal.notify_from`). Off while `domain` is empty.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DkimConfig {
+    /// Signing domain (`d=`); the From domain or its parent, for DMARC.
+    pub domain: String,
+    /// Selector (`s=`): the key is published at `<selector>._domainkey.<domain>`.
+    pub selector: String,
+    /// Private key, PEM: RSA (PKCS#8 or PKCS#1, rsa-sha256) or Ed25519
+    /// (PKCS#8, ed25519-sha256).
+    pub key_file: PathBuf,
 }
 
 // ---------------------------------------------------------------------------
@@ -1392,6 +1421,7 @@ impl Config {
             ("max_codes_per_hour", pt.max_codes_per_hour),
             ("requests_per_minute_per_ip", pt.requests_per_minute_per_ip),
             ("requests_per_minute_per_link", pt.requests_per_minute_per_link),
+            ("max_replies_per_link", pt.max_replies_per_link),
         ] {
             if v == 0 {
                 bad(vec![K("portal"), K(name)], format!("{name} must be at least 1"));
@@ -1413,6 +1443,12 @@ impl Config {
                     format!("{name} must be at least {}", humantime::format_duration(min)),
                 );
             }
+        }
+        if pt.max_reply_size > 1024 * 1024 {
+            bad(
+                vec![K("portal"), K("max_reply_size")],
+                "max_reply_size must be at most 1MiB (a reply is typed text)".into(),
+            );
         }
         if pt.organization.trim().is_empty() || pt.organization.chars().any(char::is_control) {
             bad(
@@ -1445,6 +1481,30 @@ impl Config {
                     "`{}` is not a mailbox like noreply@hospital.example",
                     pt.notify_from
                 ),
+            );
+        }
+        let dk = &self.dkim;
+        let set = [
+            !dk.domain.is_empty(),
+            !dk.selector.is_empty(),
+            !dk.key_file.as_os_str().is_empty(),
+        ];
+        if set.contains(&true) && set.contains(&false) {
+            bad(
+                vec![K("dkim")],
+                "DKIM signing needs all of domain, selector and key_file (or none)".into(),
+            );
+        }
+        if !dk.domain.is_empty() && !is_hostname(&dk.domain) {
+            bad(
+                vec![K("dkim"), K("domain")],
+                format!("`{}` is not a domain name", dk.domain),
+            );
+        }
+        if !dk.selector.is_empty() && !is_hostname(&dk.selector) {
+            bad(
+                vec![K("dkim"), K("selector")],
+                format!("`{}` is not a selector (DNS labels)", dk.selector),
             );
         }
         if self.dns.attempts == 0 {
@@ -2046,6 +2106,36 @@ pub const SETTINGS: &[SettingDoc] = &[
         key: "portal.requests_per_minute_per_link",
         default: "30",
         doc: "Portal requests per minute for one link; more get 429.",
+    },
+    SettingDoc {
+        key: "portal.max_reply_size",
+        default: "32768",
+        doc: "Largest reply (octets of text, at most 1MiB) a recipient may write on the message page; it goes to the original sender through the queue as protected mail, From portal.notify_from with Reply-To the recipient. Larger: 413. 0 turns replies off.",
+    },
+    SettingDoc {
+        key: "portal.max_replies_per_link",
+        default: "10",
+        doc: "Replies that may be sent from one pickup link in all; more get 429.",
+    },
+    SettingDoc {
+        key: "portal.opened_notice",
+        default: "false",
+        doc: "When the recipient first opens a message, send its original sender a notice (recipient, time; no subject or content) from portal.notify_from.",
+    },
+    SettingDoc {
+        key: "dkim.domain",
+        default: "\"\"",
+        doc: "DKIM signing domain (d=) for the mail Ward writes itself: pickup notifications, codes, opened notices and portal replies. Use the domain of portal.notify_from (or its parent) so DMARC aligns. Empty: no signing.",
+    },
+    SettingDoc {
+        key: "dkim.selector",
+        default: "\"\"",
+        doc: "DKIM selector (s=): publish the public key as a TXT record at <selector>._domainkey.<domain>.",
+    },
+    SettingDoc {
+        key: "dkim.key_file",
+        default: "\"\"",
+        doc: "DKIM private key, PEM: RSA (PKCS#8 or PKCS#1; signs rsa-sha256, 2048 bits or more advised) or Ed25519 (PKCS#8; signs ed25519-sha256). Read at start; a bad key stops Ward with the reason.",
     },
 ];
 

@@ -8,7 +8,7 @@
 //! floor 5   cli · server
 //! floor 4   dispatch
 //! floor 3   smtp · delivery · pickup
-//! floor 2   policy · queue · tls
+//! floor 2   policy · queue · tls · dkim
 //! floor 1   scan · config · crypto
 //! ```
 
@@ -17,6 +17,7 @@ pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod dispatch;
+pub mod dkim;
 pub mod pickup;
 pub mod policy;
 pub mod queue;

@@ -48,6 +48,8 @@ pub enum ServerError {
     #[error(transparent)]
     Portal(crate::pickup::portal::PortalError),
     #[error(transparent)]
+    Dkim(#[from] crate::dkim::DkimError),
+    #[error(transparent)]
     Delivery(#[from] crate::delivery::DeliveryError),
     #[error("listener {name}: cannot listen on {address}: {source}")]
     Bind {
@@ -136,7 +138,16 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
                     path: data_dir.join("pickup"),
                     source,
                 })?;
-        Some(crate::pickup::Pickup::new(&config, store, queue.clone()))
+        let dkim = crate::dkim::DkimSigner::load(&config.dkim)?.map(std::sync::Arc::new);
+        if let Some(d) = &dkim {
+            tracing::info!(
+                domain = d.domain(),
+                selector = d.selector(),
+                algorithm = d.algorithm(),
+                "DKIM signing of notifications, codes, notices and portal replies"
+            );
+        }
+        Some(crate::pickup::Pickup::new(&config, store, queue.clone(), dkim))
     } else {
         None
     };

@@ -4,223 +4,14 @@
 //! serves the message to whoever has the link and the emailed code.
 
 mod common;
+#[path = "common/portal.rs"]
+mod portal;
 
 use std::time::Duration;
 
 use common::client::SmtpClient;
-use common::process::{Ward, ward_cli};
-use common::*;
-
-const LONG: Duration = Duration::from_secs(30);
-
-/// Strings planted in the protected message; none may leave Ward except
-/// through the portal after the code.
-const SUBJECT: &str = "Biopsy results for Jane Roe";
-const PLANTED: [&str; 5] = [
-    "Biopsy results",
-    "Jane Roe",
-    "219-44-8213",
-    "malignant neoplasm",
-    "pathology-report.pdf",
-];
-
-/// An attachment whose bytes must come back identical (binary, with every
-/// byte value).
-fn attachment() -> Vec<u8> {
-    let mut v: Vec<u8> = (0..=255u8).collect();
-    v.extend_from_slice(b"%PDF-1.4 fake report, SSN 219-44-8213\n");
-    v.extend((0..5000u32).map(|i| (i * 7 % 251) as u8));
-    v
-}
-
-fn protected_message() -> Vec<u8> {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(attachment());
-    let mut att = String::new();
-    for chunk in b64.as_bytes().chunks(76) {
-        att.push_str(std::str::from_utf8(chunk).unwrap());
-        att.push_str("\r\n");
-    }
-    format!(
-        "From: Dr. Who <dr@hospital.example>\r\n\
-         To: a@secure.test, b@plain.test\r\n\
-         Subject: {SUBJECT}\r\n\
-         Date: Tue, 3 Mar 2026 10:00:00 +0000\r\n\
-         MIME-Version: 1.0\r\n\
-         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\
-         \r\n\
-         --b1\r\n\
-         Content-Type: multipart/alternative; boundary=\"b2\"\r\n\
-         \r\n\
-         --b2\r\n\
-         Content-Type: text/plain; charset=utf-8\r\n\
-         \r\n\
-         Patient Jane Roe, SSN 219-44-8213, DOB: 04/17/1961.\r\n\
-         Diagnosis: malignant neoplasm. Call me.\r\n\
-         --b2\r\n\
-         Content-Type: text/html; charset=utf-8\r\n\
-         \r\n\
-         <html><body><p>Patient <b>Jane Roe</b>, SSN 219-44-8213.</p>\
-         <script>alert('x')</script><img src=\"https://tracker.example/p.gif\">\
-         <p onclick=\"steal()\">malignant neoplasm</p></body></html>\r\n\
-         --b2--\r\n\
-         --b1\r\n\
-         Content-Type: application/pdf\r\n\
-         Content-Disposition: attachment; filename=\"pathology-report.pdf\"\r\n\
-         Content-Transfer-Encoding: base64\r\n\
-         \r\n\
-         {att}\
-         --b1--\r\n"
-    )
-    .into_bytes()
-}
-
-struct Setup {
-    ward: Ward,
-    http: reqwest::Client,
-    secure: TestMx,
-    plain: TestMx,
-    _ca: TestCa,
-    _dns: TestDns,
-}
-
-/// Ward with the portal on; `secure.test` does verified TLS, `plain.test`
-/// has no STARTTLS; the default TLS policy is `verify` (so the
-/// notification's `may` is what lets it reach `plain.test`).
-async fn setup(extra: &str) -> Setup {
-    let ca = TestCa::new();
-    let secure = TestMx::start(MxOptions::new().starttls(ca.issue(&["mx.secure.test"]))).await;
-    let plain = TestMx::plain().await;
-    let dns = TestDns::start().await;
-    dns.a("mx.secure.test", std::net::Ipv4Addr::LOCALHOST);
-    // Ward's certificate (SMTP and portal) from the test CA, so the HTTP
-    // client can verify the portal.
-    let cert = ca.issue(&["portal.ward.test", "ward.test"]);
-    let config = format!(
-        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-        cert.cert_file.display(),
-        cert.key_file.display()
-    ) + &format!(
-        "[delivery]\ntls_policy = \"verify\"\nca_file = \"{ca}\"\nsystem_roots = false\nconnection_cache_time = \"200ms\"\n\
-         [[delivery.destination]]\ndomain = \"secure.test\"\nroute = \"[mx.secure.test]:{sp}\"\n\
-         [[delivery.destination]]\ndomain = \"plain.test\"\nroute = \"[127.0.0.1]:{pp}\"\n\
-         [dns]\nnameservers = [\"{dns}\"]\n\
-         [queue]\nretry_schedule = [\"1s\"]\nscan_interval = \"200ms\"\n\
-         [portal]\nenabled = true\naddress = \"127.0.0.1:0\"\npublic_host = \"portal.ward.test\"\n\
-         organization = \"St. Example Hospital\"\nnotify_from = \"noreply@hospital.example\"\n{extra}",
-        ca = ca.ca_file().display(),
-        sp = secure.port(),
-        pp = plain.port(),
-        dns = dns.addr(),
-    );
-    let ward = Ward::start(&config);
-    let http = http_client(&ca, ward.listener("portal"));
-    Setup {
-        ward,
-        http,
-        secure,
-        plain,
-        _ca: ca,
-        _dns: dns,
-    }
-}
-
-/// An HTTPS client that trusts only the test CA and finds
-/// portal.ward.test at the portal's loopback address, with a cookie jar.
-fn http_client(ca: &TestCa, portal: std::net::SocketAddr) -> reqwest::Client {
-    reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca.ca_pem().as_bytes()).unwrap())
-        .resolve("portal.ward.test", portal)
-        .cookie_store(true)
-        .https_only(true)
-        .build()
-        .unwrap()
-}
-
-impl Setup {
-    /// The link from a notification, with the portal's test port.
-    fn url(&self, link: &str) -> String {
-        let port = self.ward.listener("portal").port();
-        link.replace(
-            "https://portal.ward.test/",
-            &format!("https://portal.ward.test:{port}/"),
-        )
-    }
-
-    /// Sends the protected message to b@plain.test and returns the link
-    /// from its notification (with the test port).
-    async fn send_and_get_link(&self) -> String {
-        let mut c = SmtpClient::connect(self.ward.smtp()).await;
-        c.ehlo("client.test").await;
-        c.send_message("dr@hospital.example", &["b@plain.test"], &protected_message())
-            .await
-            .assert_is("250 2.0.0");
-        let got = self.plain.wait_for(1, LONG).await;
-        self.url(&link_in(&got[0].data))
-    }
-
-    /// Asks for a code and reads it from the MX (the `n`th mail there).
-    async fn request_code(&self, url: &str, n: usize) -> String {
-        let r = self.http.post(format!("{url}/code")).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        let got = self.plain.wait_for(n, LONG).await;
-        let mail = &got[n - 1];
-        assert_no_planted("the code mail", &mail.data);
-        let text = String::from_utf8_lossy(&mail.data);
-        text.lines()
-            .map(str::trim)
-            .find(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
-            .expect("a code in the mail")
-            .to_string()
-    }
-
-    async fn verify(&self, url: &str, code: &str) -> reqwest::Response {
-        self.http
-            .post(format!("{url}/verify"))
-            .form(&[("code", code)])
-            .send()
-            .await
-            .unwrap()
-    }
-}
-
-fn assert_security_headers(r: &reqwest::Response) {
-    let h = r.headers();
-    let csp = h["content-security-policy"].to_str().unwrap();
-    assert!(
-        csp.contains("default-src 'none'") && !csp.contains("script-src"),
-        "{csp}"
-    );
-    assert!(
-        h["strict-transport-security"]
-            .to_str()
-            .unwrap()
-            .contains("max-age=")
-    );
-    assert_eq!(h["x-frame-options"], "DENY");
-    assert_eq!(h["referrer-policy"], "no-referrer");
-    assert_eq!(h["x-content-type-options"], "nosniff");
-    assert_eq!(h["cache-control"], "no-store");
-}
-
-/// The link in a notification.
-fn link_in(data: &[u8]) -> String {
-    let text = String::from_utf8_lossy(data);
-    let start = text.find("https://portal.ward.test/m/").expect("a pickup link");
-    text[start..].split_whitespace().next().expect("link").to_string()
-}
-
-fn assert_no_planted(what: &str, data: &[u8]) {
-    let text = String::from_utf8_lossy(data).to_lowercase();
-    for p in PLANTED {
-        assert!(
-            !text.contains(&p.to_lowercase()),
-            "{what} contains planted content"
-        );
-    }
-}
+use common::process::ward_cli;
+use portal::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verified_recipient_gets_tls_and_the_other_gets_the_portal() {
@@ -453,21 +244,193 @@ async fn revoked_links_get_410_and_the_cli_lists_without_content() {
     s.ward.wait_log("pickup revoked by an administrator", LONG);
 }
 
-fn grep_dir(dir: &std::path::Path, needle: &[u8]) -> bool {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return false;
+/// The anti-forgery token in a message page's reply form.
+fn csrf_in(page: &str) -> String {
+    let needle = "name=\"csrf\" value=\"";
+    let at = page.find(needle).expect("a reply form") + needle.len();
+    let csrf = &page[at..at + 64];
+    assert!(csrf.bytes().all(|b| b.is_ascii_hexdigit()), "{csrf}");
+    csrf.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recipient_replies_to_the_sender_through_the_queue() {
+    let s = setup("max_reply_size = 300\nmax_replies_per_link = 1\n").await;
+    let (url, page) = s.open_message().await;
+    assert!(page.contains("<label for=\"reply\">Your reply to dr@hospital.example</label>"));
+    let csrf = csrf_in(&page);
+    let reply = |form: Vec<(&'static str, String)>| {
+        let http = s.http.clone();
+        let url = format!("{url}/reply");
+        async move { http.post(url).form(&form).send().await.unwrap() }
     };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            if grep_dir(&p, needle) {
-                return true;
-            }
-        } else if let Ok(data) = std::fs::read(&p)
-            && data.windows(needle.len()).any(|w| w == needle)
-        {
-            return true;
+    const TEXT: &str = "Thank you, doctor. Is 219-44-8213 the right number?\nCall me.";
+
+    // Forged or incomplete forms are refused.
+    let r = reply(vec![("reply", TEXT.into())]).await;
+    assert_eq!(r.status(), 403, "no anti-forgery token");
+    let r = reply(vec![("csrf", "0".repeat(64)), ("reply", TEXT.into())]).await;
+    assert_eq!(r.status(), 403, "a wrong anti-forgery token");
+    let r = reply(vec![("csrf", csrf.clone()), ("reply", "  \n ".into())]).await;
+    assert_eq!(r.status(), 400, "an empty reply");
+    let r = reply(vec![("csrf", csrf.clone()), ("reply", "x".repeat(301))]).await;
+    assert_eq!(r.status(), 413, "a reply over max_reply_size");
+    assert!(r.text().await.unwrap().contains("at most 300 characters"));
+    let r = reply(vec![("csrf", csrf.clone()), ("reply", "x".repeat(2000))]).await;
+    assert_eq!(r.status(), 413, "a body over the route's limit");
+    // Without the session cookie the form leads back to the code page.
+    let stranger = http_client(&s.ca, s.ward.listener("portal"));
+    let r = stranger
+        .post(format!("{url}/reply"))
+        .form(&[("csrf", csrf.as_str()), ("reply", TEXT)])
+        .send()
+        .await
+        .unwrap();
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Email me a code") && !page.contains("was sent"));
+
+    let r = reply(vec![("csrf", csrf.clone()), ("reply", TEXT.into())]).await;
+    assert_eq!(r.status(), 200);
+    assert_security_headers(&r);
+    assert!(r.text().await.unwrap().contains("Your reply was sent."));
+    let r = reply(vec![("csrf", csrf.clone()), ("reply", "again".into())]).await;
+    assert_eq!(r.status(), 429, "max_replies_per_link");
+
+    // The sender's MX gets exactly the one reply, over verified TLS.
+    let got = s.secure.wait_for(1, LONG).await;
+    let m = &got[0];
+    assert!(m.tls.is_some(), "a reply holds content: verified TLS only");
+    assert_eq!(m.mail_from, "noreply@hospital.example");
+    assert_eq!(m.rcpt_to, vec!["dr@hospital.example".to_string()]);
+    let parsed = mail_parser::MessageParser::default().parse(&m.data).unwrap();
+    let from = parsed.from().and_then(|f| f.first()).unwrap();
+    assert_eq!(from.address(), Some("noreply@hospital.example"));
+    assert_eq!(
+        parsed
+            .reply_to()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address()),
+        Some("b@plain.test")
+    );
+    assert_eq!(parsed.subject(), Some(format!("Re: {SUBJECT}").as_str()));
+    assert_eq!(parsed.in_reply_to().as_text(), Some("orig-1@hospital.example"));
+    let body = parsed.body_text(0).unwrap();
+    assert!(
+        body.contains("Is 219-44-8213 the right number?\r\nCall me.\r\n"),
+        "{body:?}"
+    );
+    let line = s
+        .ward
+        .line(
+            &["portal reply queued to the sender", "to=dr@hospital.example"],
+            LONG,
+        )
+        .await;
+    assert!(line.contains(&format!("size={}", TEXT.len())), "{line}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        s.secure.received().len(),
+        1,
+        "one reply, and no opened notice by default"
+    );
+    let log = s.ward.log();
+    assert!(!log.contains("Thank you, doctor"), "the reply reached the log");
+    assert_no_planted("the log", log.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sender_gets_a_content_free_opened_notice_once() {
+    let s = setup("opened_notice = true\n").await;
+    let (url, page) = s.open_message().await;
+    assert!(page.contains(SUBJECT));
+    let got = s.secure.wait_for(1, LONG).await;
+    let n = &got[0];
+    assert_eq!(n.mail_from, "noreply@hospital.example");
+    assert_eq!(n.rcpt_to, vec!["dr@hospital.example".to_string()]);
+    assert_no_planted("the opened notice", &n.data);
+    let parsed = mail_parser::MessageParser::default().parse(&n.data).unwrap();
+    assert_eq!(
+        parsed.subject(),
+        Some("Your secure message to b@plain.test was opened")
+    );
+    // Viewing again sends nothing more.
+    assert!(
+        s.http
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains(SUBJECT)
+    );
+    s.ward.line(&["pickup viewed again"], LONG).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(s.secure.received().len(), 1);
+}
+
+/// A DKIM verifier (mail-auth) that asks only the test DNS.
+fn dkim_verifier(dns: std::net::SocketAddr) -> mail_auth::MessageAuthenticator {
+    use mail_auth::hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+    let mut udp = ConnectionConfig::udp();
+    udp.port = dns.port();
+    let mut builder = mail_auth::hickory_resolver::TokioResolver::builder_with_config(
+        ResolverConfig::from_name_servers(vec![NameServerConfig::new(dns.ip(), true, vec![udp])]),
+        mail_auth::hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+    );
+    builder.options_mut().use_hosts_file = mail_auth::hickory_resolver::config::ResolveHosts::Never;
+    mail_auth::MessageAuthenticator(builder.build().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_and_codes_are_dkim_signed() {
+    use mail_auth::{AuthenticatedMessage, DkimResult, Parameters};
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dkim");
+    let s = setup(&format!(
+        "\n[dkim]\ndomain = \"hospital.example\"\nselector = \"ward\"\nkey_file = \"{}\"\n",
+        keys.join("test-rsa.pem").display()
+    ))
+    .await;
+    let p = std::fs::read_to_string(keys.join("test-rsa.p")).unwrap();
+    s.dns.txt(
+        "ward._domainkey.hospital.example",
+        &format!("v=DKIM1; k=rsa; p={}", p.trim()),
+    );
+    let url = s.send_and_get_link().await;
+    s.request_code(&url, 2).await;
+    let got = s.plain.wait_for(2, LONG).await;
+    let verifier = dkim_verifier(s.dns.addr());
+    for (what, m) in [("the notification", &got[0]), ("the code mail", &got[1])] {
+        let text = String::from_utf8_lossy(&m.data);
+        assert!(text.starts_with("DKIM-Signature: "), "{what}: {text}");
+        assert!(text.contains("a=rsa-sha256") && text.contains("d=hospital.example"));
+        let msg = AuthenticatedMessage::parse(&m.data).unwrap();
+        let results: Vec<DkimResult> = verifier
+            .verify_dkim(Parameters::new(&msg))
+            .await
+            .iter()
+            .map(|o| o.result().clone())
+            .collect();
+        assert_eq!(results, vec![DkimResult::Pass], "{what}");
+        // The signature covers the link: change it and it fails.
+        let forged = text.replacen("https://portal.ward.test/m/", "https://evil.test/m/", 1);
+        let msg = AuthenticatedMessage::parse(forged.as_bytes()).unwrap();
+        let out = verifier.verify_dkim(Parameters::new(&msg)).await;
+        if what == "the notification" {
+            assert!(
+                matches!(out[0].result(), DkimResult::Fail(_) | DkimResult::Neutral(_)),
+                "{what}: {:?}",
+                out[0].result()
+            );
         }
     }
-    false
+    assert!(
+        s.dns
+            .queries()
+            .iter()
+            .any(|(n, _)| n == "ward._domainkey.hospital.example"),
+        "the key came from DNS"
+    );
+    s.ward.wait_log("DKIM signing of notifications", LONG);
 }

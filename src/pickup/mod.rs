@@ -10,9 +10,13 @@
 //!   session, message page, attachments.
 //! - [`Pickup`] ties the store to the queue: a protected copy is escrowed
 //!   and its notification queued (policy `may`: it holds no content); a
-//!   code request issues a code and queues the code mail.
+//!   code request issues a code and queues the code mail; the first view
+//!   queues the optional "opened" notice to the sender (`may`, no
+//!   content); a reply written on the portal is queued to the original
+//!   sender as protected mail (it holds what the recipient wrote), so it
+//!   leaves only over verified TLS or through the portal.
 //!
-//! Floor 3: imports `queue`, `crypto`, `config` and `tls` only; it does not
+//! Floor 3: imports `queue`, `crypto`, `config`, `dkim` and `tls` only; it does not
 //! know about MX records or delivery. `dispatch` decides what goes here.
 
 pub mod control;
@@ -39,6 +43,17 @@ pub enum CodeRequest {
     TooMany,
 }
 
+/// What a reply from the portal came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyOutcome {
+    /// Queued to the original sender.
+    Sent(QueueId),
+    /// `portal.max_replies_per_link` replies were sent already.
+    TooMany,
+    /// The message had no sender to reply to (null reverse-path).
+    NoSender,
+}
+
 /// The pickup store and the mail it sends. Cheap to clone.
 #[derive(Clone)]
 pub struct Pickup {
@@ -48,10 +63,19 @@ pub struct Pickup {
     /// `https://<public_host>/m/`
     link_base: String,
     code_minutes: u64,
+    max_replies: u32,
+    opened_notice: bool,
+    /// Signs every mail queued here, when `[dkim]` is configured.
+    dkim: Option<std::sync::Arc<crate::dkim::DkimSigner>>,
 }
 
 impl Pickup {
-    pub fn new(config: &Config, store: PickupStore, queue: Queue) -> Pickup {
+    pub fn new(
+        config: &Config,
+        store: PickupStore,
+        queue: Queue,
+        dkim: Option<std::sync::Arc<crate::dkim::DkimSigner>>,
+    ) -> Pickup {
         let hostname = config.server.effective_hostname();
         Pickup {
             store,
@@ -67,6 +91,9 @@ impl Pickup {
                 config.portal.effective_public_host(&config.server)
             ),
             code_minutes: config.portal.code_lifetime.as_secs().div_ceil(60),
+            max_replies: config.portal.max_replies_per_link,
+            opened_notice: config.portal.opened_notice,
+            dkim,
         }
     }
 
@@ -105,7 +132,11 @@ impl Pickup {
         );
         drop(link);
         match self
-            .enqueue_mail(&record.recipient, content, "pickup notification")
+            .enqueue_mail(
+                &record.recipient,
+                content,
+                Self::content_free("pickup notification"),
+            )
             .await
         {
             Ok(_) => Ok(record),
@@ -141,7 +172,8 @@ impl Pickup {
         }
     }
 
-    /// The read receipt in the queue's delivery status of the copy.
+    /// The read receipt in the queue's delivery status of the copy, and,
+    /// with `portal.opened_notice`, the content-free notice to the sender.
     pub async fn record_opened(
         &self,
         rec: &PickupRecord,
@@ -152,10 +184,72 @@ impl Pickup {
             at_ms,
             client_ip: client_ip.to_string(),
         };
-        Ok(self
+        let recorded = self
             .queue
             .record_opened(rec.queue_id, rec.copy_idx, opened)
-            .await?)
+            .await?;
+        if self.opened_notice && !rec.sender.is_empty() {
+            let content = notify::opened(
+                &self.letterhead,
+                &rec.sender,
+                &rec.recipient,
+                rec.created_ms,
+                at_ms,
+                now_ms(),
+            );
+            let notice = self
+                .enqueue_mail(&rec.sender, content, Self::content_free("pickup opened notice"))
+                .await?;
+            tracing::info!(
+                pickup_id = %rec.id, notice_queue_id = %notice, to = %rec.sender,
+                "opened notice queued to the sender"
+            );
+        }
+        Ok(recorded)
+    }
+
+    /// Queues a reply the recipient wrote on the portal to the original
+    /// sender, as protected mail (verified TLS or the portal): From the
+    /// notifier address, Reply-To the recipient.
+    pub async fn send_reply(&self, rec: &PickupRecord, text: &str) -> Result<ReplyOutcome, PickupError> {
+        if rec.sender.is_empty() {
+            return Ok(ReplyOutcome::NoSender);
+        }
+        let id = rec.id;
+        let max = self.max_replies;
+        if !self.blocking(move |s| s.count_reply(&id, max)).await? {
+            return Ok(ReplyOutcome::TooMany);
+        }
+        let raw = self.blocking(move |s| s.open_message(&id)).await?;
+        let parsed = mail_parser::MessageParser::default().parse_headers(&raw);
+        let original = notify::Original {
+            sender: &rec.sender,
+            recipient: &rec.recipient,
+            subject: parsed.as_ref().and_then(|m| m.subject()),
+            message_id: parsed.as_ref().and_then(|m| m.message_id()),
+        };
+        let content = notify::reply(&self.letterhead, &original, text, now_ms());
+        drop(parsed);
+        drop(raw);
+        let policy = CopyPolicy {
+            action: PolicyAction::Protect,
+            reason: "portal reply".into(),
+            ..CopyPolicy::default()
+        };
+        let queued = self.enqueue_mail(&rec.sender, content, policy).await?;
+        Ok(ReplyOutcome::Sent(queued))
+    }
+
+    /// The policy of mail Ward writes that holds no content: TLS `may`, as
+    /// it must reach recipients whose servers can't do verified TLS, which
+    /// is why they get the portal at all.
+    fn content_free(reason: &str) -> CopyPolicy {
+        CopyPolicy {
+            action: PolicyAction::Deliver,
+            reason: reason.into(),
+            tls_policy: Some(TlsPolicy::May),
+            ..CopyPolicy::default()
+        }
     }
 
     /// Issues a one-time code for a pickup and queues it to the recipient.
@@ -173,7 +267,8 @@ impl Pickup {
                     self.code_minutes,
                     now_ms(),
                 );
-                self.enqueue_mail(&rec.recipient, content, "pickup code").await?;
+                self.enqueue_mail(&rec.recipient, content, Self::content_free("pickup code"))
+                    .await?;
                 Ok(CodeRequest::Sent)
             }
             CodeIssue::Locked { until_ms } => Ok(CodeRequest::Locked { until_ms }),
@@ -181,10 +276,23 @@ impl Pickup {
         }
     }
 
-    /// Queues a mail Ward wrote itself (no content of any message) under
-    /// TLS policy `may`: it must reach recipients whose servers can't do
-    /// verified TLS, which is why they get the portal at all.
-    async fn enqueue_mail(&self, to: &str, content: Vec<u8>, reason: &str) -> Result<QueueId, PickupError> {
+    /// Queues a mail Ward wrote itself, from the notifier address, under
+    /// `policy`, DKIM-signed when a key is configured. A signing failure
+    /// (not expected with a key that loaded) is logged and the mail goes
+    /// unsigned: a recipient must still learn that a message waits.
+    async fn enqueue_mail(
+        &self,
+        to: &str,
+        content: Vec<u8>,
+        policy: CopyPolicy,
+    ) -> Result<QueueId, PickupError> {
+        let content = match &self.dkim {
+            Some(d) => d.sign(&content).unwrap_or_else(|e| {
+                tracing::error!(error = %e, to, "mail queued without its DKIM signature");
+                content
+            }),
+            None => content,
+        };
         let msg = NewMessage {
             id: QueueId::generate(),
             envelope: Envelope {
@@ -201,12 +309,7 @@ impl Pickup {
             },
             content,
             received_ms: now_ms(),
-            policies: vec![CopyPolicy {
-                action: PolicyAction::Deliver,
-                reason: reason.into(),
-                tls_policy: Some(TlsPolicy::May),
-                ..CopyPolicy::default()
-            }],
+            policies: vec![policy],
             findings: Vec::new(),
             unscanned: Vec::new(),
         };

@@ -10,7 +10,10 @@
 //! of the link, idle timeout `portal.session_idle_timeout`) and redirects to
 //! the link, which then shows From, To, Date, Subject, the text body, the
 //! HTML body sanitized by ammonia, and the attachments
-//! (`GET /m/<token>/a/<n>`, `Content-Disposition: attachment`).
+//! (`GET /m/<token>/a/<n>`, `Content-Disposition: attachment`), and a
+//! reply form: `POST /m/<token>/reply` needs the session and its
+//! anti-forgery token, takes at most `portal.max_reply_size` octets, and
+//! queues the text to the original sender as protected mail.
 //!
 //! Guarantees:
 //! - Every response carries HSTS, a Content-Security-Policy allowing only
@@ -35,7 +38,7 @@ use std::time::Duration;
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Form, Path, State};
+use axum::extract::{DefaultBodyLimit, Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -46,7 +49,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::{CodeCheck, CodeRequest, Pickup, PickupError, PickupId, PickupRecord, PickupState, PickupToken};
+use super::{
+    CodeCheck, CodeRequest, Pickup, PickupError, PickupId, PickupRecord, PickupState, PickupToken,
+    ReplyOutcome,
+};
 use crate::queue::now_ms;
 
 const COOKIE: &str = "ward_session";
@@ -59,6 +65,8 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-ac
 struct Session {
     pickup: PickupId,
     last_ms: u64,
+    /// The anti-forgery token of this session's forms (hex, 256 bits).
+    csrf: String,
 }
 
 /// The portal's state, shared by every connection.
@@ -67,6 +75,8 @@ pub struct Portal {
     organization: String,
     logo: Option<(Vec<u8>, &'static str)>,
     idle_ms: u64,
+    /// Largest reply in octets; 0: no replies.
+    max_reply: usize,
     /// Sessions by the SHA-256 of their cookie value.
     sessions: DashMap<[u8; 32], Session>,
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
@@ -107,6 +117,7 @@ impl Portal {
             organization: pc.organization.clone(),
             logo,
             idle_ms: pc.session_idle_timeout.as_millis() as u64,
+            max_reply: pc.max_reply_size as usize,
             sessions: DashMap::new(),
             per_ip: RateLimiter::keyed(per_minute(pc.requests_per_minute_per_ip)),
             per_link: RateLimiter::keyed(per_minute(pc.requests_per_minute_per_link)),
@@ -123,6 +134,11 @@ impl Portal {
             .route("/m/{token}/code", post(request_code))
             .route("/m/{token}/verify", post(verify_code))
             .route("/m/{token}/a/{n}", get(attachment))
+            .route(
+                "/m/{token}/reply",
+                // Percent-encoding can triple the text; room for the rest.
+                post(reply).layer(DefaultBodyLimit::max(self.max_reply * 3 + 4096)),
+            )
             .route("/m/{token}/signout", post(sign_out))
             .fallback(not_found)
             .layer(axum::middleware::from_fn_with_state(self.clone(), per_ip_limit))
@@ -209,22 +225,20 @@ impl Portal {
     }
 
     /// The session for this pickup, if the request carries a live one
-    /// (touching it).
-    fn session(&self, headers: &HeaderMap, id: &PickupId) -> bool {
-        let Some(value) = cookie(headers, COOKIE) else {
-            return false;
-        };
+    /// (touching it): its anti-forgery token.
+    fn session(&self, headers: &HeaderMap, id: &PickupId) -> Option<String> {
+        let value = cookie(headers, COOKIE)?;
         let key = session_key(&value);
         let now = now_ms();
         let live = match self.sessions.get_mut(&key) {
             Some(mut s) if s.pickup == *id && now.saturating_sub(s.last_ms) < self.idle_ms => {
                 s.last_ms = now;
-                true
+                Some(s.csrf.clone())
             }
-            Some(_) => false,
-            None => return false,
+            Some(_) => None,
+            None => return None,
         };
-        if !live {
+        if live.is_none() {
             self.sessions.remove(&key);
         }
         live
@@ -247,6 +261,37 @@ impl Portal {
                 error,
             },
         )
+    }
+
+    /// The message page (decrypted from the store), with a notice or an
+    /// error about a reply.
+    async fn message_page(
+        &self,
+        token: &PickupToken,
+        rec: &PickupRecord,
+        csrf: &str,
+        status: StatusCode,
+        notice: Option<&str>,
+        error: Option<&str>,
+    ) -> Response {
+        let id = rec.id;
+        let raw = match self.pickup.blocking(move |s| s.open_message(&id)).await {
+            Ok(raw) => raw,
+            Err(PickupError::Gone(_)) => return self.gone(),
+            Err(e) => return self.internal(&e),
+        };
+        let Some(mut page) = render_message(self, token, rec, &raw) else {
+            return self.status(
+                StatusCode::OK,
+                "This message can't be shown",
+                "The message could not be read. Ask the sender to send it again.",
+            );
+        };
+        page.reply_to = (self.max_reply > 0 && !rec.sender.is_empty()).then(|| rec.sender.clone());
+        page.csrf = csrf;
+        page.notice = notice;
+        page.error = error;
+        self.page(status, page)
     }
 
     fn locked(&self, token: &PickupToken) -> Response {
@@ -327,6 +372,12 @@ struct MessagePage<'a> {
     html: Option<String>,
     attachments: Vec<AttachmentLink>,
     expires: String,
+    /// The original sender, when replies are on and there is one.
+    reply_to: Option<String>,
+    max_reply: usize,
+    csrf: &'a str,
+    notice: Option<&'a str>,
+    error: Option<&'a str>,
 }
 
 async fn per_ip_limit(
@@ -397,15 +448,10 @@ async fn link_page(
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !p.session(&headers, &rec.id) {
+    let Some(csrf) = p.session(&headers, &rec.id) else {
         return p.access_page(&token, StatusCode::OK, None, None);
-    }
-    let id = rec.id;
-    let raw = match p.pickup.blocking(move |s| s.open_message(&id)).await {
-        Ok(raw) => raw,
-        Err(PickupError::Gone(_)) => return p.gone(),
-        Err(e) => return p.internal(&e),
     };
+    let id = rec.id;
     let ip_s = ip.to_string();
     let now = now_ms();
     match p.pickup.blocking(move |s| s.record_view(&id, &ip_s, now)).await {
@@ -421,14 +467,8 @@ async fn link_page(
         Ok(_) => tracing::debug!(pickup_id = %rec.id, client = %ip, "pickup viewed again"),
         Err(e) => tracing::warn!(pickup_id = %rec.id, error = %e, "cannot record a pickup view"),
     }
-    let Some(page) = render_message(&p, &token, &rec, &raw) else {
-        return p.status(
-            StatusCode::OK,
-            "This message can't be shown",
-            "The message could not be read. Ask the sender to send it again.",
-        );
-    };
-    p.page(StatusCode::OK, page)
+    p.message_page(&token, &rec, &csrf, StatusCode::OK, None, None)
+        .await
 }
 
 fn addresses(a: Option<&mail_parser::Address<'_>>) -> String {
@@ -511,6 +551,11 @@ fn render_message<'a>(
         html,
         attachments,
         expires: super::notify::date_words(rec.expires_ms),
+        reply_to: None,
+        max_reply: p.max_reply,
+        csrf: "",
+        notice: None,
+        error: None,
     })
 }
 
@@ -578,11 +623,14 @@ async fn verify_code(
             let mut raw = [0u8; 32];
             crate::crypto::fill_random(&mut raw);
             let value = hex::encode(raw);
+            let mut csrf = [0u8; 32];
+            crate::crypto::fill_random(&mut csrf);
             p.sessions.insert(
                 session_key(&value),
                 Session {
                     pickup: rec.id,
                     last_ms: now_ms(),
+                    csrf: hex::encode(csrf),
                 },
             );
             p.sweep_sessions();
@@ -629,7 +677,7 @@ async fn attachment(
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !p.session(&headers, &rec.id) {
+    if p.session(&headers, &rec.id).is_none() {
         return Redirect::to(&format!("/m/{}", token.as_str())).into_response();
     }
     let id = rec.id;
@@ -666,6 +714,137 @@ async fn attachment(
         );
     }
     r
+}
+
+#[derive(serde::Deserialize)]
+struct ReplyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reply: String,
+}
+
+/// `POST /m/<token>/reply`: a live session, its anti-forgery token, and
+/// text within `portal.max_reply_size`; the reply is queued to the original
+/// sender. The text never reaches the log (its size does).
+async fn reply(
+    State(p): State<Arc<Portal>>,
+    Path(token): Path<String>,
+    axum::Extension(ClientIp(ip)): axum::Extension<ClientIp>,
+    headers: HeaderMap,
+    form: Result<Form<ReplyForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let (token, rec) = match p.resolve(&token).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let Some(csrf) = p.session(&headers, &rec.id) else {
+        return Redirect::to(&format!("/m/{}", token.as_str())).into_response();
+    };
+    let too_long = format!(
+        "Your reply is too long: it can have at most {} characters.",
+        p.max_reply
+    );
+    let form = match form {
+        Ok(Form(f)) => f,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return p
+                .message_page(
+                    &token,
+                    &rec,
+                    &csrf,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    None,
+                    Some(&too_long),
+                )
+                .await;
+        }
+        Err(_) => {
+            return p.status(
+                StatusCode::BAD_REQUEST,
+                "The form could not be read",
+                "Go back to the message and try again.",
+            );
+        }
+    };
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        form.csrf.as_bytes(),
+        csrf.as_bytes(),
+    )) {
+        tracing::warn!(pickup_id = %rec.id, client = %ip, "portal reply refused: anti-forgery token missing or wrong");
+        return p.status(
+            StatusCode::FORBIDDEN,
+            "This form has expired",
+            "Open the message again and write your reply there.",
+        );
+    }
+    if p.max_reply == 0 || rec.sender.is_empty() {
+        return p.status(
+            StatusCode::FORBIDDEN,
+            "Replies are not possible here",
+            "Reply to the sender by other means.",
+        );
+    }
+    if form.reply.len() > p.max_reply {
+        return p
+            .message_page(
+                &token,
+                &rec,
+                &csrf,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                None,
+                Some(&too_long),
+            )
+            .await;
+    }
+    if form.reply.trim().is_empty() {
+        return p
+            .message_page(
+                &token,
+                &rec,
+                &csrf,
+                StatusCode::BAD_REQUEST,
+                None,
+                Some("Write your reply first."),
+            )
+            .await;
+    }
+    let size = form.reply.len();
+    match p.pickup.send_reply(&rec, &form.reply).await {
+        Ok(ReplyOutcome::Sent(queue_id)) => {
+            tracing::info!(
+                pickup_id = %rec.id, reply_queue_id = %queue_id, from = %rec.recipient, to = %rec.sender,
+                size, client = %ip, "portal reply queued to the sender"
+            );
+            p.message_page(
+                &token,
+                &rec,
+                &csrf,
+                StatusCode::OK,
+                Some("Your reply was sent."),
+                None,
+            )
+            .await
+        }
+        Ok(ReplyOutcome::TooMany) => {
+            p.message_page(
+                &token,
+                &rec,
+                &csrf,
+                StatusCode::TOO_MANY_REQUESTS,
+                None,
+                Some("No more replies can be sent from this link."),
+            )
+            .await
+        }
+        Ok(ReplyOutcome::NoSender) => p.status(
+            StatusCode::FORBIDDEN,
+            "Replies are not possible here",
+            "Reply to the sender by other means.",
+        ),
+        Err(PickupError::Gone(_)) => p.gone(),
+        Err(e) => p.internal(&e),
+    }
 }
 
 /// `attachment; filename="ascii"; filename*=UTF-8''percent-encoded`
@@ -819,5 +998,52 @@ mod tests {
         );
         assert_eq!(cookie(&h, COOKIE).as_deref(), Some("abc"));
         assert_eq!(cookie(&h, "c"), None);
+    }
+
+    /// WCAG 2.x contrast ratio of two "#rrggbb" colors.
+    fn contrast(a: &str, b: &str) -> f64 {
+        fn luminance(hex: &str) -> f64 {
+            let v = u32::from_str_radix(hex.trim_start_matches('#'), 16).unwrap();
+            let channel = |shift: u32| {
+                let c = ((v >> shift) & 0xff) as f64 / 255.0;
+                if c <= 0.03928 {
+                    c / 12.92
+                } else {
+                    ((c + 0.055) / 1.055).powf(2.4)
+                }
+            };
+            0.2126 * channel(16) + 0.7152 * channel(8) + 0.0722 * channel(0)
+        }
+        let (x, y) = (luminance(a), luminance(b));
+        (x.max(y) + 0.05) / (x.min(y) + 0.05)
+    }
+
+    /// The stylesheet's colors meet WCAG AA: 4.5:1 for text (7:1 for the
+    /// small print), 3:1 for the focus ring against what it sits on.
+    #[test]
+    fn stylesheet_colors_have_enough_contrast() {
+        let var = |name: &str| {
+            let at = CSS
+                .find(&format!("--{name}: "))
+                .unwrap_or_else(|| panic!("--{name}"));
+            CSS[at + name.len() + 4..at + name.len() + 11].to_string()
+        };
+        let white = "#ffffff".to_string();
+        for (what, fg, bg, min) in [
+            ("text", var("fg"), var("bg"), 4.5),
+            ("links and headings", var("accent"), var("bg"), 4.5),
+            ("small print", var("muted"), var("bg"), 7.0),
+            ("button text", white.clone(), var("accent"), 4.5),
+            ("secondary button text", var("fg"), var("quiet"), 4.5),
+            ("error text", var("err"), var("err-bg"), 4.5),
+            ("notice text", var("fg"), var("notice-bg"), 4.5),
+            ("focus ring on the page", var("focus"), var("bg"), 3.0),
+            ("focus halo by the ring", var("focus-halo"), var("focus"), 3.0),
+        ] {
+            let c = contrast(&fg, &bg);
+            assert!(c >= min, "{what}: {fg} on {bg} is {c:.2}:1, below {min}:1");
+        }
+        assert!(CSS.contains("outline: 3px solid var(--focus)"));
+        assert!(!CSS.contains("outline: none") && !CSS.contains("outline: 0"));
     }
 }

@@ -203,6 +203,9 @@ pub struct PickupRecord {
     pub first_view: Option<View>,
     #[serde(default)]
     pub views: u32,
+    /// Replies sent to the original sender from the portal.
+    #[serde(default)]
+    pub replies: u32,
 }
 
 impl fmt::Debug for PickupRecord {
@@ -429,6 +432,7 @@ impl PickupStore {
             locked_until_ms: 0,
             first_view: None,
             views: 0,
+            replies: 0,
         };
         let mut batch = sled::Batch::default();
         batch.insert(&r_key(&id)[..], encode(&record));
@@ -607,6 +611,23 @@ impl PickupStore {
             self.sync()?;
         }
         Ok(before)
+    }
+
+    /// Counts a reply from the portal, unless `max` were sent already
+    /// (then false). Durable when it returns.
+    pub fn count_reply(&self, id: &PickupId, max: u32) -> Result<bool, PickupError> {
+        let counted = self.update(id, |rec| {
+            if rec.state != PickupState::Active {
+                return Err(PickupError::Gone(rec.id));
+            }
+            if rec.replies >= max {
+                return Ok(false);
+            }
+            rec.replies += 1;
+            Ok(true)
+        })??;
+        self.sync()?;
+        Ok(counted)
     }
 
     /// Revokes an active pickup: its key is destroyed, then its content.
@@ -1007,6 +1028,19 @@ mod tests {
             })
         );
         assert_eq!(r.views, 2);
+    }
+
+    #[test]
+    fn replies_are_counted_up_to_the_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = PickupStore::open(tmp.path(), master(), settings()).unwrap();
+        let (rec, _) = store.escrow(new_pickup(), 0).unwrap();
+        assert!(store.count_reply(&rec.id, 2).unwrap());
+        assert!(store.count_reply(&rec.id, 2).unwrap());
+        assert!(!store.count_reply(&rec.id, 2).unwrap());
+        assert_eq!(store.record(&rec.id).unwrap().unwrap().replies, 2);
+        store.revoke(&rec.id, 1).unwrap();
+        assert!(matches!(store.count_reply(&rec.id, 5), Err(PickupError::Gone(_))));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, PublicKeyData,
 };
 use tempfile::TempDir;
 use time::{Duration, OffsetDateTime};
@@ -28,6 +28,9 @@ pub struct CertPair {
     pub key_pem: String,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    /// The certificate's SubjectPublicKeyInfo (DER): what a browser's
+    /// `--ignore-certificate-errors-spki-list` pins.
+    pub spki_der: Vec<u8>,
 }
 
 /// A CA that lives as long as the value (its directory is removed on drop).
@@ -144,6 +147,7 @@ impl TestCa {
             key_pem: key.serialize_pem(),
             cert_file,
             key_file,
+            spki_der: key.subject_public_key_info(),
         };
         std::fs::write(&pair.cert_file, &pair.cert_pem).expect("write leaf certificate");
         std::fs::write(&pair.key_file, &pair.key_pem).expect("write leaf key");

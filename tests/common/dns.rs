@@ -10,7 +10,7 @@
 //! config.dns.nameservers = vec![dns.addr()];
 //! ```
 //!
-//! Answers from a table that can change while it runs: MX, A and AAAA
+//! Answers from a table that can change while it runs: MX, A, AAAA and TXT
 //! records; a known name asked for a type it lacks gets an empty NOERROR
 //! (NODATA) answer; an unknown name gets NXDOMAIN; a name marked with
 //! `servfail` gets SERVFAIL for every type. Every question is logged
@@ -22,7 +22,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Message, MessageType, Metadata, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, MX, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -33,6 +33,8 @@ enum Rec {
     Mx(u16, String),
     A(Ipv4Addr),
     Aaaa(Ipv6Addr),
+    /// One TXT record, split into character-strings of 255 octets at most.
+    Txt(String),
 }
 
 #[derive(Debug, Default)]
@@ -133,6 +135,12 @@ impl TestDns {
             .or_default()
             .push(rec);
         self
+    }
+
+    /// A TXT record (a DKIM key, say); long text is split into strings of
+    /// 255 octets, as DNS requires.
+    pub fn txt(&self, name: &str, text: &str) -> &Self {
+        self.add(name, Rec::Txt(text.to_string()))
     }
 
     /// An MX record: `domain` -> `exchange` at `preference`.
@@ -241,6 +249,12 @@ fn respond(query: &[u8], zone: &Mutex<Zone>, queries: &Mutex<Vec<(String, Record
             }
             (Rec::A(ip), RecordType::A) => RData::A(A(*ip)),
             (Rec::Aaaa(ip), RecordType::AAAA) => RData::AAAA(AAAA(*ip)),
+            (Rec::Txt(text), RecordType::TXT) => RData::TXT(TXT::new(
+                text.as_bytes()
+                    .chunks(255)
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect(),
+            )),
             _ => continue,
         };
         response.add_answer(Record::from_rdata(owner.clone(), 60, rdata));

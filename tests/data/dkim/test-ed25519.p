@@ -1,0 +1,1 @@
+Nf3wdXM/9kA7KXcfbij5I+7avhiQqICyZf2H2Do5Avg=
