@@ -89,10 +89,19 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(_) => {
-                println!("{}: configuration is valid", config.display());
-                ExitCode::SUCCESS
-            }
+            // The files the settings name are checked too, as `serve`
+            // would load them: a DKIM key that doesn't parse should show
+            // here, not at the next restart.
+            Ok(c) => match crate::dkim::DkimSigner::load(&c.dkim) {
+                Ok(_) => {
+                    println!("{}: configuration is valid", config.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: [dkim]: {e}", config.display());
+                    ExitCode::FAILURE
+                }
+            },
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE

@@ -66,6 +66,33 @@ fn check_config_names_file_line_and_problem() {
 }
 
 #[test]
+fn check_config_loads_the_dkim_key() {
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dkim");
+    let dkim = |key: &std::path::Path| {
+        format!(
+            "[dkim]\ndomain = \"hospital.example\"\nselector = \"ward\"\nkey_file = \"{}\"\n",
+            key.display()
+        )
+    };
+    for key in ["test-rsa.pem", "test-ed25519.pem"] {
+        let (_d, path) = temp_file(&dkim(&keys.join(key)));
+        let (status, out, err) = ward_cli(&["check-config", "--config", path.to_str().unwrap()]);
+        assert!(status.success(), "{key}: {err}");
+        assert!(out.contains("configuration is valid"), "{out}");
+    }
+    // A public key where the private key belongs, and a missing file.
+    for key in [keys.join("test-rsa.p"), keys.join("absent.pem")] {
+        let (_d, path) = temp_file(&dkim(&key));
+        let (status, _, err) = ward_cli(&["check-config", "--config", path.to_str().unwrap()]);
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("[dkim]") && err.contains(&key.display().to_string()),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn hash_password_makes_a_hash_the_config_accepts() {
     use std::io::Write;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ward"))
