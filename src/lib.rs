@@ -8,7 +8,7 @@
 //! floor 5   cli · server
 //! floor 4   dispatch
 //! floor 3   smtp · delivery · pickup
-//! floor 2   policy · queue · tls
+//! floor 2   policy · queue · ratelimit · tls
 //! floor 1   scan · config · crypto
 //! ```
 
@@ -20,6 +20,7 @@ pub mod dispatch;
 pub mod pickup;
 pub mod policy;
 pub mod queue;
+pub mod ratelimit;
 pub mod scan;
 pub mod server;
 pub mod smtp;

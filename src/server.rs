@@ -25,6 +25,7 @@ use crate::crypto::MasterKey;
 use crate::delivery::Delivery;
 use crate::dispatch::Dispatcher;
 use crate::queue::Queue;
+use crate::ratelimit::RateLimits;
 use crate::smtp::{self, SmtpContext};
 
 #[derive(Debug, thiserror::Error)]
@@ -169,10 +170,13 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     };
 
     let shutdown = CancellationToken::new();
+    let limits = Arc::new(RateLimits::new(&config.rate_limit));
+    tokio::spawn(limits.clone().eviction_loop(shutdown.clone()));
     let ctx = Arc::new(SmtpContext::new(
         config.clone(),
         Some(acceptor),
         queue.clone(),
+        limits.clone(),
         shutdown.clone(),
     ));
     let mut listener_tasks = Vec::new();
@@ -204,6 +208,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         queue.clone(),
         delivery,
         pickup.clone(),
+        limits,
         shutdown.clone(),
     );
     let dispatch_task = tokio::spawn(dispatcher.run());
@@ -272,9 +277,9 @@ async fn wait_for_stop_signal(ctx: &SmtpContext, config_path: Option<&Path>) -> 
     }
 }
 
-/// SIGHUP: re-read the configuration; a valid one replaces the scanner and
-/// policy (other settings still need a restart in this version); an invalid
-/// one is refused and the running configuration stays.
+/// SIGHUP: re-read the configuration; a valid one replaces the scanner,
+/// policy and rate limits (other settings still need a restart in this
+/// version); an invalid one is refused and the running configuration stays.
 fn reload(ctx: &SmtpContext, config_path: Option<&Path>) {
     let Some(path) = config_path else {
         tracing::warn!("SIGHUP: running on the embedded defaults, nothing to reload");
@@ -283,9 +288,10 @@ fn reload(ctx: &SmtpContext, config_path: Option<&Path>) {
     match Config::load(path) {
         Ok(new) => {
             ctx.reload_content_rules(&new);
+            ctx.limits.reload(&new.rate_limit);
             tracing::info!(
                 path = %path.display(),
-                "configuration reloaded: [scan] and [policy] are in force; other changes take effect at the next restart"
+                "configuration reloaded: [scan], [policy] and [rate_limit] are in force; other changes take effect at the next restart"
             );
         }
         Err(e) => {

@@ -8,8 +8,10 @@
 //! 554 5.7.1 and is closed; over `max_connections` or
 //! `max_connections_per_ip` it gets 421 4.7.0 and is closed. These replies
 //! are written by short-lived tasks with a timeout, so a client that never
-//! reads can't stall the accept loop. Each session runs in its own task;
-//! a misbehaving client only ever costs its own task.
+//! reads can't stall the accept loop. A client IP over
+//! `rate_limit.ip_connections` gets 421 4.7.0 with the wait in the text.
+//! Each session runs in its own task; a misbehaving client only ever costs
+//! its own task.
 //!
 //! Shutdown: when the server's token is cancelled, listeners stop
 //! accepting; idle sessions answer 421 4.3.2 and close; a session in the
@@ -42,6 +44,7 @@ pub use session::rfc5322_date;
 
 use crate::config::{Config, ListenerConfig};
 use crate::queue::Queue;
+use crate::ratelimit::RateLimits;
 use relay::{RelayPolicy, canonical};
 
 /// What every session shares.
@@ -56,6 +59,8 @@ pub struct SmtpContext {
     /// Scanner and policy; replaced as a pair on reload (SIGHUP).
     content_rules: std::sync::RwLock<Arc<ContentRules>>,
     pub queue: Queue,
+    /// Rate limits, shared with dispatch; reloaded on SIGHUP.
+    pub limits: Arc<RateLimits>,
     pub shutdown: CancellationToken,
     pub sessions: TaskTracker,
     connections: AtomicUsize,
@@ -68,6 +73,7 @@ impl SmtpContext {
         config: Arc<Config>,
         tls: Option<TlsAcceptor>,
         queue: Queue,
+        limits: Arc<RateLimits>,
         shutdown: CancellationToken,
     ) -> SmtpContext {
         SmtpContext {
@@ -77,6 +83,7 @@ impl SmtpContext {
             config,
             tls,
             queue,
+            limits,
             shutdown,
             sessions: TaskTracker::new(),
             connections: AtomicUsize::new(0),
@@ -205,6 +212,15 @@ pub async fn serve_listener(ctx: Arc<SmtpContext>, listener: TcpListener, cfg: A
         if per_ip > smtp.max_connections_per_ip {
             tracing::warn!(listener = %cfg.name, client = %peer, per_ip, "connection refused: max_connections_per_ip");
             refuse_guarded(tcp, Reply::too_many_connections_from_ip(), guard);
+            continue;
+        }
+        if let Err(limited) = ctx.limits.connection(ip) {
+            tracing::info!(listener = %cfg.name, client = %peer, rule = %limited.rule.name(), "connection refused: rate limit");
+            refuse_guarded(
+                tcp,
+                Reply::connection_rate_limited(limited.retry_after_secs()),
+                guard,
+            );
             continue;
         }
         let id = ctx.next_session.fetch_add(1, Ordering::Relaxed);

@@ -11,6 +11,10 @@
 //!   nothing is buffered past `max_command_line_length` (commands) or
 //!   `max_message_size` (data); only CRLF.CRLF ends DATA and bare CR/LF in
 //!   data is refused, so no SMTP smuggling; reads and writes time out.
+//! - Rate limits (`[rate_limit]`): MAIL over the sender's or client IP's
+//!   message rate gets 450 4.7.0, RCPT over the sender's recipient rate
+//!   452 4.5.3, both with the wait in the text; the sender is the
+//!   authenticated user, else the envelope sender.
 //! - Invariant 4: replies and logs carry addresses, ids, sizes and codes
 //!   only, never message content.
 //! - RFC 3207: input the client pipelined after STARTTLS is discarded, and
@@ -569,6 +573,15 @@ impl Session {
             self.respond(Reply::message_too_big());
             return;
         }
+        let key = rate_key(self.authorized.as_ref(), &sender);
+        if let Err(limited) = self.ctx.limits.message(self.ip, &key) {
+            tracing::info!(
+                session = self.id, client = %self.peer, %sender, rule = %limited.rule.name(),
+                retry_after_s = limited.retry_after_secs(), "message refused: rate limit"
+            );
+            self.respond(Reply::message_rate_limited(limited.retry_after_secs()));
+            return;
+        }
         self.tx = Some(Transaction {
             envelope: Envelope {
                 sender,
@@ -618,15 +631,25 @@ impl Session {
             self.respond(Reply::recipient_blocked());
             return;
         }
-        tx.tenant_pending |= tenant_pending;
-        if !tx
+        let duplicate = tx
             .envelope
             .recipients
             .iter()
-            .any(|r| r.address == recipient.address)
-        {
+            .any(|r| r.address == recipient.address);
+        if !duplicate {
+            let key = rate_key(self.authorized.as_ref(), &tx.envelope.sender);
+            if let Err(limited) = self.ctx.limits.recipient(&key) {
+                tracing::info!(
+                    session = self.id, client = %self.peer, sender = %tx.envelope.sender,
+                    rule = %limited.rule.name(), retry_after_s = limited.retry_after_secs(),
+                    "recipient refused: rate limit"
+                );
+                self.respond(Reply::recipient_rate_limited(limited.retry_after_secs()));
+                return;
+            }
             tx.envelope.recipients.push(recipient);
         }
+        tx.tenant_pending |= tenant_pending;
         self.respond(Reply::recipient_ok());
     }
 
@@ -949,6 +972,16 @@ impl Session {
             host = self.ctx.hostname,
             date = rfc5322_date(time::OffsetDateTime::now_utc()),
         )
+    }
+}
+
+/// Whom the sender rate limits count: the authenticated login name, or
+/// else the envelope sender (a network, certificate or tenant grants relay
+/// to many senders, each with its own budget).
+fn rate_key(authorized: Option<&Authorized>, sender: &str) -> String {
+    match authorized {
+        Some(Authorized::User(name)) => name.clone(),
+        _ => sender.to_string(),
     }
 }
 

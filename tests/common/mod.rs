@@ -12,6 +12,8 @@
 //!   with a temporary data directory, its log captured.
 //! - [`client::SmtpClient`] (`client.rs`): a raw SMTP client for sending
 //!   exactly the bytes a test wants, hostile ones included.
+//! - `counting.rs`: a counting global allocator for the memory tests; not a
+//!   module of `common` (they include it by `#[path]`).
 //!
 //! Use it from a test file with `mod common;` and `use common::*;`. Only
 //! loopback addresses (127.0.0.0/8, ::1) are used. Not every test binary
