@@ -76,6 +76,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub portal: PortalConfig,
     pub rate_limit: RateLimitConfig,
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -99,6 +100,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             portal: PortalConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -1090,6 +1092,25 @@ pub struct DomainRateOverride {
     /// Deliveries per period to that domain.
     #[serde(deserialize_with = "de_rate")]
     pub deliveries: Option<Rate>,
+}
+
+/// The admin listener: plain HTTP with `/metrics` (Prometheus).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Run the admin listener.
+    pub enabled: bool,
+    /// Address and port; loopback by default (it has no authentication).
+    pub address: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            address: SocketAddr::from(([127, 0, 0, 1], 9465)),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -2285,6 +2306,16 @@ pub const SETTINGS: &[SettingDoc] = &[
         key: "rate_limit.domain[].deliveries",
         default: "(required)",
         doc: "Deliveries per period to that domain (\"N/period\" or \"off\").",
+    },
+    SettingDoc {
+        key: "admin.enabled",
+        default: "true",
+        doc: "Run the admin listener: plain HTTP serving GET /metrics (Prometheus text format; metric names, closed label values and numbers only, never an address or content).",
+    },
+    SettingDoc {
+        key: "admin.address",
+        default: "\"127.0.0.1:9465\"",
+        doc: "Address and port of the admin listener. It has no authentication: keep it on loopback or an internal, firewalled address.",
     },
 ];
 

@@ -568,6 +568,7 @@ impl Dispatcher {
         }
         let now = now_ms();
         let expires = received_ms + self.config.queue.max_lifetime.as_millis() as u64;
+        let outcome = result.metric_outcome();
         let (final_state, record) = match result {
             CopyResult::Delivered(r) => (Some(FinalState::Delivered), r),
             CopyResult::Permanent(r) => (Some(FinalState::Failed), r),
@@ -589,6 +590,7 @@ impl Dispatcher {
             }
         };
         log_attempt(id, &copy, &record, final_state, received_ms);
+        count_attempt(outcome, &record, final_state, received_ms, now);
         copy.last = Some(record.clone());
         // Handed to the queue's writer now; the worker does not wait for
         // the write (it waits behind group-commit flushes). If it fails the
@@ -617,6 +619,45 @@ impl Dispatcher {
                 tracing::error!(queue_id = %id, error = %e, "cannot record delivery result");
             }
         });
+    }
+}
+
+impl CopyResult {
+    /// The `outcome` label of `ward_deliveries_total`.
+    fn metric_outcome(&self) -> &'static str {
+        match self {
+            CopyResult::Delivered(_) => "delivered",
+            CopyResult::Temporary(_) => "deferred",
+            CopyResult::TlsPolicyNotMet(_) => "tls_policy",
+            CopyResult::Permanent(_) => "failed",
+            CopyResult::Portal(_) => "portal",
+            CopyResult::RateLimited(..) => "rate_limited",
+        }
+    }
+}
+
+/// Counts an attempt's result (an expiry counts as `expired`) and, for a
+/// copy that arrived, the time since its message was accepted.
+fn count_attempt(
+    outcome: &'static str,
+    r: &AttemptRecord,
+    state: Option<FinalState>,
+    received_ms: u64,
+    now: u64,
+) {
+    let m = crate::metrics::metrics();
+    let outcome = if state == Some(FinalState::Expired) {
+        "expired"
+    } else {
+        outcome
+    };
+    m.delivery(outcome, r.tls_version.as_deref());
+    if outcome == "rate_limited" {
+        m.rate_limit_hit(crate::ratelimit::Rule::DomainDeliveries.name());
+    }
+    if matches!(state, Some(FinalState::Delivered | FinalState::Portal)) {
+        m.delivery_latency
+            .observe(now.saturating_sub(received_ms) as f64 / 1000.0);
     }
 }
 

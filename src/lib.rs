@@ -7,16 +7,18 @@
 //! ```text
 //! floor 5   cli · server
 //! floor 4   dispatch
-//! floor 3   smtp · delivery · pickup
+//! floor 3   smtp · delivery · pickup · admin
 //! floor 2   policy · queue · ratelimit · tls
-//! floor 1   scan · config · crypto
+//! floor 1   scan · config · crypto · metrics
 //! ```
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod dispatch;
+pub mod metrics;
 pub mod pickup;
 pub mod policy;
 pub mod queue;

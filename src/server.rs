@@ -3,9 +3,10 @@
 //! Start: data directory (mode 0700), master key (created 0600 on first
 //! start), TLS certificate (configured, or self-signed on first start with a
 //! warning), the queue (its due index rebuilt, so queued mail resumes),
-//! delivery, the pickup store (with `portal.enabled`), listeners and the
-//! portal's (all bound before any serves, so a bind error stops the start
-//! cleanly), the portal, dispatch.
+//! delivery, the pickup store (with `portal.enabled`), listeners, the
+//! portal's and the admin listener's (all bound before any serves, so a
+//! bind error stops the start cleanly), the portal, the admin listener,
+//! dispatch.
 //!
 //! Stop (SIGTERM or SIGINT): listeners stop accepting, idle sessions get
 //! 421 4.3.2, sessions in DATA finish their message, deliveries finish their
@@ -169,6 +170,20 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         None => None,
     };
 
+    let admin = if config.admin.enabled {
+        let (listener, addr) =
+            crate::admin::bind(config.admin.address)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    name: "admin".into(),
+                    address: config.admin.address,
+                    source,
+                })?;
+        Some((listener, addr))
+    } else {
+        None
+    };
+
     let shutdown = CancellationToken::new();
     let limits = Arc::new(RateLimits::new(&config.rate_limit));
     tokio::spawn(limits.clone().eviction_loop(shutdown.clone()));
@@ -199,6 +214,17 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
             portal,
             listener,
             tokio_rustls::TlsAcceptor::from(portal_tls),
+            shutdown.clone(),
+        )));
+    }
+
+    let mut admin_task = None;
+    if let Some((listener, addr)) = admin {
+        // Tests and scripts wait for this line; keep its shape.
+        tracing::info!(listener = "admin", "listening on {addr} (http: /metrics)");
+        admin_task = Some(tokio::spawn(crate::admin::serve(
+            crate::admin::Admin::new(queue.clone()),
+            listener,
             shutdown.clone(),
         )));
     }
@@ -240,6 +266,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         );
     }
     if let Some(t) = portal_task {
+        let _ = tokio::time::timeout_at(deadline, t).await;
+    }
+    if let Some(t) = admin_task {
         let _ = tokio::time::timeout_at(deadline, t).await;
     }
     if tokio::time::timeout_at(deadline, dispatch_task).await.is_err() {

@@ -199,6 +199,7 @@ pub async fn serve_listener(ctx: Arc<SmtpContext>, listener: TcpListener, cfg: A
         let ip = canonical(peer.ip());
         if !ctx.relay.may_connect(ip) {
             tracing::info!(listener = %cfg.name, client = %peer, "connection refused: network not allowed");
+            count_connection(&cfg.name, "denied");
             refuse(tcp, Reply::connection_refused());
             continue;
         }
@@ -206,16 +207,20 @@ pub async fn serve_listener(ctx: Arc<SmtpContext>, listener: TcpListener, cfg: A
         let smtp = &ctx.config.smtp;
         if total > smtp.max_connections {
             tracing::warn!(listener = %cfg.name, client = %peer, total, "connection refused: max_connections");
+            count_connection(&cfg.name, "too_many");
             refuse_guarded(tcp, Reply::too_many_connections(), guard);
             continue;
         }
         if per_ip > smtp.max_connections_per_ip {
             tracing::warn!(listener = %cfg.name, client = %peer, per_ip, "connection refused: max_connections_per_ip");
+            count_connection(&cfg.name, "too_many");
             refuse_guarded(tcp, Reply::too_many_connections_from_ip(), guard);
             continue;
         }
         if let Err(limited) = ctx.limits.connection(ip) {
             tracing::info!(listener = %cfg.name, client = %peer, rule = %limited.rule.name(), "connection refused: rate limit");
+            count_connection(&cfg.name, "rate_limited");
+            crate::metrics::metrics().rate_limit_hit(limited.rule.name());
             refuse_guarded(
                 tcp,
                 Reply::connection_rate_limited(limited.retry_after_secs()),
@@ -223,11 +228,20 @@ pub async fn serve_listener(ctx: Arc<SmtpContext>, listener: TcpListener, cfg: A
             );
             continue;
         }
+        count_connection(&cfg.name, "accepted");
         let id = ctx.next_session.fetch_add(1, Ordering::Relaxed);
         let session = session::Session::new(ctx.clone(), cfg.clone(), tcp, peer, id, guard);
         ctx.sessions.spawn(session.run());
     }
     tracing::info!(listener = %cfg.name, "listener stopped");
+}
+
+/// Counts a connection by listener (a configured name) and result.
+fn count_connection(listener: &str, result: &str) {
+    crate::metrics::metrics()
+        .connections
+        .with_label_values(&[listener, result])
+        .inc();
 }
 
 fn refuse(tcp: TcpStream, reply: Reply) {
@@ -243,6 +257,7 @@ fn refuse_guarded(tcp: TcpStream, reply: Reply, guard: ConnectionGuard) {
 
 async fn write_and_close(mut tcp: TcpStream, reply: Reply) {
     let mut out = Vec::new();
+    crate::metrics::metrics().reply(reply.code);
     reply.write_to(&mut out);
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         tcp.write_all(&out).await?;

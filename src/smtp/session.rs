@@ -125,7 +125,12 @@ impl Session {
 
     pub async fn run(mut self) {
         tracing::debug!(session = self.id, client = %self.peer, listener = %self.listener.name, "connected");
+        let open = crate::metrics::metrics()
+            .connections_open
+            .with_label_values(&[&self.listener.name]);
+        open.inc();
         let end = self.serve().await;
+        open.dec();
         let end = match end {
             Ok(()) => End::Quit,
             Err(e) => e,
@@ -136,7 +141,7 @@ impl Session {
             _ => None,
         };
         if let Some(r) = farewell {
-            r.write_to(&mut self.wbuf);
+            self.write_reply(&r);
         }
         if !matches!(end, End::Closed | End::Io(_) | End::Tls(_)) {
             let _ = self.flush().await;
@@ -212,12 +217,18 @@ impl Session {
         if reply.is_permanent() {
             self.errors += 1;
         }
+        self.write_reply(&reply);
+    }
+
+    /// Queues a reply for the next flush and counts it by class.
+    fn write_reply(&mut self, reply: &Reply) {
+        crate::metrics::metrics().reply(reply.code);
         reply.write_to(&mut self.wbuf);
     }
 
     fn check_errors(&mut self) -> Result<(), End> {
         if self.errors >= self.cfg().max_errors {
-            Reply::too_many_errors().write_to(&mut self.wbuf);
+            self.write_reply(&Reply::too_many_errors());
             return Err(End::TooManyErrors);
         }
         Ok(())
@@ -500,7 +511,7 @@ impl Session {
                 tracing::info!(session = self.id, client = %self.peer, failures = self.auth_failures, "authentication failed");
                 self.respond(Reply::auth_failed());
                 if self.auth_failures >= self.cfg().max_auth_failures {
-                    Reply::too_many_errors().write_to(&mut self.wbuf);
+                    self.write_reply(&Reply::too_many_errors());
                     return Err(End::TooManyErrors);
                 }
             }
@@ -570,6 +581,7 @@ impl Session {
             return;
         }
         if params.size.is_some_and(|s| s > self.cfg().max_message_size) {
+            crate::metrics::metrics().rejected("too_big");
             self.respond(Reply::message_too_big());
             return;
         }
@@ -579,6 +591,8 @@ impl Session {
                 session = self.id, client = %self.peer, %sender, rule = %limited.rule.name(),
                 retry_after_s = limited.retry_after_secs(), "message refused: rate limit"
             );
+            crate::metrics::metrics().rate_limit_hit(limited.rule.name());
+            crate::metrics::metrics().rejected("rate_limited");
             self.respond(Reply::message_rate_limited(limited.retry_after_secs()));
             return;
         }
@@ -644,6 +658,7 @@ impl Session {
                     rule = %limited.rule.name(), retry_after_s = limited.retry_after_secs(),
                     "recipient refused: rate limit"
                 );
+                crate::metrics::metrics().rate_limit_hit(limited.rule.name());
                 self.respond(Reply::recipient_rate_limited(limited.retry_after_secs()));
                 return;
             }
@@ -779,12 +794,14 @@ impl Session {
         problem: Option<BodyProblem>,
         size: u64,
     ) {
+        let metrics = crate::metrics::metrics();
         if let Some(p) = problem {
-            let reply = match p {
-                BodyProblem::TooBig => Reply::message_too_big(),
-                BodyProblem::BareLineEnding => Reply::bare_line_ending(),
-                BodyProblem::LineTooLong => Reply::line_too_long_in_data(),
+            let (reply, reason) = match p {
+                BodyProblem::TooBig => (Reply::message_too_big(), "too_big"),
+                BodyProblem::BareLineEnding => (Reply::bare_line_ending(), "bare_line_ending"),
+                BodyProblem::LineTooLong => (Reply::line_too_long_in_data(), "line_too_long"),
             };
+            metrics.rejected(reason);
             tracing::info!(session = self.id, client = %self.peer, problem = ?p, size, "message refused");
             self.respond(reply);
             return;
@@ -792,6 +809,7 @@ impl Session {
         let hops = headers::count_fields(&body, "Received");
         if hops > self.cfg().max_received_headers {
             tracing::info!(session = self.id, client = %self.peer, hops, "mail loop refused");
+            metrics.rejected("mail_loop");
             self.respond(Reply::mail_loop());
             return;
         }
@@ -803,6 +821,7 @@ impl Session {
                     Some(tenant) => authorized = Some(Authorized::Tenant(tenant)),
                     None => {
                         tracing::info!(session = self.id, client = %self.peer, "tenant header missing or invalid");
+                        metrics.rejected("tenant_header");
                         self.respond(Reply::tenant_header_invalid());
                         return;
                     }
@@ -835,6 +854,18 @@ impl Session {
             })
             .collect();
         let findings = summarize(&verdict);
+        for k in verdict.kinds() {
+            metrics
+                .findings
+                .with_label_values(&[k.id()])
+                .inc_by(u64::from(verdict.count(k)));
+        }
+        for d in &decisions {
+            metrics
+                .policy_decisions
+                .with_label_values(&[&d.action.to_string()])
+                .inc();
+        }
         if let Some(d) = decisions
             .iter()
             .find(|d| d.action == crate::policy::Action::Reject)
@@ -847,6 +878,7 @@ impl Session {
                 reason = %d.reason,
                 "message rejected by policy"
             );
+            metrics.rejected("policy");
             self.respond(Reply::policy_rejected());
             return;
         }
@@ -909,10 +941,13 @@ impl Session {
                     action = %strictest,
                     "message queued"
                 );
+                metrics.messages_accepted.inc();
+                metrics.received_bytes.inc_by(size as u64);
                 self.respond(Reply::queued(&id.to_string()));
             }
             Err(e) => {
                 tracing::error!(session = self.id, client = %self.ip, error = %e, "queueing failed");
+                metrics.rejected("storage");
                 self.respond(Reply::storage_failed());
             }
         }
@@ -921,6 +956,19 @@ impl Session {
     /// Runs the scanner: inline for small messages, on a blocking thread for
     /// large ones (scanning is CPU work that must not hold a runtime worker).
     async fn scan(&self, rules: &Arc<super::ContentRules>, body: &[u8]) -> crate::scan::Verdict {
+        let started = std::time::Instant::now();
+        let verdict = self.scan_inline_or_blocking(rules, body).await;
+        crate::metrics::metrics()
+            .scan_duration
+            .observe(started.elapsed().as_secs_f64());
+        verdict
+    }
+
+    async fn scan_inline_or_blocking(
+        &self,
+        rules: &Arc<super::ContentRules>,
+        body: &[u8],
+    ) -> crate::scan::Verdict {
         const INLINE_MAX: usize = 64 * 1024;
         if body.len() <= INLINE_MAX {
             return rules.scanner.scan(body);
