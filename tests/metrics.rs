@@ -5,55 +5,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::client::SmtpClient;
+use common::metrics::{get, scrape, value};
 use common::mx::TestMx;
 use common::process::Ward;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A valid SSN with context, and a date of birth: PHI by the built-in rules.
 const PHI_BODY: &[u8] = b"Subject: follow-up\r\n\r\nPatient SSN 219-44-8213, DOB: 04/17/1961.\r\n";
 const CLEAN_BODY: &[u8] = b"Subject: lunch\r\n\r\nSee you at noon.\r\n";
-
-/// GET `path` over plain HTTP/1.1; returns (status line, headers, body).
-async fn get(addr: SocketAddr, path: &str) -> (String, String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to admin");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
-        .await
-        .expect("admin answered in time")
-        .unwrap();
-    let text = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
-    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    (status.to_string(), headers.to_ascii_lowercase(), body.to_string())
-}
-
-async fn scrape(w: &Ward) -> String {
-    let (status, headers, body) = get(w.listener("admin"), "/metrics").await;
-    assert!(status.contains(" 200 "), "{status}");
-    assert!(
-        headers.contains("content-type: text/plain; version=0.0.4"),
-        "{headers}"
-    );
-    body
-}
-
-/// The value of one series, written exactly as exposed
-/// (`ward_deliveries_total{outcome="delivered",tls_version="none"}`);
-/// 0 when the series does not exist yet.
-fn value(body: &str, series: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .map(|v| v.trim().parse().expect("a number"))
-        .unwrap_or(0.0)
-}
 
 /// Scrapes until `series` reaches `want` (metrics of deliveries move after
 /// the MX has the message).

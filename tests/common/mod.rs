@@ -12,6 +12,8 @@
 //!   with a temporary data directory, its log captured.
 //! - [`client::SmtpClient`] (`client.rs`): a raw SMTP client for sending
 //!   exactly the bytes a test wants, hostile ones included.
+//! - [`metrics`] (`metrics.rs`): `GET /metrics` from Ward's admin listener
+//!   and the value of one series.
 //! - `counting.rs`: a counting global allocator for the memory tests; not a
 //!   module of `common` (they include it by `#[path]`).
 //!
@@ -23,6 +25,7 @@
 pub mod ca;
 pub mod client;
 pub mod dns;
+pub mod metrics;
 pub mod mx;
 pub mod process;
 
