@@ -3,8 +3,8 @@
 //!
 //! Serves `GET /metrics`: the Prometheus text exposition of
 //! [`crate::metrics`], with the queue gauges (messages, pending copies,
-//! oldest message's age) read from the queue at each scrape. Anything else
-//! is 404.
+//! oldest message's age) read from the queue, and the data directory's
+//! free and total disk space, at each scrape. Anything else is 404.
 //!
 //! Guarantees (invariant 4): responses carry metric names, closed label
 //! values and numbers only; no address, subject or content. The listener
@@ -13,6 +13,7 @@
 //! address and firewall it).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use axum::Router;
 use axum::extract::State;
@@ -29,11 +30,12 @@ use crate::queue::{Queue, now_ms};
 #[derive(Clone)]
 pub struct Admin {
     queue: Queue,
+    data_dir: PathBuf,
 }
 
 impl Admin {
-    pub fn new(queue: Queue) -> Admin {
-        Admin { queue }
+    pub fn new(queue: Queue, data_dir: PathBuf) -> Admin {
+        Admin { queue, data_dir }
     }
 
     fn router(self) -> Router {
@@ -56,7 +58,39 @@ impl Admin {
             }
             Err(e) => tracing::warn!(error = %e, "metrics: cannot count the queue"),
         }
+        match disk_space(&self.data_dir) {
+            Ok((free, size)) => {
+                m.data_disk_free.set(i64::try_from(free).unwrap_or(i64::MAX));
+                m.data_disk_size.set(i64::try_from(size).unwrap_or(i64::MAX));
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: cannot read the data directory's disk space"),
+        }
     }
+}
+
+/// (free bytes for unprivileged users, total bytes) of the file system
+/// holding `dir`.
+fn disk_space(dir: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in the path"))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `st` is valid for writes of a
+    // statvfs; it is read only after statvfs reported success.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between platforms (u32 or u64).
+    #[allow(clippy::useless_conversion)]
+    let (frsize, bavail, blocks) = (
+        u64::from(st.f_frsize),
+        u64::from(st.f_bavail),
+        u64::from(st.f_blocks),
+    );
+    Ok((bavail.saturating_mul(frsize), blocks.saturating_mul(frsize)))
 }
 
 fn gauge_value(n: usize) -> i64 {

@@ -53,6 +53,10 @@ pub struct Metrics {
     pub queue_copies: IntGauge,
     /// Age of the oldest message in the queue (0 when empty).
     pub queue_oldest_age: IntGauge,
+    /// Free bytes (for unprivileged users) on the data directory's file system.
+    pub data_disk_free: IntGauge,
+    /// Size of the data directory's file system.
+    pub data_disk_size: IntGauge,
     /// Delivery results per recipient copy, by outcome and TLS version.
     pub deliveries: IntCounterVec,
     /// From acceptance to delivery (to the recipient's server or the portal).
@@ -173,6 +177,14 @@ impl Metrics {
             queue_oldest_age: gauge(
                 "ward_queue_oldest_message_age_seconds",
                 "Age of the oldest message in the queue; 0 when it is empty.",
+            ),
+            data_disk_free: gauge(
+                "ward_data_disk_free_bytes",
+                "Free bytes on the file system of server.data_dir (queue, pickup store).",
+            ),
+            data_disk_size: gauge(
+                "ward_data_disk_size_bytes",
+                "Size of the file system of server.data_dir.",
             ),
             deliveries: counter_vec(
                 "ward_deliveries_total",

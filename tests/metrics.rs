@@ -110,6 +110,11 @@ async fn metrics_move_as_mail_is_accepted_delivered_held_and_rate_limited() {
     assert_eq!(value(&m, "ward_queue_messages"), 1.0, "{m}");
     assert_eq!(value(&m, "ward_queue_copies"), 1.0, "{m}");
     assert!(value(&m, "ward_queue_oldest_message_age_seconds") < 60.0, "{m}");
+    let (free, size) = (
+        value(&m, "ward_data_disk_free_bytes"),
+        value(&m, "ward_data_disk_size_bytes"),
+    );
+    assert!(free > 0.0 && size >= free, "{m}");
 
     // Nothing that names a person, a domain or content.
     for needle in ["@", "hospital.example", "clinic.example", "219-44", "follow-up"] {
@@ -122,14 +127,15 @@ async fn metrics_move_as_mail_is_accepted_delivered_held_and_rate_limited() {
     promtool_check(&m);
 }
 
-/// `promtool check metrics` on the exposition. Where promtool is missing it
-/// says so and passes, except under CI, where .ci/run installs it and a
-/// missing promtool is a failure.
-fn promtool_check(body: &str) {
+/// Runs promtool with `args` (and `stdin`), in `dir`; None where promtool
+/// is missing, which passes with a note, except under CI, where .ci/run
+/// installs it and a missing promtool is a failure.
+fn promtool(args: &[&str], stdin: &str, dir: &std::path::Path) -> Option<(bool, String)> {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let child = Command::new("promtool")
-        .args(["check", "metrics"])
+        .args(args)
+        .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -142,20 +148,113 @@ fn promtool_check(body: &str) {
                 "promtool is not installed, and under CI it must be (.ci/run installs the Debian package prometheus)"
             );
             eprintln!(
-                "promtool not installed: `promtool check metrics` skipped (apt-get install prometheus)"
+                "promtool not installed: `promtool {}` skipped (apt-get install prometheus)",
+                args.join(" ")
             );
-            return;
+            return None;
         }
         Err(e) => panic!("cannot run promtool: {e}"),
     };
-    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "promtool check metrics failed:\n{said}");
-    // promtool exits 0 with lint warnings on stdout; there must be none.
-    assert!(said.trim().is_empty(), "promtool check metrics:\n{said}");
+    Some((out.status.success(), said))
+}
+
+/// `promtool check metrics` on the exposition: no errors and no lint
+/// warnings (promtool exits 0 with warnings on its output).
+fn promtool_check(body: &str) {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Some((ok, said)) = promtool(&["check", "metrics"], body, here) {
+        assert!(ok, "promtool check metrics failed:\n{said}");
+        assert!(said.trim().is_empty(), "promtool check metrics:\n{said}");
+    }
+}
+
+/// The `ward_*` names in a text.
+fn ward_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("ward_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        let before_ok = i == 0 || !rest[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+        if before_ok {
+            out.insert(tail[..end].to_string());
+        }
+        rest = &tail[end..];
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_and_alert_rules_use_only_exported_metrics_and_pass_promtool() {
+    let w = Ward::start("");
+    let body = scrape(&w).await;
+    // Exported series names: each family, and a histogram's parts.
+    let mut exported = std::collections::BTreeSet::new();
+    for l in body.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            exported.insert(name.to_string());
+            if kind == "histogram" {
+                for suffix in ["_bucket", "_count", "_sum"] {
+                    exported.insert(format!("{name}{suffix}"));
+                }
+            }
+        }
+    }
+    let conf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let rules = std::fs::read_to_string(conf.join("prometheus/ward-alerts.yml")).unwrap();
+    let dashboard = std::fs::read_to_string(conf.join("grafana/ward-dashboard.json")).unwrap();
+    for (file, text) in [("ward-alerts.yml", &rules), ("ward-dashboard.json", &dashboard)] {
+        let used = ward_names(text);
+        assert!(used.len() >= 5, "{file} uses {used:?}");
+        let unknown: Vec<_> = used.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} uses metrics Ward does not export: {unknown:?}"
+        );
+    }
+    // Every panel of the dashboard queries something.
+    let dash: serde_json::Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10);
+    for p in panels {
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(
+            !targets.is_empty()
+                && targets
+                    .iter()
+                    .all(|t| t["expr"].as_str().is_some_and(|e| e.contains("ward_"))),
+            "{p}"
+        );
+    }
+    // The alert names the issue asks for.
+    for alert in [
+        "WardQueueGrowing",
+        "WardOldestMessageOverAnHour",
+        "WardPortalFallbackSpike",
+        "WardTlsFailures",
+        "WardRateLimitStorm",
+        "WardDataDiskFilling",
+    ] {
+        assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
+    }
+    let dir = conf.join("prometheus");
+    if let Some((ok, said)) = promtool(&["check", "rules", "ward-alerts.yml"], "", &dir) {
+        assert!(ok, "promtool check rules:\n{said}");
+    }
+    // Each alert fires on the series it is written for and stays quiet on a
+    // healthy Ward.
+    if let Some((ok, said)) = promtool(&["test", "rules", "ward-alerts.test.yml"], "", &dir) {
+        assert!(ok, "promtool test rules:\n{said}");
+    }
 }

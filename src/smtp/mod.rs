@@ -76,6 +76,7 @@ impl SmtpContext {
         limits: Arc<RateLimits>,
         shutdown: CancellationToken,
     ) -> SmtpContext {
+        touch_metrics(&config);
         SmtpContext {
             hostname: config.server.effective_hostname(),
             relay: RelayPolicy::new(&config.relay),
@@ -234,6 +235,22 @@ pub async fn serve_listener(ctx: Arc<SmtpContext>, listener: TcpListener, cfg: A
         ctx.sessions.spawn(session.run());
     }
     tracing::info!(listener = %cfg.name, "listener stopped");
+}
+
+/// Creates this side's labelled series at zero (listeners, results,
+/// detector kinds), so dashboards and alerts see them before the first
+/// event.
+fn touch_metrics(config: &Config) {
+    let m = crate::metrics::metrics();
+    for l in &config.listeners {
+        m.connections_open.with_label_values(&[&l.name]);
+        for result in ["accepted", "denied", "too_many", "rate_limited"] {
+            m.connections.with_label_values(&[&l.name, result]);
+        }
+    }
+    for k in crate::scan::Kind::ALL {
+        m.findings.with_label_values(&[k.id()]);
+    }
 }
 
 /// Counts a connection by listener (a configured name) and result.
