@@ -76,6 +76,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub portal: PortalConfig,
     pub dkim: DkimConfig,
+    pub rate_limit: RateLimitConfig,
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -99,6 +101,8 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             portal: PortalConfig::default(),
             dkim: DkimConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -984,6 +988,160 @@ pub struct DkimConfig {
     pub key_file: PathBuf,
 }
 
+/// A rate: `count` events per `period`, written `"10/1m"`; `"off"` is no
+/// limit. Enforced as GCRA (a token bucket of `count` that refills evenly
+/// over `period`), so a burst of `count` is allowed after a quiet period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    pub count: u32,
+    pub period: Duration,
+}
+
+impl Rate {
+    /// Parses `"10/2s"`, `"1000/1h"`; None for `"off"`.
+    pub fn parse(s: &str) -> Result<Option<Rate>, String> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let (n, period) = t
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not a rate; write it like \"100/1m\" or \"off\""))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}`: `{n}` is not a whole number"))?;
+        let period = parse_duration(period)?;
+        if count == 0 || period.is_zero() {
+            return Err(format!(
+                "`{s}`: count and period must be greater than zero (write \"off\" for no limit)"
+            ));
+        }
+        Ok(Some(Rate { count, period }))
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.count, humantime::format_duration(self.period))
+    }
+}
+
+fn de_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rate>, D::Error> {
+    let s = String::deserialize(d)?;
+    Rate::parse(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_opt_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<Rate>>, D::Error> {
+    de_rate(d).map(Some)
+}
+
+/// Rate limits (GCRA, per key): a compromised mailbox can't send thousands
+/// of messages in minutes, a client IP can't flood the listener, and one
+/// recipient domain can't be flooded from Ward's address. Over a limit:
+/// 450 4.7.0 at MAIL, 452 4.5.3 at RCPT, 421 4.7.0 at connect, and outbound
+/// copies are rescheduled (never failed).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Enforce the limits below.
+    pub enabled: bool,
+    /// Messages per sender: the authenticated user, or else the envelope
+    /// sender. Counted at MAIL.
+    #[serde(deserialize_with = "de_rate")]
+    pub sender_messages: Option<Rate>,
+    /// Recipients per sender, counted at RCPT.
+    #[serde(deserialize_with = "de_rate")]
+    pub sender_recipients: Option<Rate>,
+    /// New connections per client IP.
+    #[serde(deserialize_with = "de_rate")]
+    pub ip_connections: Option<Rate>,
+    /// Messages per client IP, counted at MAIL.
+    #[serde(deserialize_with = "de_rate")]
+    pub ip_messages: Option<Rate>,
+    /// Outbound deliveries (recipient copies) per recipient domain.
+    #[serde(deserialize_with = "de_rate")]
+    pub domain_deliveries: Option<Rate>,
+    /// How often idle keys (whose bucket is full again) are dropped.
+    #[serde(deserialize_with = "de_duration")]
+    pub eviction_interval: Duration,
+    /// Per-sender overrides.
+    #[serde(rename = "sender")]
+    pub senders: Vec<SenderRateOverride>,
+    /// Per-recipient-domain overrides of `domain_deliveries`.
+    #[serde(rename = "domain")]
+    pub domains: Vec<DomainRateOverride>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        let rate = |count, secs| {
+            Some(Rate {
+                count,
+                period: Duration::from_secs(secs),
+            })
+        };
+        RateLimitConfig {
+            enabled: true,
+            sender_messages: rate(1000, 3600),
+            sender_recipients: rate(5000, 3600),
+            ip_connections: rate(3000, 60),
+            ip_messages: rate(50_000, 3600),
+            domain_deliveries: rate(1200, 60),
+            eviction_interval: Duration::from_secs(60),
+            senders: Vec::new(),
+            domains: Vec::new(),
+        }
+    }
+}
+
+/// Limits for the senders a pattern matches, instead of the global ones.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SenderRateOverride {
+    /// `user@example.org` (an envelope sender, or an authenticated user's
+    /// login name), `@example.org` (senders of the domain) or `.example.org`
+    /// (its subdomains too). Each matching sender still has its own bucket.
+    pub sender: String,
+    /// Messages per matching sender; absent: `sender_messages`.
+    #[serde(default, deserialize_with = "de_opt_rate")]
+    pub messages: Option<Option<Rate>>,
+    /// Recipients per matching sender; absent: `sender_recipients`.
+    #[serde(default, deserialize_with = "de_opt_rate")]
+    pub recipients: Option<Option<Rate>>,
+}
+
+/// Outbound limit for a recipient domain, instead of `domain_deliveries`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainRateOverride {
+    /// `example.org`, or `.example.org` for every subdomain (each its own
+    /// bucket).
+    pub domain: String,
+    /// Deliveries per period to that domain.
+    #[serde(deserialize_with = "de_rate")]
+    pub deliveries: Option<Rate>,
+}
+
+/// The admin listener: plain HTTP with `/metrics` (Prometheus).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Run the admin listener.
+    pub enabled: bool,
+    /// Address and port; loopback by default (it has no authentication).
+    pub address: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            address: SocketAddr::from(([127, 0, 0, 1], 9465)),
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Value parsers shared by the schema.
 
@@ -1506,6 +1664,48 @@ impl Config {
                 vec![K("dkim"), K("selector")],
                 format!("`{}` is not a selector (DNS labels)", dk.selector),
             );
+        }
+        let rl = &self.rate_limit;
+        if rl.eviction_interval < Duration::from_secs(1) {
+            bad(
+                vec![K("rate_limit"), K("eviction_interval")],
+                "eviction_interval must be at least 1s".into(),
+            );
+        }
+        for (i, o) in rl.senders.iter().enumerate() {
+            let p = o.sender.trim();
+            let domain = p
+                .strip_prefix('@')
+                .or_else(|| p.strip_prefix('.'))
+                .or_else(|| p.rsplit_once('@').map(|(_, d)| d));
+            let ok = match domain {
+                Some(d) => is_hostname(d),
+                // A login name.
+                None => !p.is_empty() && !p.contains(char::is_whitespace),
+            };
+            if !ok {
+                bad(
+                    vec![K("rate_limit"), K("sender"), I(i), K("sender")],
+                    format!(
+                        "`{}` is not user@domain, @domain, .domain or a login name",
+                        o.sender
+                    ),
+                );
+            }
+            if o.messages.is_none() && o.recipients.is_none() {
+                bad(
+                    vec![K("rate_limit"), K("sender"), I(i)],
+                    "an override needs `messages` or `recipients`".into(),
+                );
+            }
+        }
+        for (i, o) in rl.domains.iter().enumerate() {
+            if !is_hostname(o.domain.strip_prefix('.').unwrap_or(&o.domain)) {
+                bad(
+                    vec![K("rate_limit"), K("domain"), I(i), K("domain")],
+                    format!("`{}` is not a domain", o.domain),
+                );
+            }
         }
         if self.dns.attempts == 0 {
             bad(
@@ -2137,6 +2337,76 @@ pub const SETTINGS: &[SettingDoc] = &[
         default: "\"\"",
         doc: "DKIM private key, PEM: RSA (PKCS#8 or PKCS#1; signs rsa-sha256, 2048 bits or more advised) or Ed25519 (PKCS#8; signs ed25519-sha256). Read at start; a bad key stops Ward with the reason.",
     },
+    SettingDoc {
+        key: "rate_limit.enabled",
+        default: "true",
+        doc: "Enforce the rate limits below (GCRA: a bucket of N that refills evenly over the period). Each rate is \"N/period\" or \"off\". Counters live in memory: a restart starts them afresh; a reload (SIGHUP) keeps the counters of rules whose rate did not change.",
+    },
+    SettingDoc {
+        key: "rate_limit.sender_messages",
+        default: "\"1000/1h\"",
+        doc: "Messages per sender (the authenticated user, otherwise the envelope sender), counted at MAIL. Over it: 450 4.7.0 with the wait in the text.",
+    },
+    SettingDoc {
+        key: "rate_limit.sender_recipients",
+        default: "\"5000/1h\"",
+        doc: "Recipients per sender, counted at RCPT. Over it: 452 4.5.3 with the wait in the text.",
+    },
+    SettingDoc {
+        key: "rate_limit.ip_connections",
+        default: "\"3000/1m\"",
+        doc: "New connections per client IP. Over it: 421 4.7.0 at connect. Generous because a tenant's provider sends from few addresses.",
+    },
+    SettingDoc {
+        key: "rate_limit.ip_messages",
+        default: "\"50000/1h\"",
+        doc: "Messages per client IP, counted at MAIL. Over it: 450 4.7.0.",
+    },
+    SettingDoc {
+        key: "rate_limit.domain_deliveries",
+        default: "\"1200/1m\"",
+        doc: "Outbound deliveries (recipient copies) per recipient domain, to keep the sending address's reputation. Over it the copy is rescheduled for when the bucket allows it (no attempt is counted, nothing fails).",
+    },
+    SettingDoc {
+        key: "rate_limit.eviction_interval",
+        default: "\"1m\"",
+        doc: "How often keys whose bucket is full again are dropped from memory, so memory follows the active senders, not all senders ever seen.",
+    },
+    SettingDoc {
+        key: "rate_limit.sender[].sender",
+        default: "(required)",
+        doc: "Senders an override applies to: user@example.org (envelope sender or authenticated login name), @example.org or .example.org (subdomains too). Each matching sender has its own bucket. The first matching override wins.",
+    },
+    SettingDoc {
+        key: "rate_limit.sender[].messages",
+        default: "(sender_messages)",
+        doc: "Messages per matching sender (\"N/period\" or \"off\").",
+    },
+    SettingDoc {
+        key: "rate_limit.sender[].recipients",
+        default: "(sender_recipients)",
+        doc: "Recipients per matching sender (\"N/period\" or \"off\").",
+    },
+    SettingDoc {
+        key: "rate_limit.domain[].domain",
+        default: "(required)",
+        doc: "Recipient domain an outbound override applies to; .example.org covers its subdomains (each its own bucket). An exact domain wins over the longest suffix.",
+    },
+    SettingDoc {
+        key: "rate_limit.domain[].deliveries",
+        default: "(required)",
+        doc: "Deliveries per period to that domain (\"N/period\" or \"off\").",
+    },
+    SettingDoc {
+        key: "admin.enabled",
+        default: "true",
+        doc: "Run the admin listener: plain HTTP serving GET /metrics (Prometheus text format; metric names, closed label values and numbers only, never an address or content).",
+    },
+    SettingDoc {
+        key: "admin.address",
+        default: "\"127.0.0.1:9465\"",
+        doc: "Address and port of the admin listener. It has no authentication: keep it on loopback or an internal, firewalled address.",
+    },
 ];
 
 /// The settings reference as Markdown (for the README and
@@ -2333,6 +2603,38 @@ mod tests {
         assert!(NextHop::parse("10.0.0.1:25").is_err());
         assert!(NextHop::parse("[x").is_err());
         assert!(NextHop::parse("bad host").is_err());
+    }
+
+    #[test]
+    fn rates_and_rate_overrides() {
+        assert_eq!(
+            Rate::parse("10/2s").unwrap(),
+            Some(Rate {
+                count: 10,
+                period: Duration::from_secs(2)
+            })
+        );
+        assert_eq!(Rate::parse("OFF").unwrap(), None);
+        for bad in ["10", "0/1m", "10/0s", "x/1m", "10/soon"] {
+            assert!(Rate::parse(bad).is_err(), "{bad}");
+        }
+        let c = parse(
+            "[rate_limit]\nsender_messages = \"off\"\n[[rate_limit.sender]]\nsender = \"@lab.example\"\nmessages = \"5/1m\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.rate_limit.sender_messages, None);
+        assert_eq!(
+            c.rate_limit.senders[0].messages,
+            Some(Rate::parse("5/1m").unwrap())
+        );
+        assert_eq!(c.rate_limit.senders[0].recipients, None);
+        let e = parse("[rate_limit]\n\nip_messages = \"lots\"\n").unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(3), "{e}");
+        let e = parse("[[rate_limit.sender]]\nsender = \"a@b.example\"\n").unwrap_err();
+        assert!(e.message.contains("needs `messages` or `recipients`"), "{e}");
+        let e =
+            parse("[[rate_limit.domain]]\ndomain = \"not a domain\"\ndeliveries = \"1/1s\"\n").unwrap_err();
+        assert_eq!(e.position.map(|p| p.0), Some(2), "{e}");
     }
 
     #[test]

@@ -27,6 +27,11 @@
 //! codes) carries its own TLS policy (`may`) and is sent under exactly
 //! that policy.
 //!
+//! Outbound rate limits (`rate_limit.domain_deliveries`): a job over its
+//! recipient domain's rate is not attempted; its copies are rescheduled for
+//! when the bucket allows them, without counting an attempt (so a busy
+//! domain never turns into bounces before `queue.max_lifetime`).
+//!
 //! Invariant 3 is carried by `delivery` (it never sends below policy); this
 //! module never downgrades a policy on retry. Logs carry ids, addresses,
 //! hosts, codes and TLS facts, never content.
@@ -47,6 +52,7 @@ use crate::pickup::{NewPickup, Pickup};
 use crate::queue::{
     AttemptRecord, Claimed, CopyRecord, FinalState, FinalStatus, Queue, QueueError, QueueId, now_ms,
 };
+use crate::ratelimit::{Limited, RateLimits};
 
 /// How many claimed copies may wait in memory for a connection. Beyond it,
 /// dispatch stops claiming until workers catch up (the rest stay on disk).
@@ -84,6 +90,7 @@ pub struct Dispatcher {
     delivery: Arc<Delivery>,
     /// The pickup portal, when `portal.enabled`.
     pickup: Option<Pickup>,
+    limits: Arc<RateLimits>,
     shutdown: CancellationToken,
     workers: TaskTracker,
     destinations: Mutex<HashMap<Lane, Destination>>,
@@ -100,6 +107,9 @@ enum CopyResult {
     Permanent(AttemptRecord),
     /// The copy is in the pickup portal.
     Portal(AttemptRecord),
+    /// Not attempted: the recipient domain's outbound rate limit; due again
+    /// after the wait, without counting an attempt.
+    RateLimited(AttemptRecord, Duration),
 }
 
 impl Dispatcher {
@@ -108,6 +118,7 @@ impl Dispatcher {
         queue: Queue,
         delivery: Arc<Delivery>,
         pickup: Option<Pickup>,
+        limits: Arc<RateLimits>,
         shutdown: CancellationToken,
     ) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
@@ -115,6 +126,7 @@ impl Dispatcher {
             queue,
             delivery,
             pickup,
+            limits,
             shutdown,
             workers: TaskTracker::new(),
             destinations: Mutex::new(HashMap::new()),
@@ -202,7 +214,42 @@ impl Dispatcher {
             }
         }
         for job in jobs {
-            self.push(job);
+            let copies = u32::try_from(job.copies.len()).unwrap_or(u32::MAX);
+            match self.limits.deliveries(&job.lane.domain, copies) {
+                Ok(()) => self.push(job),
+                Err(limited) => self.rate_limited(job, limited).await,
+            }
+        }
+    }
+
+    /// A job over its domain's outbound rate: every copy waits until the
+    /// bucket allows it. Not an attempt and not a failure.
+    async fn rate_limited(&self, job: Job, limited: Limited) {
+        let meta = self.queue.meta(job.id).await.ok();
+        let received = meta.as_ref().map(|m| m.received_ms).unwrap_or_else(now_ms);
+        let sender = meta.as_ref().map(|m| m.envelope.sender.as_str()).unwrap_or("");
+        for (idx, copy) in job.copies {
+            let record = AttemptRecord {
+                at_ms: now_ms(),
+                outcome: "rate-limited".into(),
+                status: Some("4.7.0".into()),
+                detail: format!(
+                    "outbound rate limit for {} ({}): not attempted, due again in {} s",
+                    job.lane.domain,
+                    limited.rule.name(),
+                    limited.retry_after_secs()
+                ),
+                ..Default::default()
+            };
+            self.settle(
+                job.id,
+                idx,
+                copy,
+                received,
+                sender,
+                CopyResult::RateLimited(record, limited.retry_after),
+            )
+            .await;
         }
     }
 
@@ -516,8 +563,12 @@ impl Dispatcher {
         sender: &str,
         result: CopyResult,
     ) {
-        copy.attempts += 1;
+        if !matches!(result, CopyResult::RateLimited(..)) {
+            copy.attempts += 1;
+        }
         let now = now_ms();
+        let expires = received_ms + self.config.queue.max_lifetime.as_millis() as u64;
+        let outcome = result.metric_outcome();
         let (final_state, record) = match result {
             CopyResult::Delivered(r) => (Some(FinalState::Delivered), r),
             CopyResult::Permanent(r) => (Some(FinalState::Failed), r),
@@ -530,19 +581,16 @@ impl Dispatcher {
                     .saturating_sub(1)
                     .min(schedule.len().saturating_sub(1));
                 let delay = schedule.get(step).copied().unwrap_or(Duration::from_secs(300));
-                let next = now + delay.as_millis() as u64;
-                let expires = received_ms + self.config.queue.max_lifetime.as_millis() as u64;
-                if next > expires {
-                    let mut r = r;
-                    r.outcome = "expired".into();
-                    (Some(FinalState::Expired), r)
-                } else {
-                    copy.next_attempt_ms = next;
-                    (None, r)
-                }
+                retry_or_expire(&mut copy, r, now + delay.as_millis() as u64, expires)
+            }
+            CopyResult::RateLimited(r, wait) => {
+                // At least a scan interval, so a full bucket isn't polled.
+                let wait = wait.max(self.config.queue.scan_interval);
+                retry_or_expire(&mut copy, r, now + wait.as_millis() as u64, expires)
             }
         };
         log_attempt(id, &copy, &record, final_state, received_ms);
+        count_attempt(outcome, &record, final_state, received_ms, now);
         copy.last = Some(record.clone());
         // Handed to the queue's writer now; the worker does not wait for
         // the write (it waits behind group-commit flushes). If it fails the
@@ -571,6 +619,62 @@ impl Dispatcher {
                 tracing::error!(queue_id = %id, error = %e, "cannot record delivery result");
             }
         });
+    }
+}
+
+impl CopyResult {
+    /// The `outcome` label of `ward_deliveries_total`.
+    fn metric_outcome(&self) -> &'static str {
+        match self {
+            CopyResult::Delivered(_) => "delivered",
+            CopyResult::Temporary(_) => "deferred",
+            CopyResult::TlsPolicyNotMet(_) => "tls_policy",
+            CopyResult::Permanent(_) => "failed",
+            CopyResult::Portal(_) => "portal",
+            CopyResult::RateLimited(..) => "rate_limited",
+        }
+    }
+}
+
+/// Counts an attempt's result (an expiry counts as `expired`) and, for a
+/// copy that arrived, the time since its message was accepted.
+fn count_attempt(
+    outcome: &'static str,
+    r: &AttemptRecord,
+    state: Option<FinalState>,
+    received_ms: u64,
+    now: u64,
+) {
+    let m = crate::metrics::metrics();
+    let outcome = if state == Some(FinalState::Expired) {
+        "expired"
+    } else {
+        outcome
+    };
+    m.delivery(outcome, r.tls_version.as_deref());
+    if outcome == "rate_limited" {
+        m.rate_limit_hit(crate::ratelimit::Rule::DomainDeliveries.name());
+    }
+    if matches!(state, Some(FinalState::Delivered | FinalState::Portal)) {
+        m.delivery_latency
+            .observe(now.saturating_sub(received_ms) as f64 / 1000.0);
+    }
+}
+
+/// The copy is due again at `next`, unless that is past its message's
+/// lifetime: then it has expired.
+fn retry_or_expire(
+    copy: &mut CopyRecord,
+    mut r: AttemptRecord,
+    next: u64,
+    expires: u64,
+) -> (Option<FinalState>, AttemptRecord) {
+    if next > expires {
+        r.outcome = "expired".into();
+        (Some(FinalState::Expired), r)
+    } else {
+        copy.next_attempt_ms = next;
+        (None, r)
     }
 }
 

@@ -7,20 +7,23 @@
 //! ```text
 //! floor 5   cli · server
 //! floor 4   dispatch
-//! floor 3   smtp · delivery · pickup
-//! floor 2   policy · queue · tls · dkim
-//! floor 1   scan · config · crypto
+//! floor 3   smtp · delivery · pickup · admin
+//! floor 2   policy · queue · ratelimit · tls · dkim
+//! floor 1   scan · config · crypto · metrics
 //! ```
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod dispatch;
 pub mod dkim;
+pub mod metrics;
 pub mod pickup;
 pub mod policy;
 pub mod queue;
+pub mod ratelimit;
 pub mod scan;
 pub mod server;
 pub mod smtp;

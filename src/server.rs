@@ -3,9 +3,10 @@
 //! Start: data directory (mode 0700), master key (created 0600 on first
 //! start), TLS certificate (configured, or self-signed on first start with a
 //! warning), the queue (its due index rebuilt, so queued mail resumes),
-//! delivery, the pickup store (with `portal.enabled`), listeners and the
-//! portal's (all bound before any serves, so a bind error stops the start
-//! cleanly), the portal, dispatch.
+//! delivery, the pickup store (with `portal.enabled`), listeners, the
+//! portal's and the admin listener's (all bound before any serves, so a
+//! bind error stops the start cleanly), the portal, the admin listener,
+//! dispatch.
 //!
 //! Stop (SIGTERM or SIGINT): listeners stop accepting, idle sessions get
 //! 421 4.3.2, sessions in DATA finish their message, deliveries finish their
@@ -25,6 +26,7 @@ use crate::crypto::MasterKey;
 use crate::delivery::Delivery;
 use crate::dispatch::Dispatcher;
 use crate::queue::Queue;
+use crate::ratelimit::RateLimits;
 use crate::smtp::{self, SmtpContext};
 
 #[derive(Debug, thiserror::Error)]
@@ -179,11 +181,28 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         None => None,
     };
 
+    let admin = if config.admin.enabled {
+        let (listener, addr) =
+            crate::admin::bind(config.admin.address)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    name: "admin".into(),
+                    address: config.admin.address,
+                    source,
+                })?;
+        Some((listener, addr))
+    } else {
+        None
+    };
+
     let shutdown = CancellationToken::new();
+    let limits = Arc::new(RateLimits::new(&config.rate_limit));
+    tokio::spawn(limits.clone().eviction_loop(shutdown.clone()));
     let ctx = Arc::new(SmtpContext::new(
         config.clone(),
         Some(acceptor),
         queue.clone(),
+        limits.clone(),
         shutdown.clone(),
     ));
     let mut listener_tasks = Vec::new();
@@ -210,11 +229,23 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         )));
     }
 
+    let mut admin_task = None;
+    if let Some((listener, addr)) = admin {
+        // Tests and scripts wait for this line; keep its shape.
+        tracing::info!(listener = "admin", "listening on {addr} (http: /metrics)");
+        admin_task = Some(tokio::spawn(crate::admin::serve(
+            crate::admin::Admin::new(queue.clone(), config.server.data_dir.clone()),
+            listener,
+            shutdown.clone(),
+        )));
+    }
+
     let dispatcher = Dispatcher::new(
         config.clone(),
         queue.clone(),
         delivery,
         pickup.clone(),
+        limits,
         shutdown.clone(),
     );
     let dispatch_task = tokio::spawn(dispatcher.run());
@@ -246,6 +277,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         );
     }
     if let Some(t) = portal_task {
+        let _ = tokio::time::timeout_at(deadline, t).await;
+    }
+    if let Some(t) = admin_task {
         let _ = tokio::time::timeout_at(deadline, t).await;
     }
     if tokio::time::timeout_at(deadline, dispatch_task).await.is_err() {
@@ -283,9 +317,9 @@ async fn wait_for_stop_signal(ctx: &SmtpContext, config_path: Option<&Path>) -> 
     }
 }
 
-/// SIGHUP: re-read the configuration; a valid one replaces the scanner and
-/// policy (other settings still need a restart in this version); an invalid
-/// one is refused and the running configuration stays.
+/// SIGHUP: re-read the configuration; a valid one replaces the scanner,
+/// policy and rate limits (other settings still need a restart in this
+/// version); an invalid one is refused and the running configuration stays.
 fn reload(ctx: &SmtpContext, config_path: Option<&Path>) {
     let Some(path) = config_path else {
         tracing::warn!("SIGHUP: running on the embedded defaults, nothing to reload");
@@ -294,9 +328,10 @@ fn reload(ctx: &SmtpContext, config_path: Option<&Path>) {
     match Config::load(path) {
         Ok(new) => {
             ctx.reload_content_rules(&new);
+            ctx.limits.reload(&new.rate_limit);
             tracing::info!(
                 path = %path.display(),
-                "configuration reloaded: [scan] and [policy] are in force; other changes take effect at the next restart"
+                "configuration reloaded: [scan], [policy] and [rate_limit] are in force; other changes take effect at the next restart"
             );
         }
         Err(e) => {

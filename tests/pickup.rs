@@ -147,6 +147,19 @@ async fn recipient_opens_the_message_with_the_link_and_the_emailed_code() {
         line.contains("client=127.0.0.1") && line.contains("to=b@plain.test"),
         "{line}"
     );
+    // The portal's metrics moved.
+    let m = common::metrics::scrape(&s.ward).await;
+    let v = |series: &str| common::metrics::value(&m, series);
+    assert_eq!(v("ward_pickups_total{event=\"created\"}"), 1.0, "{m}");
+    assert_eq!(v("ward_pickups_total{event=\"opened\"}"), 1.0, "{m}");
+    let portal = v("ward_deliveries_total{outcome=\"portal\",tls_version=\"none\"}");
+    assert_eq!(portal, 1.0, "{m}");
+    // The notification and the code mail went out as plain deliveries.
+    let delivered = v("ward_deliveries_total{outcome=\"delivered\",tls_version=\"none\"}");
+    assert_eq!(delivered, 2.0, "{m}");
+    let latency = v("ward_delivery_latency_seconds_count");
+    assert_eq!(latency, portal + delivered, "{m}");
+    assert_no_planted("/metrics", m.as_bytes());
     // The code works once.
     let r = s.verify(&url, &code).await;
     assert_eq!(r.status(), 401);
@@ -185,6 +198,10 @@ async fn the_sixth_code_is_refused_even_when_right() {
     // And no session was started: the link still shows the code page.
     let page = s.http.get(&url).send().await.unwrap().text().await.unwrap();
     assert!(!page.contains(SUBJECT));
+    // Four wrong codes, then two refused at the lock.
+    let m = common::metrics::scrape(&s.ward).await;
+    let failures = common::metrics::value(&m, "ward_pickup_code_failures_total");
+    assert_eq!(failures, 6.0, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -139,7 +139,10 @@ impl Pickup {
             )
             .await
         {
-            Ok(_) => Ok(record),
+            Ok(_) => {
+                crate::metrics::metrics().pickup("created", 1);
+                Ok(record)
+            }
             Err(e) => {
                 let id = record.id;
                 if let Err(e2) = self.blocking(move |s| s.revoke(&id, now_ms())).await {
@@ -157,6 +160,7 @@ impl Pickup {
             match self.blocking(|s| s.purge(now_ms())).await {
                 Ok((0, 0)) => {}
                 Ok((expired, forgotten)) => {
+                    crate::metrics::metrics().pickup("expired", expired as u64);
                     tracing::info!(
                         expired,
                         forgotten,

@@ -460,6 +460,7 @@ async fn link_page(
                 pickup_id = %rec.id, queue_id = %rec.queue_id, to = %rec.recipient, client = %ip,
                 "pickup opened for the first time (read receipt)"
             );
+            crate::metrics::metrics().pickup("opened", 1);
             if let Err(e) = p.pickup.record_opened(&rec, now, &ip.to_string()).await {
                 tracing::warn!(pickup_id = %rec.id, error = %e, "cannot record the read receipt in the delivery status");
             }
@@ -647,6 +648,7 @@ async fn verify_code(
         }
         Ok(CodeCheck::Wrong { left }) => {
             tracing::info!(pickup_id = %rec.id, client = %ip, left, "pickup code refused");
+            crate::metrics::metrics().code_failures.inc();
             let msg = format!(
                 "That code is not right. {left} more {} before this link locks.",
                 if left == 1 { "try" } else { "tries" }
@@ -655,6 +657,7 @@ async fn verify_code(
         }
         Ok(CodeCheck::Locked { .. }) => {
             tracing::warn!(pickup_id = %rec.id, client = %ip, "pickup code refused: link locked after too many wrong codes");
+            crate::metrics::metrics().code_failures.inc();
             p.locked(&token)
         }
         Ok(CodeCheck::NoCode) => p.access_page(

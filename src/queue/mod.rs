@@ -249,6 +249,9 @@ pub struct NewMessage {
 pub struct QueueCounts {
     pub messages: usize,
     pub pending_copies: usize,
+    /// When the oldest message in the queue arrived (ids begin with their
+    /// arrival time, so it is the first message key).
+    pub oldest_received_ms: Option<u64>,
 }
 
 const M: u8 = b'M';
@@ -839,9 +842,20 @@ impl Queue {
     pub async fn counts(&self) -> Result<QueueCounts, QueueError> {
         let inner = self.inner.clone();
         blocking(move || {
+            let oldest_received_ms = inner
+                .tree
+                .scan_prefix([M])
+                .keys()
+                .next()
+                .transpose()?
+                .and_then(|k| {
+                    k.get(1..7)
+                        .map(|t| t.iter().fold(0u64, |ms, b| (ms << 8) | u64::from(*b)))
+                });
             Ok(QueueCounts {
                 messages: inner.tree.scan_prefix([M]).keys().count(),
                 pending_copies: inner.tree.scan_prefix([C]).keys().count(),
+                oldest_received_ms,
             })
         })
         .await
@@ -1071,7 +1085,8 @@ mod tests {
             q.counts().await.unwrap(),
             QueueCounts {
                 messages: 0,
-                pending_copies: 0
+                pending_copies: 0,
+                oldest_received_ms: None,
             }
         );
         q.close();
@@ -1125,7 +1140,10 @@ mod tests {
             let q = Queue::open(&dir, 8 << 20, key()).unwrap();
             let mut m = message(b"x\r\n", &["a@x.example", "b@y.example"]);
             m.policies = vec![held.clone(), CopyPolicy::default()];
+            let before = now_ms();
             q.enqueue(m).await.unwrap();
+            let oldest = q.counts().await.unwrap().oldest_received_ms.unwrap();
+            assert!(oldest >= before && oldest <= now_ms(), "{oldest}");
             let claimed = q.claim_due(now_ms() + 1, 10).await.unwrap();
             assert_eq!(claimed.len(), 1, "only the copy not in quarantine is due");
             assert_eq!(claimed[0].copy.recipient.address, "b@y.example");

@@ -8,8 +8,10 @@
 //! 554 5.7.1 and is closed; over `max_connections` or
 //! `max_connections_per_ip` it gets 421 4.7.0 and is closed. These replies
 //! are written by short-lived tasks with a timeout, so a client that never
-//! reads can't stall the accept loop. Each session runs in its own task;
-//! a misbehaving client only ever costs its own task.
+//! reads can't stall the accept loop. A client IP over
+//! `rate_limit.ip_connections` gets 421 4.7.0 with the wait in the text.
+//! Each session runs in its own task; a misbehaving client only ever costs
+//! its own task.
 //!
 //! Shutdown: when the server's token is cancelled, listeners stop
 //! accepting; idle sessions answer 421 4.3.2 and close; a session in the
@@ -42,6 +44,7 @@ pub use session::rfc5322_date;
 
 use crate::config::{Config, ListenerConfig};
 use crate::queue::Queue;
+use crate::ratelimit::RateLimits;
 use relay::{RelayPolicy, canonical};
 
 /// What every session shares.
@@ -56,6 +59,8 @@ pub struct SmtpContext {
     /// Scanner and policy; replaced as a pair on reload (SIGHUP).
     content_rules: std::sync::RwLock<Arc<ContentRules>>,
     pub queue: Queue,
+    /// Rate limits, shared with dispatch; reloaded on SIGHUP.
+    pub limits: Arc<RateLimits>,
     pub shutdown: CancellationToken,
     pub sessions: TaskTracker,
     connections: AtomicUsize,
@@ -68,8 +73,10 @@ impl SmtpContext {
         config: Arc<Config>,
         tls: Option<TlsAcceptor>,
         queue: Queue,
+        limits: Arc<RateLimits>,
         shutdown: CancellationToken,
     ) -> SmtpContext {
+        touch_metrics(&config);
         SmtpContext {
             hostname: config.server.effective_hostname(),
             relay: RelayPolicy::new(&config.relay),
@@ -77,6 +84,7 @@ impl SmtpContext {
             config,
             tls,
             queue,
+            limits,
             shutdown,
             sessions: TaskTracker::new(),
             connections: AtomicUsize::new(0),
@@ -192,6 +200,7 @@ pub async fn serve_listener(ctx: Arc<SmtpContext>, listener: TcpListener, cfg: A
         let ip = canonical(peer.ip());
         if !ctx.relay.may_connect(ip) {
             tracing::info!(listener = %cfg.name, client = %peer, "connection refused: network not allowed");
+            count_connection(&cfg.name, "denied");
             refuse(tcp, Reply::connection_refused());
             continue;
         }
@@ -199,19 +208,57 @@ pub async fn serve_listener(ctx: Arc<SmtpContext>, listener: TcpListener, cfg: A
         let smtp = &ctx.config.smtp;
         if total > smtp.max_connections {
             tracing::warn!(listener = %cfg.name, client = %peer, total, "connection refused: max_connections");
+            count_connection(&cfg.name, "too_many");
             refuse_guarded(tcp, Reply::too_many_connections(), guard);
             continue;
         }
         if per_ip > smtp.max_connections_per_ip {
             tracing::warn!(listener = %cfg.name, client = %peer, per_ip, "connection refused: max_connections_per_ip");
+            count_connection(&cfg.name, "too_many");
             refuse_guarded(tcp, Reply::too_many_connections_from_ip(), guard);
             continue;
         }
+        if let Err(limited) = ctx.limits.connection(ip) {
+            tracing::info!(listener = %cfg.name, client = %peer, rule = %limited.rule.name(), "connection refused: rate limit");
+            count_connection(&cfg.name, "rate_limited");
+            crate::metrics::metrics().rate_limit_hit(limited.rule.name());
+            refuse_guarded(
+                tcp,
+                Reply::connection_rate_limited(limited.retry_after_secs()),
+                guard,
+            );
+            continue;
+        }
+        count_connection(&cfg.name, "accepted");
         let id = ctx.next_session.fetch_add(1, Ordering::Relaxed);
         let session = session::Session::new(ctx.clone(), cfg.clone(), tcp, peer, id, guard);
         ctx.sessions.spawn(session.run());
     }
     tracing::info!(listener = %cfg.name, "listener stopped");
+}
+
+/// Creates this side's labelled series at zero (listeners, results,
+/// detector kinds), so dashboards and alerts see them before the first
+/// event.
+fn touch_metrics(config: &Config) {
+    let m = crate::metrics::metrics();
+    for l in &config.listeners {
+        m.connections_open.with_label_values(&[&l.name]);
+        for result in ["accepted", "denied", "too_many", "rate_limited"] {
+            m.connections.with_label_values(&[&l.name, result]);
+        }
+    }
+    for k in crate::scan::Kind::ALL {
+        m.findings.with_label_values(&[k.id()]);
+    }
+}
+
+/// Counts a connection by listener (a configured name) and result.
+fn count_connection(listener: &str, result: &str) {
+    crate::metrics::metrics()
+        .connections
+        .with_label_values(&[listener, result])
+        .inc();
 }
 
 fn refuse(tcp: TcpStream, reply: Reply) {
@@ -227,6 +274,7 @@ fn refuse_guarded(tcp: TcpStream, reply: Reply, guard: ConnectionGuard) {
 
 async fn write_and_close(mut tcp: TcpStream, reply: Reply) {
     let mut out = Vec::new();
+    crate::metrics::metrics().reply(reply.code);
     reply.write_to(&mut out);
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         tcp.write_all(&out).await?;

@@ -235,6 +235,30 @@ impl Reply {
     pub fn too_many_recipients() -> Reply {
         Reply::new(452, "4.5.3", "Too many recipients")
     }
+
+    // --- Rate limits (the text says when to come back) ----------------------
+
+    pub fn connection_rate_limited(retry_after_secs: u64) -> Reply {
+        Reply::new(
+            421,
+            "4.7.0",
+            format!("Too many connections from your address, try again in {retry_after_secs} seconds"),
+        )
+    }
+    pub fn message_rate_limited(retry_after_secs: u64) -> Reply {
+        Reply::new(
+            450,
+            "4.7.0",
+            format!("Message rate limit exceeded, try again in {retry_after_secs} seconds"),
+        )
+    }
+    pub fn recipient_rate_limited(retry_after_secs: u64) -> Reply {
+        Reply::new(
+            452,
+            "4.5.3",
+            format!("Recipient rate limit exceeded, try again in {retry_after_secs} seconds"),
+        )
+    }
     pub fn unsupported_parameter() -> Reply {
         Reply::new(555, "5.5.4", "Unsupported MAIL or RCPT parameter")
     }

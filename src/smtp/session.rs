@@ -11,6 +11,10 @@
 //!   nothing is buffered past `max_command_line_length` (commands) or
 //!   `max_message_size` (data); only CRLF.CRLF ends DATA and bare CR/LF in
 //!   data is refused, so no SMTP smuggling; reads and writes time out.
+//! - Rate limits (`[rate_limit]`): MAIL over the sender's or client IP's
+//!   message rate gets 450 4.7.0, RCPT over the sender's recipient rate
+//!   452 4.5.3, both with the wait in the text; the sender is the
+//!   authenticated user, else the envelope sender.
 //! - Invariant 4: replies and logs carry addresses, ids, sizes and codes
 //!   only, never message content.
 //! - RFC 3207: input the client pipelined after STARTTLS is discarded, and
@@ -121,7 +125,12 @@ impl Session {
 
     pub async fn run(mut self) {
         tracing::debug!(session = self.id, client = %self.peer, listener = %self.listener.name, "connected");
+        let open = crate::metrics::metrics()
+            .connections_open
+            .with_label_values(&[&self.listener.name]);
+        open.inc();
         let end = self.serve().await;
+        open.dec();
         let end = match end {
             Ok(()) => End::Quit,
             Err(e) => e,
@@ -132,7 +141,7 @@ impl Session {
             _ => None,
         };
         if let Some(r) = farewell {
-            r.write_to(&mut self.wbuf);
+            self.write_reply(&r);
         }
         if !matches!(end, End::Closed | End::Io(_) | End::Tls(_)) {
             let _ = self.flush().await;
@@ -208,12 +217,18 @@ impl Session {
         if reply.is_permanent() {
             self.errors += 1;
         }
+        self.write_reply(&reply);
+    }
+
+    /// Queues a reply for the next flush and counts it by class.
+    fn write_reply(&mut self, reply: &Reply) {
+        crate::metrics::metrics().reply(reply.code);
         reply.write_to(&mut self.wbuf);
     }
 
     fn check_errors(&mut self) -> Result<(), End> {
         if self.errors >= self.cfg().max_errors {
-            Reply::too_many_errors().write_to(&mut self.wbuf);
+            self.write_reply(&Reply::too_many_errors());
             return Err(End::TooManyErrors);
         }
         Ok(())
@@ -496,7 +511,7 @@ impl Session {
                 tracing::info!(session = self.id, client = %self.peer, failures = self.auth_failures, "authentication failed");
                 self.respond(Reply::auth_failed());
                 if self.auth_failures >= self.cfg().max_auth_failures {
-                    Reply::too_many_errors().write_to(&mut self.wbuf);
+                    self.write_reply(&Reply::too_many_errors());
                     return Err(End::TooManyErrors);
                 }
             }
@@ -566,7 +581,19 @@ impl Session {
             return;
         }
         if params.size.is_some_and(|s| s > self.cfg().max_message_size) {
+            crate::metrics::metrics().rejected("too_big");
             self.respond(Reply::message_too_big());
+            return;
+        }
+        let key = rate_key(self.authorized.as_ref(), &sender);
+        if let Err(limited) = self.ctx.limits.message(self.ip, &key) {
+            tracing::info!(
+                session = self.id, client = %self.peer, %sender, rule = %limited.rule.name(),
+                retry_after_s = limited.retry_after_secs(), "message refused: rate limit"
+            );
+            crate::metrics::metrics().rate_limit_hit(limited.rule.name());
+            crate::metrics::metrics().rejected("rate_limited");
+            self.respond(Reply::message_rate_limited(limited.retry_after_secs()));
             return;
         }
         self.tx = Some(Transaction {
@@ -618,15 +645,26 @@ impl Session {
             self.respond(Reply::recipient_blocked());
             return;
         }
-        tx.tenant_pending |= tenant_pending;
-        if !tx
+        let duplicate = tx
             .envelope
             .recipients
             .iter()
-            .any(|r| r.address == recipient.address)
-        {
+            .any(|r| r.address == recipient.address);
+        if !duplicate {
+            let key = rate_key(self.authorized.as_ref(), &tx.envelope.sender);
+            if let Err(limited) = self.ctx.limits.recipient(&key) {
+                tracing::info!(
+                    session = self.id, client = %self.peer, sender = %tx.envelope.sender,
+                    rule = %limited.rule.name(), retry_after_s = limited.retry_after_secs(),
+                    "recipient refused: rate limit"
+                );
+                crate::metrics::metrics().rate_limit_hit(limited.rule.name());
+                self.respond(Reply::recipient_rate_limited(limited.retry_after_secs()));
+                return;
+            }
             tx.envelope.recipients.push(recipient);
         }
+        tx.tenant_pending |= tenant_pending;
         self.respond(Reply::recipient_ok());
     }
 
@@ -756,12 +794,14 @@ impl Session {
         problem: Option<BodyProblem>,
         size: u64,
     ) {
+        let metrics = crate::metrics::metrics();
         if let Some(p) = problem {
-            let reply = match p {
-                BodyProblem::TooBig => Reply::message_too_big(),
-                BodyProblem::BareLineEnding => Reply::bare_line_ending(),
-                BodyProblem::LineTooLong => Reply::line_too_long_in_data(),
+            let (reply, reason) = match p {
+                BodyProblem::TooBig => (Reply::message_too_big(), "too_big"),
+                BodyProblem::BareLineEnding => (Reply::bare_line_ending(), "bare_line_ending"),
+                BodyProblem::LineTooLong => (Reply::line_too_long_in_data(), "line_too_long"),
             };
+            metrics.rejected(reason);
             tracing::info!(session = self.id, client = %self.peer, problem = ?p, size, "message refused");
             self.respond(reply);
             return;
@@ -769,6 +809,7 @@ impl Session {
         let hops = headers::count_fields(&body, "Received");
         if hops > self.cfg().max_received_headers {
             tracing::info!(session = self.id, client = %self.peer, hops, "mail loop refused");
+            metrics.rejected("mail_loop");
             self.respond(Reply::mail_loop());
             return;
         }
@@ -780,6 +821,7 @@ impl Session {
                     Some(tenant) => authorized = Some(Authorized::Tenant(tenant)),
                     None => {
                         tracing::info!(session = self.id, client = %self.peer, "tenant header missing or invalid");
+                        metrics.rejected("tenant_header");
                         self.respond(Reply::tenant_header_invalid());
                         return;
                     }
@@ -812,6 +854,18 @@ impl Session {
             })
             .collect();
         let findings = summarize(&verdict);
+        for k in verdict.kinds() {
+            metrics
+                .findings
+                .with_label_values(&[k.id()])
+                .inc_by(u64::from(verdict.count(k)));
+        }
+        for d in &decisions {
+            metrics
+                .policy_decisions
+                .with_label_values(&[&d.action.to_string()])
+                .inc();
+        }
         if let Some(d) = decisions
             .iter()
             .find(|d| d.action == crate::policy::Action::Reject)
@@ -824,6 +878,7 @@ impl Session {
                 reason = %d.reason,
                 "message rejected by policy"
             );
+            metrics.rejected("policy");
             self.respond(Reply::policy_rejected());
             return;
         }
@@ -886,10 +941,13 @@ impl Session {
                     action = %strictest,
                     "message queued"
                 );
+                metrics.messages_accepted.inc();
+                metrics.received_bytes.inc_by(size as u64);
                 self.respond(Reply::queued(&id.to_string()));
             }
             Err(e) => {
                 tracing::error!(session = self.id, client = %self.ip, error = %e, "queueing failed");
+                metrics.rejected("storage");
                 self.respond(Reply::storage_failed());
             }
         }
@@ -898,6 +956,19 @@ impl Session {
     /// Runs the scanner: inline for small messages, on a blocking thread for
     /// large ones (scanning is CPU work that must not hold a runtime worker).
     async fn scan(&self, rules: &Arc<super::ContentRules>, body: &[u8]) -> crate::scan::Verdict {
+        let started = std::time::Instant::now();
+        let verdict = self.scan_inline_or_blocking(rules, body).await;
+        crate::metrics::metrics()
+            .scan_duration
+            .observe(started.elapsed().as_secs_f64());
+        verdict
+    }
+
+    async fn scan_inline_or_blocking(
+        &self,
+        rules: &Arc<super::ContentRules>,
+        body: &[u8],
+    ) -> crate::scan::Verdict {
         const INLINE_MAX: usize = 64 * 1024;
         if body.len() <= INLINE_MAX {
             return rules.scanner.scan(body);
@@ -949,6 +1020,16 @@ impl Session {
             host = self.ctx.hostname,
             date = rfc5322_date(time::OffsetDateTime::now_utc()),
         )
+    }
+}
+
+/// Whom the sender rate limits count: the authenticated login name, or
+/// else the envelope sender (a network, certificate or tenant grants relay
+/// to many senders, each with its own budget).
+fn rate_key(authorized: Option<&Authorized>, sender: &str) -> String {
+    match authorized {
+        Some(Authorized::User(name)) => name.clone(),
+        _ => sender.to_string(),
     }
 }
 

@@ -12,6 +12,10 @@
 //!   with a temporary data directory, its log captured.
 //! - [`client::SmtpClient`] (`client.rs`): a raw SMTP client for sending
 //!   exactly the bytes a test wants, hostile ones included.
+//! - [`metrics`] (`metrics.rs`): `GET /metrics` from Ward's admin listener
+//!   and the value of one series.
+//! - `counting.rs`: a counting global allocator for the memory tests; not a
+//!   module of `common` (they include it by `#[path]`).
 //!
 //! Use it from a test file with `mod common;` and `use common::*;`. Only
 //! loopback addresses (127.0.0.0/8, ::1) are used. Not every test binary
@@ -21,6 +25,7 @@
 pub mod ca;
 pub mod client;
 pub mod dns;
+pub mod metrics;
 pub mod mx;
 pub mod process;
 

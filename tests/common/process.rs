@@ -25,13 +25,15 @@ pub struct Ward {
     log: Arc<Mutex<String>>,
 }
 
-/// The TOML every test config starts with: server settings and one
-/// STARTTLS listener named "smtp" on an ephemeral port. Tests add other
-/// sections (never [server] or [log]).
+/// The TOML every test config starts with: server settings, one STARTTLS
+/// listener named "smtp" and the admin listener ("admin"), both on
+/// ephemeral ports. Tests add other sections (never [server], [log] or
+/// [admin]).
 pub fn base_config(dir: &Path) -> String {
     format!(
         "[server]\nhostname = \"ward.test\"\ndata_dir = \"{}\"\nshutdown_timeout = \"10s\"\n\n\
          [log]\nlevel = \"info,ward=debug\"\n\n\
+         [admin]\naddress = \"127.0.0.1:0\"\n\n\
          [[listener]]\nname = \"smtp\"\naddress = \"127.0.0.1:0\"\ntls = \"starttls\"\n\n",
         dir.join("data").display()
     )
