@@ -520,6 +520,16 @@ impl<'de> Deserialize<'de> for NextHop {
     }
 }
 
+/// The domain of a mailbox (`local@domain`), lower-cased, without a
+/// trailing dot; empty if none. (Here, on the lowest floor, because both
+/// `queue` and `policy` need it.)
+pub fn domain_of(address: &str) -> String {
+    match address.rfind('@') {
+        Some(i) => address[i + 1..].trim_end_matches('.').to_lowercase(),
+        None => String::new(),
+    }
+}
+
 /// True if `s` is a syntactically valid DNS host name (LDH labels).
 pub fn is_hostname(s: &str) -> bool {
     let s = s.strip_suffix('.').unwrap_or(s);

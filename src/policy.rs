@@ -155,7 +155,7 @@ impl Policy {
 
     /// Ward must never deliver to this recipient (550 5.7.1 at RCPT).
     pub fn is_blocked(&self, recipient: &str) -> bool {
-        let domain = crate::queue::domain_of(recipient);
+        let domain = crate::config::domain_of(recipient);
         self.blocked_domains.iter().any(|d| domain_matches(&domain, d))
     }
 
@@ -218,7 +218,7 @@ impl Policy {
             reason: content.reason,
             ..Decision::default()
         };
-        let domain = crate::queue::domain_of(recipient);
+        let domain = crate::config::domain_of(recipient);
         for (i, (s, r, action)) in self.rules.iter().enumerate() {
             let sender_ok = s.as_deref().is_none_or(|p| address_matches(sender, p));
             let rcpt_ok = r.as_deref().is_none_or(|p| address_matches(recipient, p));
@@ -275,10 +275,10 @@ fn address_matches(address: &str, pattern: &str) -> bool {
     }
     let address = address.to_lowercase();
     if let Some(domain) = pattern.strip_prefix('@') {
-        return crate::queue::domain_of(&address) == domain;
+        return crate::config::domain_of(&address) == domain;
     }
     if pattern.starts_with('.') {
-        return domain_matches(&crate::queue::domain_of(&address), pattern);
+        return domain_matches(&crate::config::domain_of(&address), pattern);
     }
     address == pattern
 }

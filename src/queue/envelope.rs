@@ -113,13 +113,9 @@ impl Recipient {
     }
 }
 
-/// The domain of a mailbox (`local@domain`), lower-cased; empty if none.
-pub fn domain_of(address: &str) -> String {
-    match address.rfind('@') {
-        Some(i) => address[i + 1..].trim_end_matches('.').to_lowercase(),
-        None => String::new(),
-    }
-}
+/// The domain of a mailbox (`config::domain_of`, floor 1, where `policy`
+/// can use it too), re-exported with the envelope types.
+pub use crate::config::domain_of;
 
 /// The envelope of one message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
