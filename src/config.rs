@@ -70,6 +70,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub relay: RelayConfig,
     pub queue: QueueConfig,
+    pub dsn: DsnConfig,
     pub delivery: DeliveryConfig,
     pub dns: DnsConfig,
     pub scan: ScanConfig,
@@ -95,6 +96,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             relay: RelayConfig::default(),
             queue: QueueConfig::default(),
+            dsn: DsnConfig::default(),
             delivery: DeliveryConfig::default(),
             dns: DnsConfig::default(),
             scan: ScanConfig::default(),
@@ -423,6 +425,43 @@ impl Default for QueueConfig {
             max_lifetime: Duration::from_secs(5 * 86400),
             scan_interval: Duration::from_secs(1),
             status_retention: Duration::from_secs(30 * 86400),
+        }
+    }
+}
+
+/// Delivery status notifications (RFC 3464): bounces, delay notices and
+/// success notices to the envelope sender. They never hold content.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DsnConfig {
+    /// A copy still undelivered this long after arrival gets one delay
+    /// notice, when its RCPT asked for NOTIFY=DELAY.
+    #[serde(deserialize_with = "de_duration")]
+    pub delay_after: Duration,
+    /// Where a bounce that itself could not be delivered is reported
+    /// (without any detail of the message); empty: `postmaster@<hostname>`.
+    pub postmaster: String,
+    /// Longest remote diagnostic text kept in a report, in characters.
+    pub diagnostic_max_length: usize,
+}
+
+impl Default for DsnConfig {
+    fn default() -> Self {
+        DsnConfig {
+            delay_after: Duration::from_secs(4 * 3600),
+            postmaster: String::new(),
+            diagnostic_max_length: 200,
+        }
+    }
+}
+
+impl DsnConfig {
+    /// The postmaster address bounces of bounces go to.
+    pub fn effective_postmaster(&self, server: &ServerConfig) -> String {
+        if self.postmaster.is_empty() {
+            format!("postmaster@{}", server.effective_hostname())
+        } else {
+            self.postmaster.clone()
         }
     }
 }
@@ -2003,6 +2042,21 @@ pub const SETTINGS: &[SettingDoc] = &[
         doc: "How long the final status of each recipient copy is kept after its message left the queue.",
     },
     SettingDoc {
+        key: "dsn.delay_after",
+        default: "\"4h\"",
+        doc: "A recipient copy still undelivered this long after arrival gets one delay notice, when its RCPT TO asked for NOTIFY=DELAY. Failure notices (5xx or queue.max_lifetime) go unless NOTIFY=NEVER; success notices only on NOTIFY=SUCCESS; never to the null sender. Reports hold no subject, body or attachment name, whatever RET asks.",
+    },
+    SettingDoc {
+        key: "dsn.postmaster",
+        default: "\"\"",
+        doc: "Where a bounce that itself could not be delivered is reported, with no detail of the message. Empty means postmaster@server.hostname.",
+    },
+    SettingDoc {
+        key: "dsn.diagnostic_max_length",
+        default: "200",
+        doc: "Longest remote diagnostic text kept in a report, in characters. The text also loses every run of 4 or more digits and every address other than the recipient's own.",
+    },
+    SettingDoc {
         key: "delivery.helo_name",
         default: "\"\"",
         doc: "Name sent in EHLO; empty means server.hostname.",
@@ -2325,7 +2379,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "dkim.domain",
         default: "\"\"",
-        doc: "DKIM signing domain (d=) for the mail Ward writes itself: pickup notifications, codes, opened notices and portal replies. Use the domain of portal.notify_from (or its parent) so DMARC aligns. Empty: no signing.",
+        doc: "DKIM signing domain (d=) for the mail Ward writes itself: pickup notifications, codes, opened notices, portal replies and delivery status notifications. Use the domain of portal.notify_from (or its parent) so DMARC aligns. Empty: no signing.",
     },
     SettingDoc {
         key: "dkim.selector",

@@ -7,7 +7,7 @@
 //! ```text
 //! floor 5   cli · server
 //! floor 4   dispatch
-//! floor 3   smtp · delivery · pickup · admin
+//! floor 3   smtp · delivery · pickup · dsn · admin
 //! floor 2   policy · queue · ratelimit · tls · dkim
 //! floor 1   scan · config · crypto · metrics
 //! ```
@@ -19,6 +19,7 @@ pub mod crypto;
 pub mod delivery;
 pub mod dispatch;
 pub mod dkim;
+pub mod dsn;
 pub mod metrics;
 pub mod pickup;
 pub mod policy;

@@ -125,6 +125,17 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
 
     let delivery = Arc::new(Delivery::new(&config)?);
 
+    // Signs the mail Ward writes itself: reports, notifications, codes,
+    // notices and portal replies.
+    let dkim = crate::dkim::DkimSigner::load(&config.dkim)?.map(std::sync::Arc::new);
+    if let Some(d) = &dkim {
+        tracing::info!(
+            domain = d.domain(),
+            selector = d.selector(),
+            algorithm = d.algorithm(),
+            "DKIM signing of notifications, codes, notices, portal replies and delivery reports"
+        );
+    }
     let pickup = if config.portal.enabled {
         let dir = data_dir.join("pickup");
         let p_master = master.clone();
@@ -140,16 +151,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
                     path: data_dir.join("pickup"),
                     source,
                 })?;
-        let dkim = crate::dkim::DkimSigner::load(&config.dkim)?.map(std::sync::Arc::new);
-        if let Some(d) = &dkim {
-            tracing::info!(
-                domain = d.domain(),
-                selector = d.selector(),
-                algorithm = d.algorithm(),
-                "DKIM signing of notifications, codes, notices and portal replies"
-            );
-        }
-        Some(crate::pickup::Pickup::new(&config, store, queue.clone(), dkim))
+        Some(crate::pickup::Pickup::new(
+            &config,
+            store,
+            queue.clone(),
+            dkim.clone(),
+        ))
     } else {
         None
     };
@@ -245,6 +252,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         queue.clone(),
         delivery,
         pickup.clone(),
+        crate::dsn::Reporter::new(&config, queue.clone(), dkim),
         limits,
         shutdown.clone(),
     );
