@@ -79,6 +79,7 @@ pub struct Config {
     pub dkim: DkimConfig,
     pub rate_limit: RateLimitConfig,
     pub admin: AdminConfig,
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -105,6 +106,7 @@ impl Default for Config {
             dkim: DkimConfig::default(),
             rate_limit: RateLimitConfig::default(),
             admin: AdminConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -462,6 +464,31 @@ impl DsnConfig {
             format!("postmaster@{}", server.effective_hostname())
         } else {
             self.postmaster.clone()
+        }
+    }
+}
+
+/// The audit trail (`audit.rs`): hash-chained JSON lines under
+/// `<data_dir>/audit/`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    pub enabled: bool,
+    /// A file is removed once its newest line is older than this.
+    #[serde(deserialize_with = "de_duration")]
+    pub retention: Duration,
+    /// A new file is started past this size.
+    #[serde(deserialize_with = "de_size")]
+    pub max_file_size: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            // humantime's year: 365.25 days.
+            retention: Duration::from_secs(6 * 31_557_600),
+            max_file_size: 64 * 1024 * 1024,
         }
     }
 }
@@ -2460,6 +2487,21 @@ pub const SETTINGS: &[SettingDoc] = &[
         key: "admin.address",
         default: "\"127.0.0.1:9465\"",
         doc: "Address and port of the admin listener. It has no authentication: keep it on loopback or an internal, firewalled address.",
+    },
+    SettingDoc {
+        key: "audit.enabled",
+        default: "true",
+        doc: "Keep the audit trail: one JSON line per security-relevant event (connections, authentication, messages accepted with size and finding kinds and counts, policy decisions, delivery attempts with TLS details, pickup events, reports sent, reloads) in <data_dir>/audit/, each line holding the SHA-256 of the previous one. Addresses, ids, sizes, kinds and codes only, never content. `ward audit verify` checks the chain; `ward audit export` prints a period.",
+    },
+    SettingDoc {
+        key: "audit.retention",
+        default: "\"6y\"",
+        doc: "An audit file is removed once its newest line is older than this (HIPAA keeps documentation 6 years). The oldest remaining line anchors the chain.",
+    },
+    SettingDoc {
+        key: "audit.max_file_size",
+        default: "67108864",
+        doc: "A new audit file is started past this size (64 MiB); its first line holds the hash of the last line of the previous file.",
     },
 ];
 

@@ -610,6 +610,7 @@ impl Dispatcher {
             }
         };
         log_attempt(id, &copy, &record, final_state, received_ms);
+        audit_attempt(id, &copy, &record, final_state);
         count_attempt(outcome, &record, final_state, received_ms, now);
         // Reports are queued before the copy's result is stored, so a
         // crash in between repeats a report rather than losing it.
@@ -701,7 +702,11 @@ impl Dispatcher {
             if action == Action::Failed && meta.client.listener == dsn::DSN_LISTENER {
                 match self.dsn.report_failed_bounce(now_ms()).await {
                     Ok(pm) => {
-                        tracing::warn!(queue_id = %id, report_queue_id = %pm, "a delivery status notification failed; the postmaster was told")
+                        tracing::warn!(queue_id = %id, report_queue_id = %pm, "a delivery status notification failed; the postmaster was told");
+                        crate::audit::record(
+                            "dsn_sent",
+                            serde_json::json!({"queue_id": id.to_string(), "action": "postmaster", "report_queue_id": pm.to_string()}),
+                        );
                     }
                     Err(e) => {
                         tracing::error!(queue_id = %id, error = %e, "cannot queue the postmaster report of a failed notification")
@@ -731,11 +736,20 @@ impl Dispatcher {
             will_retry_until_ms: (action == Action::Delayed).then_some(expires),
         };
         match self.dsn.report(&meta, &content, &report).await {
-            Ok(r) => tracing::info!(
-                queue_id = %id, to = %sender, recipient = %copy.recipient.address,
-                action = %action.as_str(), status = %report.status, report_queue_id = %r,
-                "delivery status notification queued"
-            ),
+            Ok(r) => {
+                tracing::info!(
+                    queue_id = %id, to = %sender, recipient = %copy.recipient.address,
+                    action = %action.as_str(), status = %report.status, report_queue_id = %r,
+                    "delivery status notification queued"
+                );
+                crate::audit::record(
+                    "dsn_sent",
+                    serde_json::json!({
+                        "queue_id": id.to_string(), "to": sender, "recipient": copy.recipient.address,
+                        "action": action.as_str(), "status": report.status, "report_queue_id": r.to_string(),
+                    }),
+                );
+            }
             Err(e) => {
                 tracing::error!(queue_id = %id, error = %e, "cannot queue a delivery status notification")
             }
@@ -885,6 +899,27 @@ fn error_result(e: &AttemptError) -> CopyResult {
             CopyResult::Permanent(r)
         }
     }
+}
+
+/// The audit event of one delivery attempt: ids, address, codes, TLS facts.
+fn audit_attempt(id: QueueId, copy: &CopyRecord, r: &AttemptRecord, state: Option<FinalState>) {
+    crate::audit::record(
+        "delivery_attempt",
+        serde_json::json!({
+            "queue_id": id.to_string(),
+            "recipient": copy.recipient.address,
+            "policy": copy.policy.action.to_string(),
+            "attempt": copy.attempts,
+            "outcome": r.outcome,
+            "final": state.is_some(),
+            "remote": r.remote,
+            "code": r.reply_code,
+            "status": r.status,
+            "tls_version": r.tls_version,
+            "tls_cipher": r.tls_cipher,
+            "tls_verified": r.tls_verified,
+        }),
+    );
 }
 
 fn log_attempt(

@@ -9,10 +9,11 @@
 //! floor 4   dispatch
 //! floor 3   smtp · delivery · pickup · dsn · admin
 //! floor 2   policy · queue · ratelimit · tls · dkim
-//! floor 1   scan · config · crypto · metrics
+//! floor 1   scan · config · crypto · audit · metrics
 //! ```
 
 pub mod admin;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod crypto;

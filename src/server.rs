@@ -85,6 +85,17 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     let config = Arc::new(config);
     let data_dir = config.server.data_dir.clone();
     prepare_data_dir(&data_dir)?;
+    if config.audit.enabled {
+        crate::audit::start(crate::audit::Settings {
+            dir: data_dir.join("audit"),
+            max_file_size: config.audit.max_file_size,
+            retention: config.audit.retention,
+        })
+        .map_err(|e| ServerError::DataDir {
+            path: data_dir.join("audit"),
+            reason: e.to_string(),
+        })?;
+    }
 
     let key_path = config.server.master_key_path();
     let (master, created) = MasterKey::load_or_create(&key_path)?;
@@ -337,12 +348,20 @@ fn reload(ctx: &SmtpContext, config_path: Option<&Path>) {
         Ok(new) => {
             ctx.reload_content_rules(&new);
             ctx.limits.reload(&new.rate_limit);
+            crate::audit::record(
+                "config_reloaded",
+                serde_json::json!({"path": path.display().to_string(), "ok": true}),
+            );
             tracing::info!(
                 path = %path.display(),
                 "configuration reloaded: [scan], [policy] and [rate_limit] are in force; other changes take effect at the next restart"
             );
         }
         Err(e) => {
+            crate::audit::record(
+                "config_reloaded",
+                serde_json::json!({"path": path.display().to_string(), "ok": false}),
+            );
             tracing::error!(error = %e, "configuration reload refused; the running configuration stays")
         }
     }

@@ -4,7 +4,8 @@
 //! Python's `email` package; a delay notice when NOTIFY asks; none for
 //! NOTIFY=NEVER or the null sender; a bounce that bounces reaches the
 //! postmaster without detail. No planted PHI or subject in any report or
-//! in the log.
+//! in the log. The last test follows the same message's life through the
+//! audit trail and `ward audit verify`.
 
 mod common;
 
@@ -90,6 +91,16 @@ async fn setup(secure: MxOptions, plain: MxOptions, extra: &str) -> Setup {
         _ca: ca,
         _dns: dns,
     }
+}
+
+/// The secure MX refuses a@secure.test at RCPT; retries are fast.
+async fn setup_refusing_a() -> Setup {
+    setup(
+        MxOptions::new().reply(Stage::Rcpt("a@secure.test".into()), "550 5.1.1 no such user"),
+        MxOptions::new(),
+        FAST_RETRY,
+    )
+    .await
 }
 
 const FAST_RETRY: &str = "[queue]\nretry_schedule = [\"1s\"]\nscan_interval = \"200ms\"\n";
@@ -355,12 +366,7 @@ async fn expiry_sends_a_delay_notice_then_a_bounce() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_never_and_the_null_sender_get_no_report() {
-    let s = setup(
-        MxOptions::new().reply(Stage::Rcpt("a@secure.test".into()), "550 5.1.1 no such user"),
-        MxOptions::new(),
-        FAST_RETRY,
-    )
-    .await;
+    let s = setup_refusing_a().await;
     send(
         &s.ward,
         "MAIL FROM:<dr@hospital.example>",
@@ -418,4 +424,101 @@ async fn a_bounce_that_bounces_reaches_the_postmaster_without_detail() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(s.secure.received().len(), 1, "one postmaster report, no loop");
     assert!(s.plain.received().is_empty());
+}
+
+/// The audit trail of a message's life (accepted, one copy delivered, one
+/// refused and bounced), with no planted string in it; `ward audit verify`
+/// passes, then names the line after an edit, a deletion or a swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_life_is_in_the_audit_trail_and_tampering_is_named() {
+    let mut s = setup_refusing_a().await;
+    send(
+        &s.ward,
+        "MAIL FROM:<dr@hospital.example>",
+        &["RCPT TO:<a@secure.test>", "RCPT TO:<d@secure.test>"],
+    )
+    .await;
+    s.secure.wait_for(2, LONG).await;
+    let dir = s.ward.dir.join("data/audit");
+    let read_all = || -> String {
+        let mut all = String::new();
+        for f in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            all.push_str(&std::fs::read_to_string(f.path()).unwrap_or_default());
+        }
+        all
+    };
+    let deadline = std::time::Instant::now() + LONG;
+    while !read_all().contains("\"event\":\"dsn_sent\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dsn_sent event:\n{}",
+            read_all()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.ward.terminate();
+    let all = read_all();
+    assert_no_planted("the audit trail", all.as_bytes());
+    let events: Vec<serde_json::Value> = all.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let find = |name: &str, pred: &dyn Fn(&serde_json::Value) -> bool| {
+        events
+            .iter()
+            .find(|e| e["event"] == name && pred(e))
+            .unwrap_or_else(|| panic!("no {name} event in:\n{all}"))
+            .clone()
+    };
+    find("connection_accepted", &|_| true);
+    let accepted = find("message_accepted", &|_| true);
+    assert!(accepted["size"].as_u64().unwrap() > 500);
+    assert!(
+        accepted["findings"].as_str().unwrap().contains("ssn"),
+        "{accepted}"
+    );
+    assert_eq!(accepted["policy"][0]["action"], "protect", "{accepted}");
+    let refused = find("delivery_attempt", &|e| e["recipient"] == "a@secure.test");
+    assert_eq!(refused["code"], 550);
+    assert_eq!(refused["tls_verified"], true);
+    let delivered = find("delivery_attempt", &|e| e["recipient"] == "d@secure.test");
+    assert_eq!(delivered["outcome"], "delivered");
+    assert!(delivered["tls_version"].as_str().is_some(), "{delivered}");
+    find("dsn_sent", &|e| e["recipient"] == "a@secure.test");
+
+    let config = s.ward.config_path.to_str().unwrap().to_string();
+    let verify = || common::process::ward_cli(&["audit", "verify", "--config", &config]);
+    let (status, out, err) = verify();
+    assert!(status.success(), "{out}{err}");
+    let (status, out, _) =
+        common::process::ward_cli(&["audit", "export", "--config", &config, "--since", "2000-01-01"]);
+    assert!(status.success());
+    assert_eq!(out.lines().count(), events.len());
+
+    let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let orig: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert!(orig.len() >= 4, "{all}");
+    let save = |l: &[String]| std::fs::write(&file, l.join("\n") + "\n").unwrap();
+    let mut edited = orig.clone();
+    edited[1] = edited[1].replacen("127.0.0.1", "127.0.0.2", 1);
+    assert_ne!(edited[1], orig[1], "line 2 has an address to edit");
+    save(&edited);
+    let (status, out, _) = verify();
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains(":2: edited"), "{out}");
+    let mut deleted = orig.clone();
+    deleted.remove(2);
+    save(&deleted);
+    let (status, out, _) = verify();
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains(":3: deleted or reordered"), "{out}");
+    let mut swapped = orig.clone();
+    swapped.swap(1, 2);
+    save(&swapped);
+    let (status, out, _) = verify();
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains(":2: deleted or reordered"), "{out}");
+    save(&orig);
+    assert!(verify().0.success());
 }
