@@ -270,6 +270,15 @@ async fn a_550_at_rcpt_bounces_to_the_sender_without_content() {
         .await;
     assert_no_planted("the log", s.ward.log().as_bytes());
     assert!(s.plain.received().is_empty());
+    let m = common::metrics::scrape(&s.ward).await;
+    assert_eq!(
+        common::metrics::value(&m, "ward_dsn_sent_total{kind=\"failed\"}"),
+        1.0
+    );
+    assert_eq!(
+        common::metrics::value(&m, "ward_dsn_sent_total{kind=\"delayed\"}"),
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,6 +371,15 @@ async fn expiry_sends_a_delay_notice_then_a_bounce() {
         "the protected copy left in plaintext"
     );
     assert_no_planted("the log", s.ward.log().as_bytes());
+    let m = common::metrics::scrape(&s.ward).await;
+    assert_eq!(
+        common::metrics::value(&m, "ward_dsn_sent_total{kind=\"delayed\"}"),
+        1.0
+    );
+    assert_eq!(
+        common::metrics::value(&m, "ward_dsn_sent_total{kind=\"failed\"}"),
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
