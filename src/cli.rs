@@ -70,6 +70,19 @@ pub enum Command {
         #[arg(long, short, env = "WARD_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// Per-recipient delivery status of a message, from the running
+    /// server's status API (admin.token must be set). Exit 0: found; 1:
+    /// no such message; 2: error.
+    Status {
+        /// Queue id (32 hex digits, as in the 250 reply and the logs).
+        queue_id: String,
+        /// Admin listener address; default: admin.address.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// Configuration file (admin.address, admin.token).
+        #[arg(long, short, env = "WARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// The audit trail: verify its hash chain, export a period.
     Audit {
         #[command(subcommand)]
@@ -151,6 +164,69 @@ pub fn main() -> ExitCode {
         } => scan(json, explain, config, &files),
         Command::Pickup { action, config } => pickup(action, config),
         Command::Audit { action, config } => audit(action, config),
+        Command::Status {
+            queue_id,
+            admin,
+            config,
+        } => status(&queue_id, admin, config),
+    }
+}
+
+fn status(queue_id: &str, admin: Option<std::net::SocketAddr>, config: Option<PathBuf>) -> ExitCode {
+    use std::io::{Read, Write};
+    let Some(config) = admin_config(config.as_ref()) else {
+        return ExitCode::from(2);
+    };
+    if config.admin.token.0.is_empty() {
+        eprintln!("ward: admin.token is not set: the status API is off");
+        return ExitCode::from(2);
+    }
+    let mut addr = admin.unwrap_or(config.admin.address);
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let id: String = queue_id
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .collect();
+    let answer = (|| -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+        write!(
+            s,
+            "GET /api/status/{id} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            config.admin.token.0
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })();
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ward: admin listener {addr}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let code = head.split(' ').nth(1).unwrap_or("");
+    match code {
+        "200" => {
+            match serde_json::from_str::<serde_json::Value>(body) {
+                Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+                Err(_) => print!("{body}"),
+            }
+            ExitCode::SUCCESS
+        }
+        "404" => {
+            eprintln!("ward: {}", body.trim());
+            ExitCode::FAILURE
+        }
+        _ => {
+            eprintln!("ward: status API answered {code}: {}", body.trim());
+            ExitCode::from(2)
+        }
     }
 }
 

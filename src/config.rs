@@ -1195,8 +1195,11 @@ pub struct DomainRateOverride {
 pub struct AdminConfig {
     /// Run the admin listener.
     pub enabled: bool,
-    /// Address and port; loopback by default (it has no authentication).
+    /// Address and port; loopback by default (/metrics has no
+    /// authentication).
     pub address: SocketAddr,
+    /// Bearer token of the status API (`/api/`); empty: the API is off.
+    pub token: Secret,
 }
 
 impl Default for AdminConfig {
@@ -1204,6 +1207,7 @@ impl Default for AdminConfig {
         AdminConfig {
             enabled: true,
             address: SocketAddr::from(([127, 0, 0, 1], 9465)),
+            token: Secret::default(),
         }
     }
 }
@@ -1454,6 +1458,13 @@ impl Config {
                     ),
                 );
             }
+        }
+        let token = &self.admin.token.0;
+        if !token.is_empty() && (token.len() < 24 || !token.bytes().all(|b| b.is_ascii_graphic())) {
+            bad(
+                vec![K("admin"), K("token")],
+                "token must be at least 24 printable ASCII characters without spaces".into(),
+            );
         }
         if let Some(t) = &r.tenant_header {
             if t.networks.is_empty() {
@@ -2486,7 +2497,12 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "admin.address",
         default: "\"127.0.0.1:9465\"",
-        doc: "Address and port of the admin listener. It has no authentication: keep it on loopback or an internal, firewalled address.",
+        doc: "Address and port of the admin listener. /metrics has no authentication: keep it on loopback or an internal, firewalled address.",
+    },
+    SettingDoc {
+        key: "admin.token",
+        default: "\"\"",
+        doc: "Bearer token of the status API on the admin listener (GET /api/status/<queue-id>: per-recipient delivery status as JSON; addresses, codes, TLS facts, never content), and of `ward status`. At least 24 characters (e.g. `openssl rand -hex 24`). Empty: the API answers 404.",
     },
     SettingDoc {
         key: "audit.enabled",
@@ -2637,6 +2653,13 @@ mod tests {
         for s in SETTINGS {
             assert_eq!(md.matches(&format!("| `{}` |", s.key)).count(), 1, "{}", s.key);
         }
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused() {
+        let e = parse("[admin]\ntoken = \"short\"\n").unwrap_err();
+        assert!(e.message.contains("at least 24"), "{e}");
+        assert!(parse("[admin]\ntoken = \"0123456789abcdef01234567\"\n").is_ok());
     }
 
     #[test]

@@ -252,7 +252,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         // Tests and scripts wait for this line; keep its shape.
         tracing::info!(listener = "admin", "listening on {addr} (http: /metrics)");
         admin_task = Some(tokio::spawn(crate::admin::serve(
-            crate::admin::Admin::new(queue.clone(), config.server.data_dir.clone()),
+            crate::admin::Admin::new(
+                queue.clone(),
+                config.server.data_dir.clone(),
+                config.admin.token.0.clone(),
+            ),
             listener,
             shutdown.clone(),
         )));

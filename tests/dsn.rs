@@ -540,3 +540,90 @@ async fn a_message_life_is_in_the_audit_trail_and_tampering_is_named() {
     save(&orig);
     assert!(verify().0.success());
 }
+
+/// The status API (bearer token) and `ward status` give each recipient's
+/// state: one delivered over verified TLS, one failed with its codes; no
+/// planted string in the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_api_and_ward_status_give_each_recipient() {
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+    let ca = TestCa::new();
+    let secure = TestMx::start(
+        MxOptions::new()
+            .reply(Stage::Rcpt("a@secure.test".into()), "550 5.1.1 no such user")
+            .starttls(ca.issue(&["mx.secure.test"])),
+    )
+    .await;
+    let dns = TestDns::start().await;
+    dns.a("mx.secure.test", std::net::Ipv4Addr::LOCALHOST);
+    // The admin section comes from base_config; the token is added to it.
+    let tmp = tempfile::tempdir().unwrap();
+    let base = common::process::base_config(tmp.path())
+        .replace("[admin]\n", &format!("[admin]\ntoken = \"{TOKEN}\"\n"));
+    let config = format!(
+        "{base}[delivery]\ntls_policy = \"verify\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
+         [[delivery.destination]]\ndomain = \"secure.test\"\nroute = \"[mx.secure.test]:{sp}\"\n\
+         [[delivery.destination]]\ndomain = \"hospital.example\"\nroute = \"[mx.secure.test]:{sp}\"\n\
+         [dns]\nnameservers = [\"{dns}\"]\n{FAST_RETRY}",
+        ca = ca.ca_file().display(),
+        sp = secure.port(),
+        dns = dns.addr(),
+    );
+    let ward = Ward::start_in(tmp.path(), &config);
+    let mut c = SmtpClient::connect(ward.smtp()).await;
+    c.ehlo("client.test").await;
+    let reply = c
+        .send_message(
+            "dr@hospital.example",
+            &["a@secure.test", "d@secure.test"],
+            &message(),
+        )
+        .await;
+    reply.assert_is("250 2.0.0");
+    let qid = reply
+        .text()
+        .split_whitespace()
+        .find(|w| w.len() == 32 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .expect("queue id in the 250")
+        .to_string();
+    secure.wait_for(2, LONG).await;
+
+    let admin = ward.listener("admin");
+    let path = format!("/api/status/{qid}");
+    let (st, _, _) = common::metrics::get(admin, &path).await;
+    assert!(st.contains(" 401 "), "{st}");
+
+    let admin_s = admin.to_string();
+    let cfg = ward.config_path.to_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + LONG;
+    let out = loop {
+        let (status, out, err) =
+            common::process::ward_cli(&["status", &qid, "--admin", &admin_s, "--config", &cfg]);
+        assert!(status.code() == Some(0), "{out}{err}");
+        if out.matches("\"state\": \"delivered\"").count() == 1 && out.contains("\"state\": \"failed\"") {
+            break out;
+        }
+        assert!(std::time::Instant::now() < deadline, "{out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_no_planted("the status answer", out.as_bytes());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["sender"], "dr@hospital.example");
+    let r = v["recipients"].as_array().unwrap();
+    let a = r.iter().find(|x| x["recipient"] == "a@secure.test").unwrap();
+    assert_eq!(a["state"], "failed");
+    assert_eq!(a["last"]["reply_code"], 550);
+    let d = r.iter().find(|x| x["recipient"] == "d@secure.test").unwrap();
+    assert_eq!(d["last"]["tls_verified"], true, "{d}");
+    assert!(d["last"]["tls_version"].as_str().is_some(), "{d}");
+
+    let (status, _, _) = common::process::ward_cli(&[
+        "status",
+        "00000000000000000000000000000000",
+        "--admin",
+        &admin_s,
+        "--config",
+        &cfg,
+    ]);
+    assert_eq!(status.code(), Some(1));
+}
