@@ -135,6 +135,7 @@ async fn status(
         return (StatusCode::NOT_FOUND, "not found\n").into_response();
     }
     if !authorized(&admin.token, &headers) {
+        crate::audit::record("admin_auth_failure", serde_json::json!({"path": "/api/status"}));
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -145,6 +146,10 @@ async fn status(
     let Some(qid) = crate::queue::QueueId::parse(id.trim()) else {
         return (StatusCode::BAD_REQUEST, "not a queue id\n").into_response();
     };
+    crate::audit::record(
+        "admin_status_query",
+        serde_json::json!({"queue_id": qid.to_string()}),
+    );
     match delivery_status(&admin.queue, qid).await {
         Ok(Some(v)) => ([(header::CONTENT_TYPE, "application/json")], format!("{v}\n")).into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, "no such message\n").into_response(),

@@ -626,4 +626,26 @@ async fn status_api_and_ward_status_give_each_recipient() {
         &cfg,
     ]);
     assert_eq!(status.code(), Some(1));
+
+    // Both admin actions are in the audit trail.
+    let audit_dir = tmp.path().join("data/audit");
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let all: String = std::fs::read_dir(&audit_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+            .collect();
+        if all.contains("\"event\":\"admin_auth_failure\"")
+            && all.lines().any(|l| {
+                l.contains("\"event\":\"admin_status_query\"")
+                    && l.contains(&format!("\"queue_id\":\"{qid}\""))
+            })
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{all}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
