@@ -31,16 +31,23 @@ use crate::queue::{Queue, now_ms};
 pub struct Admin {
     queue: Queue,
     data_dir: PathBuf,
+    /// Bearer token of `/api/`; empty: the API is off.
+    token: String,
 }
 
 impl Admin {
-    pub fn new(queue: Queue, data_dir: PathBuf) -> Admin {
-        Admin { queue, data_dir }
+    pub fn new(queue: Queue, data_dir: PathBuf, token: String) -> Admin {
+        Admin {
+            queue,
+            data_dir,
+            token,
+        }
     }
 
     fn router(self) -> Router {
         Router::new()
             .route("/metrics", get(scrape))
+            .route("/api/status/{id}", get(status))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
             .with_state(self)
     }
@@ -95,6 +102,123 @@ fn disk_space(dir: &Path) -> std::io::Result<(u64, u64)> {
 
 fn gauge_value(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>` (compared in
+/// constant time).
+fn authorized(token: &str, headers: &axum::http::HeaderMap) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// `GET /api/status/<queue-id>`: the message's recipients, each with its
+/// state (`queued`, `deferred`, `delivered`, `failed`, `expired`,
+/// `portal`, `quarantined`), attempts and last attempt (codes, remote,
+/// TLS facts), as JSON. Addresses, ids and codes only.
+async fn status(
+    State(admin): State<Admin>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if admin.token.is_empty() {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    }
+    if !authorized(&admin.token, &headers) {
+        crate::audit::record("admin_auth_failure", serde_json::json!({"path": "/api/status"}));
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "unauthorized\n",
+        )
+            .into_response();
+    }
+    let Some(qid) = crate::queue::QueueId::parse(id.trim()) else {
+        return (StatusCode::BAD_REQUEST, "not a queue id\n").into_response();
+    };
+    crate::audit::record(
+        "admin_status_query",
+        serde_json::json!({"queue_id": qid.to_string()}),
+    );
+    match delivery_status(&admin.queue, qid).await {
+        Ok(Some(v)) => ([(header::CONTENT_TYPE, "application/json")], format!("{v}\n")).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such message\n").into_response(),
+        Err(e) => {
+            tracing::error!(queue_id = %qid, error = %e, "status API: cannot read the queue");
+            (StatusCode::INTERNAL_SERVER_ERROR, "queue error\n").into_response()
+        }
+    }
+}
+
+/// The delivery status of one message: final statuses (kept for
+/// `queue.status_retention`) and copies still queued.
+async fn delivery_status(
+    queue: &Queue,
+    id: crate::queue::QueueId,
+) -> Result<Option<serde_json::Value>, crate::queue::QueueError> {
+    use crate::queue::{AttemptRecord, FinalState};
+    let finals = queue.statuses(id).await?;
+    let meta = match queue.meta(id).await {
+        Ok(m) => Some(m),
+        Err(crate::queue::QueueError::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    if finals.is_empty() && meta.is_none() {
+        return Ok(None);
+    }
+    let last = |r: &Option<AttemptRecord>| serde_json::to_value(r).unwrap_or_default();
+    let mut recipients = Vec::new();
+    let copies = meta.as_ref().map_or(0, |m| m.copies);
+    let mut sender = finals.first().map(|(_, f)| f.sender.clone());
+    let mut received_ms = finals.first().map(|(_, f)| f.received_ms);
+    for idx in 0..copies.max(finals.iter().map(|(i, _)| i + 1).max().unwrap_or(0)) {
+        if let Some((_, f)) = finals.iter().find(|(i, _)| *i == idx) {
+            let state = match f.state {
+                FinalState::Delivered => "delivered",
+                FinalState::Failed => "failed",
+                FinalState::Expired => "expired",
+                FinalState::Portal => "portal",
+            };
+            recipients.push(serde_json::json!({
+                "recipient": f.recipient.address, "state": state, "policy": f.policy.action.to_string(),
+                "attempts": f.attempts, "finished_ms": f.finished_ms, "last": last(&f.last),
+                "opened": f.opened,
+            }));
+        } else if let Some(c) = queue.copy(id, idx).await? {
+            let state = if c.is_held() {
+                "quarantined"
+            } else if c.attempts == 0 {
+                "queued"
+            } else {
+                "deferred"
+            };
+            recipients.push(serde_json::json!({
+                "recipient": c.recipient.address, "state": state, "policy": c.policy.action.to_string(),
+                "attempts": c.attempts, "next_attempt_ms": c.next_attempt_ms, "last": last(&c.last),
+            }));
+        }
+    }
+    if let Some(m) = &meta {
+        sender = Some(m.envelope.sender.clone());
+        received_ms = Some(m.received_ms);
+    }
+    Ok(Some(serde_json::json!({
+        "queue_id": id.to_string(),
+        "sender": sender,
+        "received_ms": received_ms,
+        "size": meta.as_ref().map(|m| m.size),
+        "recipients": recipients,
+    })))
 }
 
 async fn scrape(State(admin): State<Admin>) -> Response {

@@ -70,6 +70,50 @@ pub enum Command {
         #[arg(long, short, env = "WARD_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
+    /// Per-recipient delivery status of a message, from the running
+    /// server's status API (admin.token must be set). Exit 0: found; 1:
+    /// no such message; 2: error.
+    Status {
+        /// Queue id (32 hex digits, as in the 250 reply and the logs).
+        queue_id: String,
+        /// Admin listener address; default: admin.address.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// Configuration file (admin.address, admin.token).
+        #[arg(long, short, env = "WARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// The audit trail: verify its hash chain, export a period.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+        /// Configuration file (for server.data_dir); default: the embedded
+        /// defaults.
+        #[arg(long, short, env = "WARD_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the chain of every audit file (or only the files given).
+    /// Exit 0: intact; 1: names the first edited, deleted or reordered
+    /// line; 2: error.
+    Verify {
+        /// Audit files to check, oldest first (default: all, under
+        /// <data_dir>/audit/).
+        #[arg(long)]
+        file: Vec<PathBuf>,
+    },
+    /// Print the audit lines of a period, verbatim (JSON lines).
+    Export {
+        /// First day or instant included: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC).
+        #[arg(long)]
+        since: String,
+        /// First day or instant excluded (default: now).
+        #[arg(long)]
+        until: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -119,19 +163,145 @@ pub fn main() -> ExitCode {
             files,
         } => scan(json, explain, config, &files),
         Command::Pickup { action, config } => pickup(action, config),
+        Command::Audit { action, config } => audit(action, config),
+        Command::Status {
+            queue_id,
+            admin,
+            config,
+        } => status(&queue_id, admin, config),
+    }
+}
+
+fn status(queue_id: &str, admin: Option<std::net::SocketAddr>, config: Option<PathBuf>) -> ExitCode {
+    use std::io::{Read, Write};
+    let Some(config) = admin_config(config.as_ref()) else {
+        return ExitCode::from(2);
+    };
+    if config.admin.token.0.is_empty() {
+        eprintln!("ward: admin.token is not set: the status API is off");
+        return ExitCode::from(2);
+    }
+    let mut addr = admin.unwrap_or(config.admin.address);
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let id: String = queue_id
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .collect();
+    let answer = (|| -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+        write!(
+            s,
+            "GET /api/status/{id} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            config.admin.token.0
+        )?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })();
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ward: admin listener {addr}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let code = head.split(' ').nth(1).unwrap_or("");
+    match code {
+        "200" => {
+            match serde_json::from_str::<serde_json::Value>(body) {
+                Ok(v) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+                Err(_) => print!("{body}"),
+            }
+            ExitCode::SUCCESS
+        }
+        "404" => {
+            eprintln!("ward: {}", body.trim());
+            ExitCode::FAILURE
+        }
+        _ => {
+            eprintln!("ward: status API answered {code}: {}", body.trim());
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The configuration an administration command reads (for
+/// server.data_dir): the file given, or the embedded defaults. An invalid
+/// file is reported.
+fn admin_config(config: Option<&PathBuf>) -> Option<Config> {
+    match config {
+        Some(p) => match Config::load(p) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("ward: {e}");
+                None
+            }
+        },
+        None => Some(Config::embedded()),
+    }
+}
+
+fn audit(action: AuditCommand, config: Option<PathBuf>) -> ExitCode {
+    let Some(config) = admin_config(config.as_ref()) else {
+        return ExitCode::from(2);
+    };
+    let dir = config.server.data_dir.join("audit");
+    match action {
+        AuditCommand::Verify { file } => {
+            let files = if file.is_empty() {
+                crate::audit::files(&dir)
+            } else {
+                file
+            };
+            if files.is_empty() {
+                eprintln!("ward: no audit files in {}", dir.display());
+                return ExitCode::from(2);
+            }
+            match crate::audit::verify(&files) {
+                Ok(n) => {
+                    println!("audit trail intact: {n} lines in {} files", files.len());
+                    ExitCode::SUCCESS
+                }
+                Err(b) => {
+                    println!("{b}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        AuditCommand::Export { since, until } => {
+            let Some(since_ms) = crate::audit::parse_date(&since) else {
+                eprintln!("ward: --since: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ");
+                return ExitCode::from(2);
+            };
+            let until_ms = match until.as_deref().map(crate::audit::parse_date) {
+                None => u64::MAX,
+                Some(Some(ms)) => ms,
+                Some(None) => {
+                    eprintln!("ward: --until: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ");
+                    return ExitCode::from(2);
+                }
+            };
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            match crate::audit::export(&crate::audit::files(&dir), since_ms, until_ms, &mut out) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ward: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 
 fn pickup(action: PickupCommand, config: Option<PathBuf>) -> ExitCode {
-    let config = match &config {
-        Some(p) => match Config::load(p) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("ward: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => Config::embedded(),
+    let Some(config) = admin_config(config.as_ref()) else {
+        return ExitCode::FAILURE;
     };
     let request = match &action {
         PickupCommand::List { .. } => "list".to_string(),

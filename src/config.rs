@@ -70,6 +70,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub relay: RelayConfig,
     pub queue: QueueConfig,
+    pub dsn: DsnConfig,
     pub delivery: DeliveryConfig,
     pub dns: DnsConfig,
     pub scan: ScanConfig,
@@ -78,6 +79,7 @@ pub struct Config {
     pub dkim: DkimConfig,
     pub rate_limit: RateLimitConfig,
     pub admin: AdminConfig,
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -95,6 +97,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             relay: RelayConfig::default(),
             queue: QueueConfig::default(),
+            dsn: DsnConfig::default(),
             delivery: DeliveryConfig::default(),
             dns: DnsConfig::default(),
             scan: ScanConfig::default(),
@@ -103,6 +106,7 @@ impl Default for Config {
             dkim: DkimConfig::default(),
             rate_limit: RateLimitConfig::default(),
             admin: AdminConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -423,6 +427,68 @@ impl Default for QueueConfig {
             max_lifetime: Duration::from_secs(5 * 86400),
             scan_interval: Duration::from_secs(1),
             status_retention: Duration::from_secs(30 * 86400),
+        }
+    }
+}
+
+/// Delivery status notifications (RFC 3464): bounces, delay notices and
+/// success notices to the envelope sender. They never hold content.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DsnConfig {
+    /// A copy still undelivered this long after arrival gets one delay
+    /// notice, when its RCPT asked for NOTIFY=DELAY.
+    #[serde(deserialize_with = "de_duration")]
+    pub delay_after: Duration,
+    /// Where a bounce that itself could not be delivered is reported
+    /// (without any detail of the message); empty: `postmaster@<hostname>`.
+    pub postmaster: String,
+    /// Longest remote diagnostic text kept in a report, in characters.
+    pub diagnostic_max_length: usize,
+}
+
+impl Default for DsnConfig {
+    fn default() -> Self {
+        DsnConfig {
+            delay_after: Duration::from_secs(4 * 3600),
+            postmaster: String::new(),
+            diagnostic_max_length: 200,
+        }
+    }
+}
+
+impl DsnConfig {
+    /// The postmaster address bounces of bounces go to.
+    pub fn effective_postmaster(&self, server: &ServerConfig) -> String {
+        if self.postmaster.is_empty() {
+            format!("postmaster@{}", server.effective_hostname())
+        } else {
+            self.postmaster.clone()
+        }
+    }
+}
+
+/// The audit trail (`audit.rs`): hash-chained JSON lines under
+/// `<data_dir>/audit/`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    pub enabled: bool,
+    /// A file is removed once its newest line is older than this.
+    #[serde(deserialize_with = "de_duration")]
+    pub retention: Duration,
+    /// A new file is started past this size.
+    #[serde(deserialize_with = "de_size")]
+    pub max_file_size: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            // humantime's year: 365.25 days.
+            retention: Duration::from_secs(6 * 31_557_600),
+            max_file_size: 64 * 1024 * 1024,
         }
     }
 }
@@ -1139,8 +1205,11 @@ pub struct DomainRateOverride {
 pub struct AdminConfig {
     /// Run the admin listener.
     pub enabled: bool,
-    /// Address and port; loopback by default (it has no authentication).
+    /// Address and port; loopback by default (/metrics has no
+    /// authentication).
     pub address: SocketAddr,
+    /// Bearer token of the status API (`/api/`); empty: the API is off.
+    pub token: Secret,
 }
 
 impl Default for AdminConfig {
@@ -1148,6 +1217,7 @@ impl Default for AdminConfig {
         AdminConfig {
             enabled: true,
             address: SocketAddr::from(([127, 0, 0, 1], 9465)),
+            token: Secret::default(),
         }
     }
 }
@@ -1398,6 +1468,13 @@ impl Config {
                     ),
                 );
             }
+        }
+        let token = &self.admin.token.0;
+        if !token.is_empty() && (token.len() < 24 || !token.bytes().all(|b| b.is_ascii_graphic())) {
+            bad(
+                vec![K("admin"), K("token")],
+                "token must be at least 24 printable ASCII characters without spaces".into(),
+            );
         }
         if let Some(t) = &r.tenant_header {
             if t.networks.is_empty() {
@@ -2013,6 +2090,21 @@ pub const SETTINGS: &[SettingDoc] = &[
         doc: "How long the final status of each recipient copy is kept after its message left the queue.",
     },
     SettingDoc {
+        key: "dsn.delay_after",
+        default: "\"4h\"",
+        doc: "A recipient copy still undelivered this long after arrival gets one delay notice, when its RCPT TO asked for NOTIFY=DELAY. Failure notices (5xx or queue.max_lifetime) go unless NOTIFY=NEVER; success notices only on NOTIFY=SUCCESS; never to the null sender. Reports hold no subject, body or attachment name, whatever RET asks.",
+    },
+    SettingDoc {
+        key: "dsn.postmaster",
+        default: "\"\"",
+        doc: "Where a bounce that itself could not be delivered is reported, with no detail of the message. Empty means postmaster@server.hostname.",
+    },
+    SettingDoc {
+        key: "dsn.diagnostic_max_length",
+        default: "200",
+        doc: "Longest remote diagnostic text kept in a report, in characters. The text also loses every run of 4 or more digits and every address other than the recipient's own.",
+    },
+    SettingDoc {
         key: "delivery.helo_name",
         default: "\"\"",
         doc: "Name sent in EHLO; empty means server.hostname.",
@@ -2335,7 +2427,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "dkim.domain",
         default: "\"\"",
-        doc: "DKIM signing domain (d=) for the mail Ward writes itself: pickup notifications, codes, opened notices and portal replies. Use the domain of portal.notify_from (or its parent) so DMARC aligns. Empty: no signing.",
+        doc: "DKIM signing domain (d=) for the mail Ward writes itself: pickup notifications, codes, opened notices, portal replies and delivery status notifications. Use the domain of portal.notify_from (or its parent) so DMARC aligns. Empty: no signing.",
     },
     SettingDoc {
         key: "dkim.selector",
@@ -2415,7 +2507,27 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "admin.address",
         default: "\"127.0.0.1:9465\"",
-        doc: "Address and port of the admin listener. It has no authentication: keep it on loopback or an internal, firewalled address.",
+        doc: "Address and port of the admin listener. /metrics has no authentication: keep it on loopback or an internal, firewalled address.",
+    },
+    SettingDoc {
+        key: "admin.token",
+        default: "\"\"",
+        doc: "Bearer token of the status API on the admin listener (GET /api/status/<queue-id>: per-recipient delivery status as JSON; addresses, codes, TLS facts, never content), and of `ward status`. At least 24 characters (e.g. `openssl rand -hex 24`). Empty: the API answers 404.",
+    },
+    SettingDoc {
+        key: "audit.enabled",
+        default: "true",
+        doc: "Keep the audit trail: one JSON line per security-relevant event (connections, authentication, messages accepted with size and finding kinds and counts, policy decisions, delivery attempts with TLS details, pickup events, reports sent, reloads) in <data_dir>/audit/, each line holding the SHA-256 of the previous one. Addresses, ids, sizes, kinds and codes only, never content. `ward audit verify` checks the chain; `ward audit export` prints a period.",
+    },
+    SettingDoc {
+        key: "audit.retention",
+        default: "\"6y\"",
+        doc: "An audit file is removed once its newest line is older than this (HIPAA keeps documentation 6 years). The oldest remaining line anchors the chain.",
+    },
+    SettingDoc {
+        key: "audit.max_file_size",
+        default: "67108864",
+        doc: "A new audit file is started past this size (64 MiB); its first line holds the hash of the last line of the previous file.",
     },
 ];
 
@@ -2551,6 +2663,13 @@ mod tests {
         for s in SETTINGS {
             assert_eq!(md.matches(&format!("| `{}` |", s.key)).count(), 1, "{}", s.key);
         }
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused() {
+        let e = parse("[admin]\ntoken = \"short\"\n").unwrap_err();
+        assert!(e.message.contains("at least 24"), "{e}");
+        assert!(parse("[admin]\ntoken = \"0123456789abcdef01234567\"\n").is_ok());
     }
 
     #[test]

@@ -23,6 +23,14 @@
 //! to one recipient and to the portal for another. Without the portal such
 //! copies wait and retry, as any temporary failure.
 //!
+//! Reports (`dsn`): a copy that fails (5xx or `queue.max_lifetime`) owes
+//! its sender a bounce, one still waiting after `dsn.delay_after` a delay
+//! notice, and one delivered a success notice (unless the remote server
+//! took the DSN request and reports itself), each as the recipient's
+//! NOTIFY allows. None to the null sender; a failed report goes to the
+//! postmaster without detail. The report is queued before the copy's
+//! result is stored.
+//!
 //! Mail Ward writes itself that holds no content (pickup notifications and
 //! codes) carries its own TLS policy (`may`) and is sent under exactly
 //! that policy.
@@ -48,6 +56,7 @@ use crate::config::{Config, PolicyAction, TlsPolicy};
 use crate::delivery::{
     AttemptError, AttemptErrorKind, Delivery, OutboundMessage, RecipientOutcome, RemoteReply, TlsEvidence,
 };
+use crate::dsn::{self, Action, RecipientReport, Reporter};
 use crate::pickup::{NewPickup, Pickup};
 use crate::queue::{
     AttemptRecord, Claimed, CopyRecord, FinalState, FinalStatus, Queue, QueueError, QueueId, now_ms,
@@ -90,6 +99,8 @@ pub struct Dispatcher {
     delivery: Arc<Delivery>,
     /// The pickup portal, when `portal.enabled`.
     pickup: Option<Pickup>,
+    /// Writes bounce, delay and success reports.
+    dsn: Reporter,
     limits: Arc<RateLimits>,
     shutdown: CancellationToken,
     workers: TaskTracker,
@@ -100,7 +111,9 @@ pub struct Dispatcher {
 
 /// What an attempt meant for one copy.
 enum CopyResult {
-    Delivered(AttemptRecord),
+    /// Delivered; `true` when the server took DSN requests (it reports
+    /// success itself, RFC 3461 4.1).
+    Delivered(AttemptRecord, bool),
     Temporary(AttemptRecord),
     /// The destination can't meet the TLS policy right now.
     TlsPolicyNotMet(AttemptRecord),
@@ -118,6 +131,7 @@ impl Dispatcher {
         queue: Queue,
         delivery: Arc<Delivery>,
         pickup: Option<Pickup>,
+        dsn: Reporter,
         limits: Arc<RateLimits>,
         shutdown: CancellationToken,
     ) -> Arc<Dispatcher> {
@@ -126,6 +140,7 @@ impl Dispatcher {
             queue,
             delivery,
             pickup,
+            dsn,
             limits,
             shutdown,
             workers: TaskTracker::new(),
@@ -518,10 +533,11 @@ impl Dispatcher {
         drop(content);
         let evidence = c.evidence().clone();
         let remote = c.remote().to_string();
+        let remote_dsn = c.offers_dsn();
         match result {
             Ok(outcomes) => {
                 for ((idx, copy), outcome) in job.copies.into_iter().zip(outcomes) {
-                    let r = outcome_result(&outcome, &remote, &evidence);
+                    let r = outcome_result(&outcome, &remote, &evidence, remote_dsn);
                     self.settle(job.id, idx, copy, meta.received_ms, &meta.envelope.sender, r)
                         .await;
                 }
@@ -569,8 +585,12 @@ impl Dispatcher {
         let now = now_ms();
         let expires = received_ms + self.config.queue.max_lifetime.as_millis() as u64;
         let outcome = result.metric_outcome();
+        let mut remote_reports = false;
         let (final_state, record) = match result {
-            CopyResult::Delivered(r) => (Some(FinalState::Delivered), r),
+            CopyResult::Delivered(r, remote_dsn) => {
+                remote_reports = remote_dsn;
+                (Some(FinalState::Delivered), r)
+            }
             CopyResult::Permanent(r) => (Some(FinalState::Failed), r),
             CopyResult::Portal(r) => (Some(FinalState::Portal), r),
             // Protected copies bound for the portal never get here (see
@@ -590,7 +610,16 @@ impl Dispatcher {
             }
         };
         log_attempt(id, &copy, &record, final_state, received_ms);
+        audit_attempt(id, &copy, &record, final_state);
         count_attempt(outcome, &record, final_state, received_ms, now);
+        // Reports are queued before the copy's result is stored, so a
+        // crash in between repeats a report rather than losing it.
+        if let Some(action) = self.report_due(&copy, final_state, remote_reports, received_ms, now) {
+            if action == Action::Delayed {
+                copy.delay_notified = true;
+            }
+            self.report(id, &copy, &record, action, sender, expires).await;
+        }
         copy.last = Some(record.clone());
         // Handed to the queue's writer now; the worker does not wait for
         // the write (it waits behind group-commit flushes). If it fails the
@@ -622,11 +651,117 @@ impl Dispatcher {
     }
 }
 
+impl Dispatcher {
+    /// Which report, if any, this result owes the sender: a failure
+    /// (5xx or expiry), one delay notice once `dsn.delay_after` has
+    /// passed, or a success unless the remote server reports it itself;
+    /// each only when the recipient's NOTIFY asks for it.
+    fn report_due(
+        &self,
+        copy: &CopyRecord,
+        state: Option<FinalState>,
+        remote_reports: bool,
+        received_ms: u64,
+        now: u64,
+    ) -> Option<Action> {
+        let action = match state {
+            Some(FinalState::Failed | FinalState::Expired) => Action::Failed,
+            Some(FinalState::Portal) => Action::Delivered,
+            Some(FinalState::Delivered) if !remote_reports => Action::Relayed,
+            Some(FinalState::Delivered) => return None,
+            None if !copy.delay_notified
+                && now >= received_ms + self.config.dsn.delay_after.as_millis() as u64 =>
+            {
+                Action::Delayed
+            }
+            None => return None,
+        };
+        dsn::wanted(copy.recipient.notify, action).then_some(action)
+    }
+
+    /// Queues a report of `action` for one copy to the message's sender;
+    /// for the null sender none, except that a failed report is
+    /// reported, without detail, to the postmaster.
+    async fn report(
+        &self,
+        id: QueueId,
+        copy: &CopyRecord,
+        record: &AttemptRecord,
+        action: Action,
+        sender: &str,
+        expires: u64,
+    ) {
+        let (meta, content) = match self.queue.load(id).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(queue_id = %id, error = %e, "cannot load message for its delivery status notification");
+                return;
+            }
+        };
+        if sender.is_empty() {
+            if action == Action::Failed && meta.client.listener == dsn::DSN_LISTENER {
+                match self.dsn.report_failed_bounce(now_ms()).await {
+                    Ok(pm) => {
+                        tracing::warn!(queue_id = %id, report_queue_id = %pm, "a delivery status notification failed; the postmaster was told");
+                        crate::audit::record(
+                            "dsn_sent",
+                            serde_json::json!({"queue_id": id.to_string(), "action": "postmaster", "report_queue_id": pm.to_string()}),
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(queue_id = %id, error = %e, "cannot queue the postmaster report of a failed notification")
+                    }
+                }
+            } else {
+                tracing::info!(queue_id = %id, to = %copy.recipient.address, action = %action.as_str(), "no delivery status notification: null sender");
+            }
+            return;
+        }
+        let report = RecipientReport {
+            recipient: copy.recipient.clone(),
+            action,
+            status: match (action, record.status.as_deref()) {
+                (Action::Failed, Some(s)) if s.starts_with('5') => s.to_string(),
+                (Action::Failed, _) if record.outcome == "expired" => "4.4.7".into(),
+                (Action::Failed, _) => "5.0.0".into(),
+                (Action::Delayed, Some(s)) if s.starts_with('4') => s.to_string(),
+                (Action::Delayed, _) => "4.0.0".into(),
+                (_, Some(s)) if s.starts_with('2') => s.to_string(),
+                _ => "2.0.0".into(),
+            },
+            remote_mta: record.remote.clone(),
+            reply_code: record.reply_code,
+            diagnostic: record.detail.clone(),
+            last_attempt_ms: Some(record.at_ms),
+            will_retry_until_ms: (action == Action::Delayed).then_some(expires),
+        };
+        match self.dsn.report(&meta, &content, &report).await {
+            Ok(r) => {
+                tracing::info!(
+                    queue_id = %id, to = %sender, recipient = %copy.recipient.address,
+                    action = %action.as_str(), status = %report.status, report_queue_id = %r,
+                    "delivery status notification queued"
+                );
+                crate::audit::record(
+                    "dsn_sent",
+                    serde_json::json!({
+                        "queue_id": id.to_string(), "to": sender, "recipient": copy.recipient.address,
+                        "action": action.as_str(), "status": report.status, "report_queue_id": r.to_string(),
+                    }),
+                );
+            }
+            Err(e) => {
+                tracing::error!(queue_id = %id, error = %e, "cannot queue a delivery status notification")
+            }
+        }
+    }
+}
+
 impl CopyResult {
     /// The `outcome` label of `ward_deliveries_total`.
     fn metric_outcome(&self) -> &'static str {
         match self {
-            CopyResult::Delivered(_) => "delivered",
+            CopyResult::Delivered(..) => "delivered",
             CopyResult::Temporary(_) => "deferred",
             CopyResult::TlsPolicyNotMet(_) => "tls_policy",
             CopyResult::Permanent(_) => "failed",
@@ -700,7 +835,12 @@ fn reply_fields(r: &mut AttemptRecord, reply: &RemoteReply) {
     r.detail = reply.text.clone();
 }
 
-fn outcome_result(o: &RecipientOutcome, remote: &str, evidence: &TlsEvidence) -> CopyResult {
+fn outcome_result(
+    o: &RecipientOutcome,
+    remote: &str,
+    evidence: &TlsEvidence,
+    remote_dsn: bool,
+) -> CopyResult {
     let mut r = AttemptRecord {
         at_ms: now_ms(),
         remote: Some(remote.to_string()),
@@ -711,7 +851,7 @@ fn outcome_result(o: &RecipientOutcome, remote: &str, evidence: &TlsEvidence) ->
         RecipientOutcome::Delivered(reply) => {
             reply_fields(&mut r, reply);
             r.outcome = "delivered".into();
-            CopyResult::Delivered(r)
+            CopyResult::Delivered(r, remote_dsn)
         }
         RecipientOutcome::Deferred(reply) => {
             reply_fields(&mut r, reply);
@@ -759,6 +899,27 @@ fn error_result(e: &AttemptError) -> CopyResult {
             CopyResult::Permanent(r)
         }
     }
+}
+
+/// The audit event of one delivery attempt: ids, address, codes, TLS facts.
+fn audit_attempt(id: QueueId, copy: &CopyRecord, r: &AttemptRecord, state: Option<FinalState>) {
+    crate::audit::record(
+        "delivery_attempt",
+        serde_json::json!({
+            "queue_id": id.to_string(),
+            "recipient": copy.recipient.address,
+            "policy": copy.policy.action.to_string(),
+            "attempt": copy.attempts,
+            "outcome": r.outcome,
+            "final": state.is_some(),
+            "remote": r.remote,
+            "code": r.reply_code,
+            "status": r.status,
+            "tls_version": r.tls_version,
+            "tls_cipher": r.tls_cipher,
+            "tls_verified": r.tls_verified,
+        }),
+    );
 }
 
 fn log_attempt(

@@ -7,18 +7,20 @@
 //! ```text
 //! floor 5   cli · server
 //! floor 4   dispatch
-//! floor 3   smtp · delivery · pickup · admin
+//! floor 3   smtp · delivery · pickup · dsn · admin
 //! floor 2   policy · queue · ratelimit · tls · dkim
-//! floor 1   scan · config · crypto · metrics
+//! floor 1   scan · config · crypto · audit · metrics
 //! ```
 
 pub mod admin;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod dispatch;
 pub mod dkim;
+pub mod dsn;
 pub mod metrics;
 pub mod pickup;
 pub mod policy;

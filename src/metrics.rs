@@ -67,7 +67,13 @@ pub struct Metrics {
     pub code_failures: IntCounter,
     /// Events refused by a rate limit, by rule.
     pub rate_limited: IntCounterVec,
+    /// Delivery status notifications queued, by kind.
+    pub dsn_sent: IntCounterVec,
 }
+
+/// Kinds of delivery status notification (the `kind` label): the DSN
+/// actions, and `postmaster` for the report of a bounce that bounced.
+pub const DSN_KINDS: &[&str] = &["failed", "delayed", "delivered", "relayed", "postmaster"];
 
 /// Reasons a message is refused (the `reason` label).
 pub const REJECT_REASONS: &[&str] = &[
@@ -212,6 +218,11 @@ impl Metrics {
                 "Events refused by a rate limit, by rule.",
                 &["rule"],
             ),
+            dsn_sent: counter_vec(
+                "ward_dsn_sent_total",
+                "Delivery status notifications queued (to the sender, or the postmaster for a bounce that bounced), by kind.",
+                &["kind"],
+            ),
             registry,
         };
         m.touch_known_labels();
@@ -234,6 +245,9 @@ impl Metrics {
         }
         for e in ["created", "opened", "expired"] {
             self.pickups.with_label_values(&[e]);
+        }
+        for k in DSN_KINDS {
+            self.dsn_sent.with_label_values(&[k]);
         }
         for a in ["deliver", "protect", "quarantine", "reject"] {
             self.policy_decisions.with_label_values(&[a]);
@@ -280,6 +294,12 @@ impl Metrics {
     /// Counts one pickup event (`created`, `opened`, `expired`).
     pub fn pickup(&self, event: &'static str, n: u64) {
         self.pickups.with_label_values(&[event]).inc_by(n);
+    }
+
+    /// Counts one queued delivery status notification of `kind` (one of
+    /// [`DSN_KINDS`]).
+    pub fn dsn(&self, kind: &'static str) {
+        self.dsn_sent.with_label_values(&[kind]).inc();
     }
 
     /// Counts one event refused by the rate limit `rule`.

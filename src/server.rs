@@ -85,6 +85,17 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     let config = Arc::new(config);
     let data_dir = config.server.data_dir.clone();
     prepare_data_dir(&data_dir)?;
+    if config.audit.enabled {
+        crate::audit::start(crate::audit::Settings {
+            dir: data_dir.join("audit"),
+            max_file_size: config.audit.max_file_size,
+            retention: config.audit.retention,
+        })
+        .map_err(|e| ServerError::DataDir {
+            path: data_dir.join("audit"),
+            reason: e.to_string(),
+        })?;
+    }
 
     let key_path = config.server.master_key_path();
     let (master, created) = MasterKey::load_or_create(&key_path)?;
@@ -125,6 +136,17 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
 
     let delivery = Arc::new(Delivery::new(&config)?);
 
+    // Signs the mail Ward writes itself: reports, notifications, codes,
+    // notices and portal replies.
+    let dkim = crate::dkim::DkimSigner::load(&config.dkim)?.map(std::sync::Arc::new);
+    if let Some(d) = &dkim {
+        tracing::info!(
+            domain = d.domain(),
+            selector = d.selector(),
+            algorithm = d.algorithm(),
+            "DKIM signing of notifications, codes, notices, portal replies and delivery reports"
+        );
+    }
     let pickup = if config.portal.enabled {
         let dir = data_dir.join("pickup");
         let p_master = master.clone();
@@ -140,16 +162,12 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
                     path: data_dir.join("pickup"),
                     source,
                 })?;
-        let dkim = crate::dkim::DkimSigner::load(&config.dkim)?.map(std::sync::Arc::new);
-        if let Some(d) = &dkim {
-            tracing::info!(
-                domain = d.domain(),
-                selector = d.selector(),
-                algorithm = d.algorithm(),
-                "DKIM signing of notifications, codes, notices and portal replies"
-            );
-        }
-        Some(crate::pickup::Pickup::new(&config, store, queue.clone(), dkim))
+        Some(crate::pickup::Pickup::new(
+            &config,
+            store,
+            queue.clone(),
+            dkim.clone(),
+        ))
     } else {
         None
     };
@@ -234,7 +252,11 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         // Tests and scripts wait for this line; keep its shape.
         tracing::info!(listener = "admin", "listening on {addr} (http: /metrics)");
         admin_task = Some(tokio::spawn(crate::admin::serve(
-            crate::admin::Admin::new(queue.clone(), config.server.data_dir.clone()),
+            crate::admin::Admin::new(
+                queue.clone(),
+                config.server.data_dir.clone(),
+                config.admin.token.0.clone(),
+            ),
             listener,
             shutdown.clone(),
         )));
@@ -245,6 +267,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         queue.clone(),
         delivery,
         pickup.clone(),
+        crate::dsn::Reporter::new(&config, queue.clone(), dkim),
         limits,
         shutdown.clone(),
     );
@@ -329,12 +352,20 @@ fn reload(ctx: &SmtpContext, config_path: Option<&Path>) {
         Ok(new) => {
             ctx.reload_content_rules(&new);
             ctx.limits.reload(&new.rate_limit);
+            crate::audit::record(
+                "config_reloaded",
+                serde_json::json!({"path": path.display().to_string(), "ok": true}),
+            );
             tracing::info!(
                 path = %path.display(),
                 "configuration reloaded: [scan], [policy] and [rate_limit] are in force; other changes take effect at the next restart"
             );
         }
         Err(e) => {
+            crate::audit::record(
+                "config_reloaded",
+                serde_json::json!({"path": path.display().to_string(), "ok": false}),
+            );
             tracing::error!(error = %e, "configuration reload refused; the running configuration stays")
         }
     }

@@ -498,6 +498,12 @@ impl Connection {
         &self.remote
     }
 
+    /// The server announced DSN (RFC 3461): it was given each
+    /// recipient's NOTIFY and reports success itself.
+    pub fn offers_dsn(&self) -> bool {
+        self.extensions.has(EXT_DSN)
+    }
+
     /// Transactions started on this connection.
     pub fn messages_sent(&self) -> usize {
         self.messages_sent

@@ -62,6 +62,7 @@ pub fn answer(store: &PickupStore, line: &str) -> Result<String, PickupError> {
         return Ok(match store.revoke(&id, now_ms()) {
             Ok(true) => {
                 tracing::info!(pickup_id = %id, "pickup revoked by an administrator; its key and data destroyed");
+                crate::audit::record("pickup_revoked", serde_json::json!({"pickup_id": id.to_string()}));
                 format!("revoked {id}\n")
             }
             Ok(false) => format!("ended {id}\n"),

@@ -141,6 +141,17 @@ impl Pickup {
         {
             Ok(_) => {
                 crate::metrics::metrics().pickup("created", 1);
+                crate::audit::record(
+                    "pickup_created",
+                    serde_json::json!({
+                        "pickup_id": record.id.to_string(), "queue_id": record.queue_id.to_string(),
+                        "recipient": record.recipient, "expires_ms": record.expires_ms,
+                    }),
+                );
+                crate::audit::record(
+                    "pickup_notified",
+                    serde_json::json!({"pickup_id": record.id.to_string(), "recipient": record.recipient}),
+                );
                 Ok(record)
             }
             Err(e) => {
@@ -161,6 +172,7 @@ impl Pickup {
                 Ok((0, 0)) => {}
                 Ok((expired, forgotten)) => {
                     crate::metrics::metrics().pickup("expired", expired as u64);
+                    crate::audit::record("pickup_expired", serde_json::json!({"count": expired}));
                     tracing::info!(
                         expired,
                         forgotten,
@@ -273,6 +285,10 @@ impl Pickup {
                 );
                 self.enqueue_mail(&rec.recipient, content, Self::content_free("pickup code"))
                     .await?;
+                crate::audit::record(
+                    "pickup_code_sent",
+                    serde_json::json!({"pickup_id": id.to_string(), "recipient": rec.recipient}),
+                );
                 Ok(CodeRequest::Sent)
             }
             CodeIssue::Locked { until_ms } => Ok(CodeRequest::Locked { until_ms }),

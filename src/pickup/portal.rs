@@ -461,6 +461,10 @@ async fn link_page(
                 "pickup opened for the first time (read receipt)"
             );
             crate::metrics::metrics().pickup("opened", 1);
+            crate::audit::record(
+                "pickup_opened",
+                serde_json::json!({"pickup_id": rec.id.to_string(), "queue_id": rec.queue_id.to_string(), "recipient": rec.recipient, "client": ip.to_string()}),
+            );
             if let Err(e) = p.pickup.record_opened(&rec, now, &ip.to_string()).await {
                 tracing::warn!(pickup_id = %rec.id, error = %e, "cannot record the read receipt in the delivery status");
             }
@@ -649,6 +653,10 @@ async fn verify_code(
         Ok(CodeCheck::Wrong { left }) => {
             tracing::info!(pickup_id = %rec.id, client = %ip, left, "pickup code refused");
             crate::metrics::metrics().code_failures.inc();
+            crate::audit::record(
+                "pickup_code_failed",
+                serde_json::json!({"pickup_id": rec.id.to_string(), "client": ip.to_string(), "left": left}),
+            );
             let msg = format!(
                 "That code is not right. {left} more {} before this link locks.",
                 if left == 1 { "try" } else { "tries" }
@@ -658,6 +666,10 @@ async fn verify_code(
         Ok(CodeCheck::Locked { .. }) => {
             tracing::warn!(pickup_id = %rec.id, client = %ip, "pickup code refused: link locked after too many wrong codes");
             crate::metrics::metrics().code_failures.inc();
+            crate::audit::record(
+                "pickup_code_failed",
+                serde_json::json!({"pickup_id": rec.id.to_string(), "client": ip.to_string(), "locked": true}),
+            );
             p.locked(&token)
         }
         Ok(CodeCheck::NoCode) => p.access_page(

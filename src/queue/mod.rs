@@ -179,6 +179,9 @@ pub struct CopyRecord {
     pub last: Option<AttemptRecord>,
     #[serde(default)]
     pub policy: CopyPolicy,
+    /// A delay notice was queued for this copy (there is only one).
+    #[serde(default)]
+    pub delay_notified: bool,
 }
 
 impl CopyRecord {
@@ -925,6 +928,7 @@ fn seal_message(master: &MasterKey, msg: NewMessage) -> Sealed {
             next_attempt_ms: received_ms,
             last: None,
             policy,
+            delay_notified: false,
         };
         writes.push((c_key(C, &id, i as u32).to_vec(), Some(encode_json(&rec))));
         // A quarantined copy is held: it has no due time until released.

@@ -200,6 +200,7 @@ pub async fn serve_listener(ctx: Arc<SmtpContext>, listener: TcpListener, cfg: A
         let ip = canonical(peer.ip());
         if !ctx.relay.may_connect(ip) {
             tracing::info!(listener = %cfg.name, client = %peer, "connection refused: network not allowed");
+            audit_connection(&cfg.name, peer, false, "network not allowed");
             count_connection(&cfg.name, "denied");
             refuse(tcp, Reply::connection_refused());
             continue;
@@ -208,18 +209,21 @@ pub async fn serve_listener(ctx: Arc<SmtpContext>, listener: TcpListener, cfg: A
         let smtp = &ctx.config.smtp;
         if total > smtp.max_connections {
             tracing::warn!(listener = %cfg.name, client = %peer, total, "connection refused: max_connections");
+            audit_connection(&cfg.name, peer, false, "max_connections");
             count_connection(&cfg.name, "too_many");
             refuse_guarded(tcp, Reply::too_many_connections(), guard);
             continue;
         }
         if per_ip > smtp.max_connections_per_ip {
             tracing::warn!(listener = %cfg.name, client = %peer, per_ip, "connection refused: max_connections_per_ip");
+            audit_connection(&cfg.name, peer, false, "max_connections_per_ip");
             count_connection(&cfg.name, "too_many");
             refuse_guarded(tcp, Reply::too_many_connections_from_ip(), guard);
             continue;
         }
         if let Err(limited) = ctx.limits.connection(ip) {
             tracing::info!(listener = %cfg.name, client = %peer, rule = %limited.rule.name(), "connection refused: rate limit");
+            audit_connection(&cfg.name, peer, false, "rate limit");
             count_connection(&cfg.name, "rate_limited");
             crate::metrics::metrics().rate_limit_hit(limited.rule.name());
             refuse_guarded(
@@ -230,6 +234,7 @@ pub async fn serve_listener(ctx: Arc<SmtpContext>, listener: TcpListener, cfg: A
             continue;
         }
         count_connection(&cfg.name, "accepted");
+        audit_connection(&cfg.name, peer, true, "");
         let id = ctx.next_session.fetch_add(1, Ordering::Relaxed);
         let session = session::Session::new(ctx.clone(), cfg.clone(), tcp, peer, id, guard);
         ctx.sessions.spawn(session.run());
@@ -289,4 +294,18 @@ pub async fn bind(cfg: &ListenerConfig) -> std::io::Result<(TcpListener, SocketA
     let l = TcpListener::bind(cfg.address).await?;
     let addr = l.local_addr()?;
     Ok((l, addr))
+}
+
+/// The audit event of a connection accepted or refused (and why).
+fn audit_connection(listener: &str, peer: std::net::SocketAddr, accepted: bool, reason: &str) {
+    let event = if accepted {
+        "connection_accepted"
+    } else {
+        "connection_refused"
+    };
+    let mut f = serde_json::json!({"listener": listener, "client": peer.to_string()});
+    if !accepted {
+        f["reason"] = reason.into();
+    }
+    crate::audit::record(event, f);
 }

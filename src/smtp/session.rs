@@ -503,12 +503,20 @@ impl Session {
         match ok {
             Some(user) => {
                 tracing::info!(session = self.id, client = %self.peer, %user, "authenticated");
+                crate::audit::record(
+                    "auth_success",
+                    serde_json::json!({"client": self.peer.to_string(), "user": user.to_string()}),
+                );
                 self.authorized = Some(Authorized::User(user));
                 self.respond(Reply::auth_ok());
             }
             None => {
                 self.auth_failures += 1;
                 tracing::info!(session = self.id, client = %self.peer, failures = self.auth_failures, "authentication failed");
+                crate::audit::record(
+                    "auth_failure",
+                    serde_json::json!({"client": self.peer.to_string(), "failures": self.auth_failures}),
+                );
                 self.respond(Reply::auth_failed());
                 if self.auth_failures >= self.cfg().max_auth_failures {
                     self.write_reply(&Reply::too_many_errors());
@@ -879,6 +887,10 @@ impl Session {
                 "message rejected by policy"
             );
             metrics.rejected("policy");
+            crate::audit::record(
+                "message_rejected",
+                serde_json::json!({"client": self.ip.to_string(), "from": tx.envelope.sender, "findings": findings.to_string(), "reason": d.reason.to_string()}),
+            );
             self.respond(Reply::policy_rejected());
             return;
         }
@@ -917,6 +929,13 @@ impl Session {
         let sender = tx.envelope.sender.clone();
         let rcpts = tx.envelope.recipients.len();
         let size = content.len();
+        let audit_policy: Vec<serde_json::Value> = tx
+            .envelope
+            .recipients
+            .iter()
+            .zip(&policies)
+            .map(|(r, p)| serde_json::json!({"recipient": r.address, "action": p.action.to_string(), "reason": p.reason}))
+            .collect();
         let msg = NewMessage {
             id,
             envelope: tx.envelope,
@@ -943,6 +962,14 @@ impl Session {
                 );
                 metrics.messages_accepted.inc();
                 metrics.received_bytes.inc_by(size as u64);
+                crate::audit::record(
+                    "message_accepted",
+                    serde_json::json!({
+                        "queue_id": id.to_string(), "client": self.ip.to_string(), "from": sender,
+                        "authorized": authorized.to_string(), "size": size, "recipients": rcpts,
+                        "findings": findings.to_string(), "policy": audit_policy,
+                    }),
+                );
                 self.respond(Reply::queued(&id.to_string()));
             }
             Err(e) => {
