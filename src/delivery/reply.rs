@@ -6,7 +6,13 @@
 //!
 //! Guarantees: a stored reply text is printable ASCII, on one line, at most
 //! [`MAX_TEXT`] characters, so a hostile server can neither inject lines into
-//! logs and DSNs nor make them large (invariants 4 and 5).
+//! logs and DSNs nor make them large (invariant 5); and it holds no run of
+//! four or more digits (`[digits]`), because a remote server may echo a
+//! value from the message (an SSN, a member id, a record number) and this
+//! text is logged, kept in the delivery status and shown by the admin API
+//! (invariant 4). Reply codes, enhanced codes, IPv4 addresses, host names
+//! and mailboxes pass (addresses are not content; DSNs mask all but the
+//! recipient's, `dsn::sanitize_diagnostic`).
 //!
 //! Refuses: enhanced status codes whose class contradicts the reply code
 //! (a "250 5.1.1" keeps its code and loses its status).
@@ -26,7 +32,7 @@ impl RemoteReply {
         RemoteReply {
             code: r.code,
             status,
-            text: sanitize(&r.message),
+            text: mask_values(&sanitize(&r.message)),
         }
     }
 
@@ -49,6 +55,33 @@ impl RemoteReply {
             None if self.is_permanent() => "5.0.0".into(),
             None => "4.0.0".into(),
         }
+    }
+}
+
+/// `text` (one sanitized line) with each run of four or more digits as
+/// `[digits]`.
+pub(crate) fn mask_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = 0;
+    for (j, c) in text.char_indices() {
+        if c.is_ascii_digit() {
+            run += 1;
+            continue;
+        }
+        push_run(&mut out, &text[j - run..j]);
+        run = 0;
+        out.push(c);
+    }
+    push_run(&mut out, &text[text.len() - run..]);
+    out
+}
+
+/// A run of digits as it may be kept.
+fn push_run(out: &mut String, digits: &str) {
+    if digits.len() >= 4 {
+        out.push_str("[digits]");
+    } else {
+        out.push_str(digits);
     }
 }
 
@@ -105,5 +138,22 @@ mod tests {
         assert_eq!(sanitize("caf\u{e9} \u{1b}[31m"), "caf? ?[31m");
         let long = "x".repeat(1000);
         assert_eq!(sanitize(&long).len(), MAX_TEXT);
+    }
+
+    #[test]
+    fn echoed_values_are_masked_and_codes_kept() {
+        let r = RemoteReply::from_response(&response(
+            550,
+            [5, 7, 1],
+            "Rejected: <jane.roe@clinic.example> SSN 219-44-8213 member XJH123456789 from 192.0.2.10 id 12",
+        ));
+        assert_eq!(r.code, 550);
+        assert_eq!(r.status.as_deref(), Some("5.7.1"));
+        assert_eq!(
+            r.text,
+            "Rejected: <jane.roe@clinic.example> SSN 219-44-[digits] member XJH[digits] from 192.0.2.10 id 12"
+        );
+        assert_eq!(mask_values("4.4.7 1234"), "4.4.7 [digits]");
+        assert_eq!(mask_values(""), "");
     }
 }
