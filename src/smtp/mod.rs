@@ -309,3 +309,14 @@ fn audit_connection(listener: &str, peer: std::net::SocketAddr, accepted: bool, 
     }
     crate::audit::record(event, f);
 }
+
+#[cfg(test)]
+mod scan_settings_tests {
+    /// The extractor's own defaults (used by its tests) are the `[scan]`
+    /// defaults an admin gets: one set of numbers, not two that drift.
+    #[test]
+    fn extract_defaults_are_the_config_defaults() {
+        let from_config = super::scan_settings(&crate::config::ScanConfig::default());
+        assert_eq!(from_config.limits, crate::scan::ExtractLimits::default());
+    }
+}

@@ -87,7 +87,7 @@ use super::{Part, Segment, Unscanned, UnscannedReason};
 
 /// Limits on extraction. Every limit, when hit, shows up as an [`Unscanned`]
 /// entry with the reason, never as a silent gap.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtractLimits {
     /// Deepest nesting of multiparts, message/rfc822 and archives (an
     /// embedded document inside a docx counts one level). Deeper parts are
@@ -114,6 +114,8 @@ pub struct ExtractLimits {
     pub max_compression_ratio: u64,
 }
 
+/// The same values as `[scan]`'s defaults in `config` (a test in `smtp`
+/// holds them equal); used where no configuration is loaded (tests).
 impl Default for ExtractLimits {
     fn default() -> Self {
         ExtractLimits {
