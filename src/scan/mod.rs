@@ -14,6 +14,8 @@
 
 pub mod detect;
 pub mod extract;
+#[cfg(test)]
+pub(crate) mod test_rng;
 
 use std::fmt;
 use std::time::{Duration, Instant};

@@ -769,20 +769,7 @@ mod tests {
         assert_eq!(out, b"abcde\r\nabc");
     }
 
-    /// xorshift64*: deterministic, good enough to shake out edge cases.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
+    use crate::scan::test_rng::Rng;
 
     #[test]
     fn random_byte_soup() {

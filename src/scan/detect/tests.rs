@@ -540,20 +540,7 @@ fn a_realistic_message() {
     assert_eq!(terms, ["A1C", "insulin"]);
 }
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use crate::scan::test_rng::Rng;
 
 /// Random text from fragments that exercise the detectors' edges,
 /// including multi-byte UTF-8 right next to digits, letters and '@'.

@@ -673,20 +673,7 @@ fn not_a_message_is_scanned_as_text() {
     assert!(text_of(&ex, Part::Body).contains(SSN));
 }
 
-/// xorshift64*: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use crate::scan::test_rng::Rng;
 
 #[test]
 fn random_and_mutated_messages_never_panic() {
