@@ -126,6 +126,11 @@ fn authorized(token: &str, headers: &axum::http::HeaderMap) -> bool {
 /// state (`queued`, `deferred`, `delivered`, `failed`, `expired`,
 /// `portal`, `quarantined`), attempts and last attempt (codes, remote,
 /// TLS facts), as JSON. Addresses, ids and codes only.
+///
+/// `GET /api/status/<Message-ID>` (percent-encoded, with or without the
+/// angle brackets): `{"message_id": ..., "messages": [<status>...]}`,
+/// every queued or still-remembered message with that Message-ID, oldest
+/// first.
 async fn status(
     State(admin): State<Admin>,
     axum::extract::Path(id): axum::extract::Path<String>,
@@ -144,7 +149,7 @@ async fn status(
             .into_response();
     }
     let Some(qid) = crate::queue::QueueId::parse(id.trim()) else {
-        return (StatusCode::BAD_REQUEST, "not a queue id\n").into_response();
+        return by_message_id(&admin.queue, &id).await;
     };
     crate::audit::record(
         "admin_status_query",
@@ -155,6 +160,39 @@ async fn status(
         Ok(None) => (StatusCode::NOT_FOUND, "no such message\n").into_response(),
         Err(e) => {
             tracing::error!(queue_id = %qid, error = %e, "status API: cannot read the queue");
+            (StatusCode::INTERNAL_SERVER_ERROR, "queue error\n").into_response()
+        }
+    }
+}
+
+/// The statuses of every message with a Message-ID.
+async fn by_message_id(queue: &Queue, raw: &str) -> Response {
+    let Some(mid) = crate::queue::normalize_message_id(raw.as_bytes()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "neither a queue id (32 hex digits) nor a Message-ID\n",
+        )
+            .into_response();
+    };
+    crate::audit::record("admin_status_query", serde_json::json!({"message_id": mid}));
+    let found = async {
+        let mut out = Vec::new();
+        for qid in queue.find_message_id(&mid).await? {
+            if let Some(v) = delivery_status(queue, qid).await? {
+                out.push(v);
+            }
+        }
+        Ok::<_, crate::queue::QueueError>(out)
+    };
+    match found.await {
+        Ok(v) if v.is_empty() => (StatusCode::NOT_FOUND, "no message with this Message-ID\n").into_response(),
+        Ok(v) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            format!("{}\n", serde_json::json!({"message_id": mid, "messages": v})),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "status API: cannot read the queue");
             (StatusCode::INTERNAL_SERVER_ERROR, "queue error\n").into_response()
         }
     }
@@ -212,8 +250,13 @@ async fn delivery_status(
         sender = Some(m.envelope.sender.clone());
         received_ms = Some(m.received_ms);
     }
+    let message_id = match &meta {
+        Some(m) => m.message_id.clone(),
+        None => queue.message_id_of(id).await?,
+    };
     Ok(Some(serde_json::json!({
         "queue_id": id.to_string(),
+        "message_id": message_id,
         "sender": sender,
         "received_ms": received_ms,
         "size": meta.as_ref().map(|m| m.size),

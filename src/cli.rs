@@ -74,7 +74,9 @@ pub enum Command {
     /// server's status API (admin.token must be set). Exit 0: found; 1:
     /// no such message; 2: error.
     Status {
-        /// Queue id (32 hex digits, as in the 250 reply and the logs).
+        /// Queue id (32 hex digits, as in the 250 reply and the logs) or
+        /// Message-ID (with or without angle brackets; every message with
+        /// it is shown).
         queue_id: String,
         /// Admin listener address; default: admin.address.
         #[arg(long)]
@@ -90,6 +92,39 @@ pub enum Command {
         /// Configuration file (for server.data_dir); default: the embedded
         /// defaults.
         #[arg(long, short, env = "WARD_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// What went through Ward in a period, from the audit trail: volume
+    /// per sender, findings per kind, policy decisions, outcomes,
+    /// deliveries by TLS version, portal fallback rate, bounces, and
+    /// senders far above their usual volume. Works with Ward stopped.
+    /// Exit 0: printed; 2: error.
+    Report {
+        /// First day or instant included: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC).
+        #[arg(long)]
+        since: String,
+        /// First day or instant excluded (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Senders listed in the text report (JSON lists all).
+        #[arg(long, default_value_t = 20)]
+        top: usize,
+        /// Unusual volume: a day at this multiple of the sender's daily
+        /// median...
+        #[arg(long, default_value_t = 3.0)]
+        factor: f64,
+        /// ...and at least this many messages that day.
+        #[arg(long, default_value_t = 20)]
+        min_messages: u64,
+        /// Days before --since that make a sender's daily median.
+        #[arg(long, default_value_t = 28)]
+        baseline_days: u32,
+        /// Configuration file (for server.data_dir); default: the embedded
+        /// defaults.
+        #[arg(long, short, env = "WARD_CONFIG")]
         config: Option<PathBuf>,
     },
 }
@@ -164,6 +199,44 @@ pub fn main() -> ExitCode {
         } => scan(json, explain, config, &files),
         Command::Pickup { action, config } => pickup(action, config),
         Command::Audit { action, config } => audit(action, config),
+        Command::Report {
+            since,
+            until,
+            json,
+            top,
+            factor,
+            min_messages,
+            baseline_days,
+            config,
+        } => {
+            let Some(config) = admin_config(config.as_ref()) else {
+                return ExitCode::from(2);
+            };
+            let Some(since_ms) = crate::audit::parse_date(&since) else {
+                eprintln!("ward: --since: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ");
+                return ExitCode::from(2);
+            };
+            let until_ms = match until.as_deref().map(crate::audit::parse_date) {
+                None => crate::queue::now_ms(),
+                Some(Some(ms)) => ms,
+                Some(None) => {
+                    eprintln!("ward: --until: expected YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ");
+                    return ExitCode::from(2);
+                }
+            };
+            if until_ms <= since_ms || !factor.is_finite() || factor <= 0.0 {
+                eprintln!("ward: --until must be after --since, and --factor above 0");
+                return ExitCode::from(2);
+            }
+            let opts = crate::report::Options {
+                since_ms,
+                until_ms,
+                baseline_days,
+                factor,
+                min_messages,
+            };
+            report(&config, &opts, json, top)
+        }
         Command::Status {
             queue_id,
             admin,
@@ -185,11 +258,29 @@ fn status(queue_id: &str, admin: Option<std::net::SocketAddr>, config: Option<Pa
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let id: String = queue_id
-        .trim()
-        .chars()
-        .filter(|c| c.is_ascii_hexdigit())
-        .collect();
+    // A queue id as the logs print it, or a Message-ID, percent-encoded
+    // for the request path.
+    let id: String = match crate::queue::QueueId::parse(queue_id.trim()) {
+        Some(qid) => qid.to_string(),
+        None => match crate::queue::normalize_message_id(queue_id.as_bytes()) {
+            Some(mid) => mid
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'@' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect(),
+            None => {
+                eprintln!(
+                    "ward: `{}` is neither a queue id (32 hex digits) nor a Message-ID",
+                    queue_id.escape_debug()
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
     let answer = (|| -> std::io::Result<String> {
         let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))?;
         s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
@@ -243,6 +334,32 @@ fn admin_config(config: Option<&PathBuf>) -> Option<Config> {
             }
         },
         None => Some(Config::embedded()),
+    }
+}
+
+fn report(config: &Config, opts: &crate::report::Options, json: bool, top: usize) -> ExitCode {
+    let dir = config.server.data_dir.join("audit");
+    let files = crate::audit::files(&dir);
+    if files.is_empty() {
+        eprintln!(
+            "ward: no audit files in {} (is --config the server's configuration?)",
+            dir.display()
+        );
+        return ExitCode::from(2);
+    }
+    match crate::report::build(&files, opts) {
+        Ok(r) if json => {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            print!("{}", r.text(top));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ward: audit trail: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -523,8 +640,21 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// Crates that parse message content and log what they parse (html5ever
+/// logs every text node at debug; lopdf quotes document text in parse
+/// errors): silenced at every level (invariant 4).
+const CONTENT_PARSERS: [&str; 6] = [
+    "lopdf",
+    "html5ever",
+    "markup5ever",
+    "xml5ever",
+    "ammonia",
+    "quick_xml",
+];
+
 fn init_logging(config: &Config) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::try_new(&config.log.level).unwrap_or_else(|e| {
             eprintln!(
@@ -534,15 +664,28 @@ fn init_logging(config: &Config) {
             EnvFilter::new("info")
         })
     });
-    // lopdf logs parse errors that can quote document text: never let it
-    // through, whatever the configured level (invariant 4).
-    let filter = filter.add_directive("lopdf=off".parse().expect("static directive"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = CONTENT_PARSERS.iter().fold(filter, |f, c| {
+        f.add_directive(format!("{c}=off").parse().expect("static directive"))
+    });
+    // Whatever log.level says, other crates log at info at most: their
+    // debug and trace output is written for their developers and may hold
+    // the bytes they handle (headers, TLS records, parsed text). Ward's
+    // own debug lines are content-free.
+    let filter = filter.and(filter_fn(|m| {
+        m.target().starts_with("ward") || *m.level() <= tracing::Level::INFO
+    }));
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(layer.json().with_filter(filter))
+            .init(),
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(
+                layer
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(filter),
+            )
+            .init(),
     }
 }
 

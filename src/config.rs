@@ -1907,7 +1907,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "log.level",
         default: "\"info\"",
-        doc: "Log filter (tracing EnvFilter syntax, e.g. \"info\" or \"ward=debug\"); RUST_LOG overrides it. No level ever logs message content.",
+        doc: "Log filter (tracing EnvFilter syntax, e.g. \"info\" or \"ward=debug\"); RUST_LOG overrides it. Other crates log at info at most and the content parsers (html5ever, lopdf, ...) not at all, so no level ever logs message content.",
     },
     SettingDoc {
         key: "log.format",
@@ -2512,7 +2512,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "admin.token",
         default: "\"\"",
-        doc: "Bearer token of the status API on the admin listener (GET /api/status/<queue-id>: per-recipient delivery status as JSON; addresses, codes, TLS facts, never content), and of `ward status`. At least 24 characters (e.g. `openssl rand -hex 24`). Empty: the API answers 404.",
+        doc: "Bearer token of the status API on the admin listener (GET /api/status/<queue-id or Message-ID>: per-recipient delivery status as JSON; addresses, codes, TLS facts, never content), and of `ward status`. At least 24 characters (e.g. `openssl rand -hex 24`). Empty: the API answers 404.",
     },
     SettingDoc {
         key: "audit.enabled",

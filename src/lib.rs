@@ -9,7 +9,7 @@
 //! floor 4   dispatch
 //! floor 3   smtp · delivery · pickup · dsn · admin
 //! floor 2   policy · queue · ratelimit · tls · dkim
-//! floor 1   scan · config · crypto · audit · metrics
+//! floor 1   scan · config · crypto · audit · metrics · report
 //! ```
 
 pub mod admin;
@@ -26,6 +26,7 @@ pub mod pickup;
 pub mod policy;
 pub mod queue;
 pub mod ratelimit;
+pub mod report;
 pub mod scan;
 pub mod server;
 pub mod smtp;

@@ -120,6 +120,10 @@ pub struct MessageMeta {
     /// Parts the scanner could not read.
     #[serde(default)]
     pub unscanned: Vec<Unscanned>,
+    /// The message's Message-ID, without angle brackets (see
+    /// [`normalize_message_id`]), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
 }
 
 /// One delivery attempt as recorded (no content: codes, hosts, TLS facts).
@@ -247,6 +251,71 @@ pub struct NewMessage {
     pub unscanned: Vec<Unscanned>,
 }
 
+/// The longest Message-ID the queue indexes (RFC 5322 sets no limit; a
+/// line is at most 998 octets).
+pub const MAX_MESSAGE_ID: usize = 250;
+
+/// A Message-ID field's value as the queue indexes it: unfolded, the
+/// `id-left@id-right` between the first `<` and the next `>` (or the
+/// whole trimmed value when there are no brackets), printable ASCII only,
+/// at most [`MAX_MESSAGE_ID`] octets. `None` for anything else, so a
+/// hostile header can neither grow the index nor smuggle control bytes
+/// into logs and the API.
+pub fn normalize_message_id(raw: &[u8]) -> Option<String> {
+    let unfolded: Vec<u8> = raw
+        .iter()
+        .copied()
+        .filter(|b| *b != b'\r' && *b != b'\n')
+        .collect();
+    let s = std::str::from_utf8(&unfolded).ok()?.trim();
+    let id = match s.find('<') {
+        Some(open) => {
+            let rest = &s[open + 1..];
+            &rest[..rest.find('>')?]
+        }
+        None => s,
+    };
+    let id = id.trim();
+    if id.is_empty() || id.len() > MAX_MESSAGE_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    Some(id.to_string())
+}
+
+/// The normalized Message-ID of a message (its header section's first
+/// Message-ID field), if it has a usable one.
+pub fn message_id_in(msg: &[u8]) -> Option<String> {
+    message_id_field(msg).and_then(normalize_message_id)
+}
+
+/// The raw value of the first Message-ID field in a message's header
+/// section (continuation lines included), if any.
+fn message_id_field(msg: &[u8]) -> Option<&[u8]> {
+    let mut at = 0;
+    while at < msg.len() {
+        let end = msg[at..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(msg.len(), |p| at + p + 1);
+        let line = &msg[at..end];
+        if line == b"\r\n" || line == b"\n" {
+            return None;
+        }
+        if line.len() > 11 && line[..11].eq_ignore_ascii_case(b"message-id:") {
+            let mut stop = end;
+            while stop < msg.len() && (msg[stop] == b' ' || msg[stop] == b'\t') {
+                stop = msg[stop..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(msg.len(), |p| stop + p + 1);
+            }
+            return Some(&msg[at + 11..stop]);
+        }
+        at = end;
+    }
+    None
+}
+
 /// Counts for status output.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueCounts {
@@ -261,6 +330,25 @@ const M: u8 = b'M';
 const C: u8 = b'C';
 const D: u8 = b'D';
 const S: u8 = b'S';
+/// Message-ID index: `I` + Message-ID + 0 + queue id → empty.
+const I: u8 = b'I';
+/// Its reverse: `J` + queue id → Message-ID (kept, like the final
+/// statuses, after the message has left the queue).
+const J: u8 = b'J';
+
+fn i_prefix(message_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(message_id.len() + 2);
+    k.push(I);
+    k.extend_from_slice(message_id.as_bytes());
+    k.push(0);
+    k
+}
+
+fn i_key(message_id: &str, id: &QueueId) -> Vec<u8> {
+    let mut k = i_prefix(message_id);
+    k.extend_from_slice(&id.0);
+    k
+}
 
 fn m_key(id: &QueueId) -> [u8; 17] {
     let mut k = [0u8; 17];
@@ -787,6 +875,38 @@ impl Queue {
         .await
     }
 
+    /// Queue ids of the messages with this Message-ID (normalized, see
+    /// [`normalize_message_id`]), oldest first: queued ones and those
+    /// whose final statuses are still kept.
+    pub async fn find_message_id(&self, message_id: &str) -> Result<Vec<QueueId>, QueueError> {
+        let inner = self.inner.clone();
+        let prefix = i_prefix(message_id);
+        blocking(move || {
+            let mut out = Vec::new();
+            for k in inner.tree.scan_prefix(&prefix).keys() {
+                let k = k?;
+                if let Ok(id) = <[u8; 16]>::try_from(&k[prefix.len()..]) {
+                    out.push(QueueId(id));
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The Message-ID recorded for a message, if it had one.
+    pub async fn message_id_of(&self, id: QueueId) -> Result<Option<String>, QueueError> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            Ok(inner
+                .tree
+                .get(id_prefix(J, &id))?
+                .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        })
+        .await
+    }
+
     /// Records the read receipt of a copy in the pickup portal in its final
     /// status (the first view only). Returns false if there is no status
     /// or it already has one.
@@ -820,6 +940,7 @@ impl Queue {
         let writes = blocking(move || {
             let cutoff = now_ms().saturating_sub(retention.as_millis() as u64);
             let mut writes = Vec::new();
+            let mut kept: HashSet<QueueId> = HashSet::new();
             for kv in inner.tree.scan_prefix([S]) {
                 let (k, v) = kv?;
                 let old = serde_json::from_slice::<FinalStatus>(&v)
@@ -827,6 +948,20 @@ impl Queue {
                     .unwrap_or(true);
                 if old {
                     writes.push((k.to_vec(), None));
+                } else if let Some((id, _)) = parse_c_key(&k) {
+                    kept.insert(id);
+                }
+            }
+            // A Message-ID entry goes with the last trace of its message.
+            for kv in inner.tree.scan_prefix([J]) {
+                let (k, v) = kv?;
+                let Ok(id) = <[u8; 16]>::try_from(&k[1..]).map(QueueId) else {
+                    writes.push((k.to_vec(), None));
+                    continue;
+                };
+                if !kept.contains(&id) && inner.tree.get(m_key(&id))?.is_none() {
+                    writes.push((k.to_vec(), None));
+                    writes.push((i_key(&String::from_utf8_lossy(&v), &id), None));
                 }
             }
             Ok(writes)
@@ -901,6 +1036,7 @@ fn seal_message(master: &MasterKey, msg: NewMessage) -> Sealed {
         unscanned,
     } = msg;
     let size = content.len() as u64;
+    let message_id = message_id_in(&content);
     let recipients = std::mem::take(&mut envelope.recipients);
     let seal = crypto::seal(master, &id.0, &mut content);
     let meta = MessageMeta {
@@ -918,8 +1054,13 @@ fn seal_message(master: &MasterKey, msg: NewMessage) -> Sealed {
         },
         findings,
         unscanned,
+        message_id: message_id.clone(),
     };
-    let mut writes = Vec::with_capacity(2 * recipients.len());
+    let mut writes = Vec::with_capacity(2 * recipients.len() + 2);
+    if let Some(mid) = &message_id {
+        writes.push((i_key(mid, &id), Some(Vec::new())));
+        writes.push((id_prefix(J, &id).to_vec(), Some(mid.as_bytes().to_vec())));
+    }
     for (i, r) in recipients.into_iter().enumerate() {
         let policy = policies.get(i).cloned().unwrap_or_default();
         let rec = CopyRecord {
@@ -1024,6 +1165,87 @@ mod tests {
 
     fn key() -> Arc<MasterKey> {
         Arc::new(MasterKey::from_bytes(&[9u8; 32]))
+    }
+
+    #[test]
+    fn message_ids_are_normalized_or_refused() {
+        let n = |s: &str| normalize_message_id(s.as_bytes());
+        assert_eq!(n(" <a.1@h.example>\r\n").as_deref(), Some("a.1@h.example"));
+        assert_eq!(
+            n("\r\n <a.1@h.example> (comment)\r\n").as_deref(),
+            Some("a.1@h.example")
+        );
+        assert_eq!(n("bare@h.example").as_deref(), Some("bare@h.example"));
+        assert_eq!(n("<>"), None);
+        assert_eq!(n("<unclosed@h.example"), None);
+        assert_eq!(n("<a b@h.example>"), None, "a space");
+        assert_eq!(n("<a\u{1b}[2J@h.example>"), None, "a control byte");
+        assert_eq!(n("<ä@h.example>"), None, "not ASCII");
+        assert_eq!(n(&format!("<{}@h>", "x".repeat(300))), None, "too long");
+        let msg = b"Received: x\r\nMessage-Id:\r\n <folded@h.example>\r\nSubject: s\r\n\r\nMessage-ID: <body@h>\r\n";
+        assert_eq!(message_id_field(msg), Some(&b"\r\n <folded@h.example>\r\n"[..]));
+        assert_eq!(
+            message_id_field(b"Subject: s\r\n\r\nMessage-ID: <body@h>\r\n"),
+            None,
+            "not from the body"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn message_ids_find_their_messages_until_the_statuses_are_purged() {
+        let dir = temp_dir("msgid");
+        let q = Queue::open(&dir, 8 << 20, key()).unwrap();
+        let body = b"Message-ID: <same@h.example>\r\nSubject: x\r\n\r\nbody\r\n";
+        let a = q.enqueue(message(body, &["a@x.example"])).await.unwrap();
+        let b = q.enqueue(message(body, &["b@x.example"])).await.unwrap();
+        let other = q
+            .enqueue(message(b"Subject: none\r\n\r\nx\r\n", &["c@x.example"]))
+            .await
+            .unwrap();
+        let mut both = vec![a, b];
+        both.sort();
+        assert_eq!(q.find_message_id("same@h.example").await.unwrap(), both);
+        assert!(
+            q.find_message_id("same@h.exampl").await.unwrap().is_empty(),
+            "exact match only"
+        );
+        assert_eq!(
+            q.message_id_of(a).await.unwrap().as_deref(),
+            Some("same@h.example")
+        );
+        assert_eq!(q.message_id_of(other).await.unwrap(), None);
+        assert_eq!(
+            q.load(a).await.unwrap().0.message_id.as_deref(),
+            Some("same@h.example")
+        );
+        // `a` finishes; its status (and so its Message-ID entry) is kept
+        // until the retention purges it, while `b` is still queued.
+        let claimed = q.claim_due(now_ms() + 1, 100).await.unwrap();
+        let c = claimed.iter().find(|c| c.id == a).unwrap();
+        let status = FinalStatus {
+            recipient: c.copy.recipient.clone(),
+            policy: CopyPolicy::default(),
+            sender: "alice@hospital.example".into(),
+            state: FinalState::Delivered,
+            attempts: 1,
+            received_ms: now_ms(),
+            finished_ms: now_ms(),
+            last: None,
+            opened: None,
+        };
+        q.finish(vec![(a, 0, status)]).await.unwrap();
+        q.purge_statuses(Duration::from_secs(3600)).await.unwrap();
+        assert_eq!(q.find_message_id("same@h.example").await.unwrap(), both);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        q.purge_statuses(Duration::ZERO).await.unwrap();
+        assert_eq!(
+            q.find_message_id("same@h.example").await.unwrap(),
+            vec![b],
+            "b is still queued"
+        );
+        assert_eq!(q.message_id_of(a).await.unwrap(), None);
+        q.close();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

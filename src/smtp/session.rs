@@ -862,6 +862,13 @@ impl Session {
             })
             .collect();
         let findings = summarize(&verdict);
+        // Kind → count, for `ward report` (the audit's structured copy of
+        // `findings`).
+        let kinds: serde_json::Map<String, serde_json::Value> = verdict
+            .kinds()
+            .into_iter()
+            .map(|k| (k.id().to_string(), verdict.count(k).into()))
+            .collect();
         for k in verdict.kinds() {
             metrics
                 .findings
@@ -889,7 +896,11 @@ impl Session {
             metrics.rejected("policy");
             crate::audit::record(
                 "message_rejected",
-                serde_json::json!({"client": self.ip.to_string(), "from": tx.envelope.sender, "findings": findings.to_string(), "reason": d.reason.to_string()}),
+                serde_json::json!({
+                    "client": self.ip.to_string(), "from": tx.envelope.sender,
+                    "recipients": tx.envelope.recipients.len(), "size": body.len(),
+                    "findings": findings.to_string(), "kinds": kinds, "reason": d.reason.to_string(),
+                }),
             );
             self.respond(Reply::policy_rejected());
             return;
@@ -929,6 +940,7 @@ impl Session {
         let sender = tx.envelope.sender.clone();
         let rcpts = tx.envelope.recipients.len();
         let size = content.len();
+        let message_id = crate::queue::message_id_in(&content);
         let audit_policy: Vec<serde_json::Value> = tx
             .envelope
             .recipients
@@ -965,9 +977,9 @@ impl Session {
                 crate::audit::record(
                     "message_accepted",
                     serde_json::json!({
-                        "queue_id": id.to_string(), "client": self.ip.to_string(), "from": sender,
-                        "authorized": authorized.to_string(), "size": size, "recipients": rcpts,
-                        "findings": findings.to_string(), "policy": audit_policy,
+                        "queue_id": id.to_string(), "message_id": message_id, "client": self.ip.to_string(),
+                        "from": sender, "authorized": authorized.to_string(), "size": size, "recipients": rcpts,
+                        "findings": findings.to_string(), "kinds": kinds, "policy": audit_policy,
                     }),
                 );
                 self.respond(Reply::queued(&id.to_string()));

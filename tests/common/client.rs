@@ -38,6 +38,16 @@ impl SmtpReply {
         self.lines.join("\n")
     }
 
+    /// The queue id (32 hex digits) a 250 after DATA names.
+    #[allow(dead_code)]
+    pub fn queue_id(&self) -> String {
+        self.text()
+            .split_whitespace()
+            .find(|w| w.len() == 32 && w.chars().all(|c| c.is_ascii_hexdigit()))
+            .expect("queue id in the reply")
+            .to_string()
+    }
+
     /// Asserts code and enhanced status, e.g. `assert_is("550 5.7.1")`.
     #[track_caller]
     pub fn assert_is(&self, expected: &str) {

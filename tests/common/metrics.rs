@@ -9,10 +9,18 @@ use super::process::Ward;
 
 /// GET `path` over plain HTTP/1.1; returns (status line, headers, body).
 pub async fn get(addr: SocketAddr, path: &str) -> (String, String, String) {
+    get_as(addr, path, None).await
+}
+
+/// [`get`] with `Authorization: Bearer <token>` when given.
+pub async fn get_as(addr: SocketAddr, path: &str, token: Option<&str>) -> (String, String, String) {
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to admin");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))

@@ -122,17 +122,7 @@ pub async fn setup(extra: &str) -> Setup {
         pp = plain.port(),
         dns = dns.addr(),
     );
-    let ward = Ward::start(&config);
-    let http = http_client(&ca, ward.listener("portal"));
-    Setup {
-        ward,
-        http,
-        secure,
-        plain,
-        ca,
-        cert,
-        dns,
-    }
+    Setup::new(Ward::start(&config), secure, plain, ca, cert, dns)
 }
 
 /// An HTTPS client that trusts only the test CA and finds
@@ -150,6 +140,21 @@ pub fn http_client(ca: &TestCa, portal: std::net::SocketAddr) -> reqwest::Client
 }
 
 impl Setup {
+    /// A started Ward with its MXs, CA and DNS, and an HTTP client for
+    /// its portal.
+    pub fn new(ward: Ward, secure: TestMx, plain: TestMx, ca: TestCa, cert: CertPair, dns: TestDns) -> Setup {
+        let http = http_client(&ca, ward.listener("portal"));
+        Setup {
+            ward,
+            http,
+            secure,
+            plain,
+            ca,
+            cert,
+            dns,
+        }
+    }
+
     /// The link from a notification, with the portal's test port.
     pub fn url(&self, link: &str) -> String {
         let port = self.ward.listener("portal").port();
