@@ -74,13 +74,14 @@ fn audit_text(ward: &Ward) -> String {
 async fn no_planted_value_leaves_by_any_path() {
     let ca = TestCa::new();
     // secure.test does verified TLS; it refuses gone@ for good and late@
-    // for now, each reply echoing the SSN as some servers echo content.
+    // for now, each reply echoing the SSN (and a diagnosis) as some servers
+    // echo content.
     let secure = TestMx::start(
         MxOptions::new()
             .starttls(ca.issue(&["mx.secure.test"]))
             .reply(
                 Stage::Rcpt("gone@secure.test".into()),
-                "550 5.1.1 <gone@secure.test>: no such user (ref 219-44-8213)",
+                "550 5.1.1 <gone@secure.test>: no such user (ref 219-44-8213, malignant neoplasm)",
             )
             .reply(
                 Stage::Rcpt("late@secure.test".into()),
@@ -241,7 +242,10 @@ async fn no_planted_value_leaves_by_any_path() {
     assert_clean("ward status (errors)", err.as_bytes());
     let (status, _, err) = ward_cli(&["status", "not an id", "--admin", &admin, "--config", &cfg]);
     assert_eq!(status.code(), Some(2));
-    assert!(err.contains("neither a queue id (32 hex digits) nor a Message-ID"), "{err}");
+    assert!(
+        err.contains("neither a queue id (32 hex digits) nor a Message-ID"),
+        "{err}"
+    );
 
     let metrics = common::metrics::scrape(&s.ward).await;
     assert!(metrics.contains("ward_messages_accepted_total 1"), "{metrics}");

@@ -10,9 +10,11 @@
 //! four or more digits (`[digits]`), because a remote server may echo a
 //! value from the message (an SSN, a member id, a record number) and this
 //! text is logged, kept in the delivery status and shown by the admin API
-//! (invariant 4). Reply codes, enhanced codes, IPv4 addresses, host names
-//! and mailboxes pass (addresses are not content; DSNs mask all but the
-//! recipient's, `dsn::sanitize_diagnostic`).
+//! (invariant 4). Whatever the PHI detectors find in the text (a
+//! formatted SSN, an MBI, a diagnosis, a health term) is replaced by its
+//! kind, `[ssn]`, before that. Reply codes, enhanced codes, IPv4
+//! addresses, host names and mailboxes pass (addresses are not content;
+//! DSNs mask all but the recipient's, `dsn::sanitize_diagnostic`).
 //!
 //! Refuses: enhanced status codes whose class contradicts the reply code
 //! (a "250 5.1.1" keeps its code and loses its status).
@@ -32,7 +34,7 @@ impl RemoteReply {
         RemoteReply {
             code: r.code,
             status,
-            text: mask_values(&sanitize(&r.message)),
+            text: mask_values(&mask_findings(&sanitize(&r.message))),
         }
     }
 
@@ -56,6 +58,27 @@ impl RemoteReply {
             None => "4.0.0".into(),
         }
     }
+}
+
+/// `text` with every value the PHI detectors find in it as `[kind]`
+/// (mailboxes excepted: a reply naming the recipient stays readable).
+fn mask_findings(text: &str) -> String {
+    static DETECTOR: std::sync::LazyLock<crate::scan::Detector> =
+        std::sync::LazyLock::new(|| crate::scan::Detector::new(MAX_TEXT));
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for m in DETECTOR.detect(text) {
+        if m.kind == crate::scan::Kind::EmailAddress || m.start < at {
+            continue;
+        }
+        out.push_str(&text[at..m.start]);
+        out.push('[');
+        out.push_str(m.kind.id());
+        out.push(']');
+        at = m.end;
+    }
+    out.push_str(&text[at..]);
+    out
 }
 
 /// `text` (one sanitized line) with each run of four or more digits as
@@ -151,9 +174,20 @@ mod tests {
         assert_eq!(r.status.as_deref(), Some("5.7.1"));
         assert_eq!(
             r.text,
-            "Rejected: <jane.roe@clinic.example> SSN 219-44-[digits] member XJH[digits] from 192.0.2.10 id 12"
+            "Rejected: <jane.roe@clinic.example> SSN [ssn] member XJH[digits] from 192.0.2.10 id 12"
         );
         assert_eq!(mask_values("4.4.7 1234"), "4.4.7 [digits]");
+        let kept = RemoteReply::from_response(&response(
+            550,
+            [5, 7, 1],
+            "<gone@x.example> refused: SSN 219-44-8213, MBI 1EG4-TE5-MK73, malignant neoplasm",
+        ))
+        .text;
+        assert!(kept.starts_with("<gone@x.example> refused: "), "{kept}");
+        for value in ["219", "8213", "1EG4", "MK73", "malignant neoplasm"] {
+            assert!(!kept.contains(value), "{kept}");
+        }
+        assert!(kept.contains("[ssn]") && kept.contains("[mbi]"), "{kept}");
         assert_eq!(mask_values(""), "");
     }
 }
