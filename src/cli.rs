@@ -28,6 +28,10 @@ pub enum Command {
         /// defaults: SMTP on 127.0.0.1:2525, data in ./var.
         #[arg(long, short, env = "WARD_CONFIG")]
         config: Option<PathBuf>,
+        /// Log format, overriding log.format: `text` for people and
+        /// journald, `json` (one object per line) for a SIEM.
+        #[arg(long, value_enum, env = "WARD_LOG_FORMAT")]
+        log_format: Option<LogFormat>,
     },
     /// Check a configuration file; prints file:line: error and exits 1 if
     /// it is not valid.
@@ -166,7 +170,7 @@ pub enum PickupCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config } => serve(config),
+        Command::Serve { config, log_format } => serve(config, log_format),
         Command::CheckConfig { config } => match Config::load(&config) {
             // The files the settings name are checked too, as `serve`
             // would load them: a DKIM key that doesn't parse should show
@@ -600,8 +604,8 @@ fn scan(json: bool, explain: bool, config: Option<PathBuf>, files: &[PathBuf]) -
     }
 }
 
-fn serve(path: Option<PathBuf>) -> ExitCode {
-    let config = match &path {
+fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
+    let mut config = match &path {
         Some(p) => match Config::load(p) {
             Ok(c) => c,
             Err(e) => {
@@ -615,6 +619,9 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         },
         None => Config::embedded(),
     };
+    if let Some(f) = log_format {
+        config.log.format = f;
+    }
     init_logging(&config);
     if path.is_none() {
         tracing::info!("no --config given: running on the embedded defaults");
@@ -675,9 +682,15 @@ fn init_logging(config: &Config) {
         m.target().starts_with("ward") || *m.level() <= tracing::Level::INFO
     }));
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Under systemd, stderr goes to the journal (JOURNAL_STREAM is set),
+    // which stamps each line itself: text lines leave the time out.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     match config.log.format {
         LogFormat::Json => tracing_subscriber::registry()
             .with(layer.json().with_filter(filter))
+            .init(),
+        LogFormat::Text if journal => tracing_subscriber::registry()
+            .with(layer.without_time().with_ansi(false).with_filter(filter))
             .init(),
         LogFormat::Text => tracing_subscriber::registry()
             .with(

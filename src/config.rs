@@ -169,7 +169,7 @@ fn machine_hostname() -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -1912,7 +1912,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "log.format",
         default: "\"text\"",
-        doc: "\"text\" for people and journald, \"json\" for a SIEM.",
+        doc: "\"text\" for people and journald (under systemd, where JOURNAL_STREAM is set, lines leave the time to the journal), \"json\" (one object per line) for a SIEM. `ward serve --log-format` (or WARD_LOG_FORMAT) overrides it.",
     },
     SettingDoc {
         key: "tls.cert_file",

@@ -126,3 +126,74 @@ fn config_reference_lists_every_setting() {
         assert!(out.contains(&format!("`{key}`")), "{key}");
     }
 }
+
+/// Starts `ward serve` with `args` and `env` on a test config, and returns
+/// its stderr up to the "ward started" line.
+fn startup_log(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ward.toml");
+    std::fs::write(&config, common::process::base_config(dir.path())).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ward"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        let started = line.contains("ward started");
+        lines.push(line);
+        if started {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines.last().is_some_and(|l| l.contains("ward started")),
+        "{lines:?}"
+    );
+    lines
+}
+
+#[test]
+fn log_format_json_gives_one_object_per_line() {
+    let lines = startup_log(&["--log-format", "json"], &[]);
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}"));
+        assert!(v["timestamp"].is_string() && v["level"].is_string(), "{l}");
+        assert!(v["fields"]["message"].is_string(), "{l}");
+    }
+    // The environment variable does the same, and the flag wins over it.
+    let lines = startup_log(&[], &[("WARD_LOG_FORMAT", "json")]);
+    assert!(lines.iter().all(|l| l.starts_with('{')), "{lines:?}");
+    let lines = startup_log(&["--log-format", "text"], &[("WARD_LOG_FORMAT", "json")]);
+    assert!(lines.iter().all(|l| !l.starts_with('{')), "{lines:?}");
+    let (status, _, err) = ward_cli(&["serve", "--log-format", "xml"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("possible values: text, json"), "{err}");
+}
+
+#[test]
+fn under_journald_text_lines_leave_the_time_to_the_journal() {
+    let plain = startup_log(&[], &[]);
+    assert!(plain[0].starts_with("20"), "a timestamp first: {}", plain[0]);
+    let journal = startup_log(&[], &[("JOURNAL_STREAM", "8:12345")]);
+    for l in &journal {
+        assert!(!l.starts_with("20") && !l.contains('\x1b'), "{l}");
+        assert!(
+            l.trim_start().starts_with(['I', 'W', 'E', 'D', 'T']),
+            "a level first: {l}"
+        );
+    }
+}
