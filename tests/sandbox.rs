@@ -1,0 +1,274 @@
+//! Sandbox mode through the real `ward` binary: nothing leaves the machine
+//! (the test MXs and the test DNS server see nothing), every outbound copy
+//! is kept sealed in the outbox, `ward sandbox list|show` show them, and a
+//! portal pickup completes with the link and the code read from the outbox.
+
+mod common;
+#[path = "common/portal.rs"]
+mod portal;
+
+use std::time::Duration;
+
+use common::client::SmtpClient;
+use common::process::{Ward, ward_cli};
+use common::*;
+use portal::*;
+
+const PLAIN_SUBJECT: &str = "Lunch menu for Thursday";
+const PLAIN_BODY: &str = "Soup and bread in room 4.";
+
+fn plain_message() -> Vec<u8> {
+    format!(
+        "From: dr@hospital.example\r\nTo: a@secure.test\r\nSubject: {PLAIN_SUBJECT}\r\n\
+         Message-ID: <lunch-1@hospital.example>\r\n\r\n{PLAIN_BODY}\r\n"
+    )
+    .into_bytes()
+}
+
+/// `ward sandbox ARGS --config <ward's config>`.
+fn sandbox_cli(ward: &Ward, args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    let cfg = ward.config_path.to_str().unwrap().to_string();
+    let mut all = vec!["sandbox"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--config", &cfg]);
+    ward_cli(&all)
+}
+
+/// The outbox as `ward sandbox list --json` gives it.
+fn outbox_list(ward: &Ward) -> Vec<serde_json::Value> {
+    let (status, out, err) = sandbox_cli(ward, &["list", "--json"]);
+    assert!(status.success(), "{err}");
+    out.lines().map(|l| serde_json::from_str(l).expect(l)).collect()
+}
+
+/// Waits until the outbox holds `n` copies and returns them.
+async fn wait_outbox(ward: &Ward, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let list = outbox_list(ward);
+        if list.len() >= n {
+            return list;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "outbox: {list:?}\nlog:\n{}",
+            ward.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn show(ward: &Ward, id: &str) -> String {
+    let (status, out, err) = sandbox_cli(ward, &["show", id]);
+    assert!(status.success(), "{err}");
+    out
+}
+
+fn audit_text(ward: &Ward) -> String {
+    std::fs::read_dir(ward.dir.join("data/audit"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_leaves_the_machine_and_the_portal_works_from_the_outbox() {
+    let ca = TestCa::new();
+    let secure = TestMx::start(MxOptions::new().starttls(ca.issue(&["mx.secure.test"]))).await;
+    let plain = TestMx::plain().await;
+    let dns = TestDns::start().await;
+    dns.mx("secure.test", 10, "mx.secure.test");
+    dns.a("mx.secure.test", std::net::Ipv4Addr::LOCALHOST);
+    dns.mx("plain.test", 10, "mx.plain.test");
+    dns.a("mx.plain.test", std::net::Ipv4Addr::LOCALHOST);
+    let cert = ca.issue(&["portal.ward.test", "ward.test"]);
+    // Live, these routes and this DNS server would take both messages.
+    let config = format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\
+         [delivery]\nmode = \"sandbox\"\ntls_policy = \"verify\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
+         smtp_port = {sp}\n\
+         [[delivery.destination]]\ndomain = \"plain.test\"\nroute = \"[127.0.0.1]:{pp}\"\n\
+         [dns]\nnameservers = [\"{dns}\"]\n\
+         [queue]\nretry_schedule = [\"1s\"]\nscan_interval = \"200ms\"\n\
+         [portal]\nenabled = true\naddress = \"127.0.0.1:0\"\npublic_host = \"portal.ward.test\"\n\
+         organization = \"St. Example Hospital\"\nnotify_from = \"noreply@hospital.example\"\n",
+        cert.cert_file.display(),
+        cert.key_file.display(),
+        ca = ca.ca_file().display(),
+        sp = secure.port(),
+        pp = plain.port(),
+        dns = dns.addr(),
+    );
+    let ward = Ward::start(&config);
+    assert!(ward.log().contains("sandbox mode"), "{}", ward.log());
+
+    let mut c = SmtpClient::connect(ward.smtp()).await;
+    c.ehlo("client.test").await;
+    c.send_message("dr@hospital.example", &["a@secure.test"], &plain_message())
+        .await
+        .assert_is("250 2.0.0");
+    c.send_message("dr@hospital.example", &["b@plain.test"], &protected_message())
+        .await
+        .assert_is("250 2.0.0");
+
+    // The plain message is kept as delivered to the sandbox; the protected
+    // one goes to the portal (no destination does verified TLS in the
+    // sandbox) and its notification is kept.
+    let line = ward
+        .line(&["delivered to the sandbox outbox", "to=a@secure.test"], LONG)
+        .await;
+    assert!(
+        line.contains("remote=sandbox") && line.contains("tls=sandbox"),
+        "{line}"
+    );
+    let line = ward
+        .line(&["delivered to the pickup portal", "to=b@plain.test"], LONG)
+        .await;
+    assert!(line.contains("sandbox mode"), "{line}");
+    let list = wait_outbox(&ward, 2).await;
+    assert_eq!(list.len(), 2, "{list:?}");
+    let message = list.iter().find(|e| e["kind"] == "message").expect("the message");
+    assert_eq!(message["from"], "dr@hospital.example");
+    assert_eq!(message["to"], serde_json::json!(["a@secure.test"]));
+    // As it would have been sent: with Ward's Received header on top.
+    assert!(message["size"].as_u64().unwrap() > plain_message().len() as u64);
+    let note = list
+        .iter()
+        .find(|e| e["kind"] == "notification")
+        .expect("the notification");
+    assert_eq!(note["to"], serde_json::json!(["b@plain.test"]));
+    assert_eq!(note["from"], "noreply@hospital.example");
+
+    // The listing never shows a subject; the text listing has the ids.
+    let (status, text, _) = sandbox_cli(&ward, &["list"]);
+    assert!(status.success());
+    assert!(
+        text.contains(message["id"].as_str().unwrap()) && text.contains("notification"),
+        "{text}"
+    );
+    for out in [&text, &serde_json::to_string(&list).unwrap()] {
+        assert!(!out.contains(PLAIN_SUBJECT) && !out.contains(SUBJECT), "{out}");
+    }
+
+    // `show` prints the kept message in full (the operator asked for it).
+    let shown = show(&ward, message["id"].as_str().unwrap());
+    assert!(
+        shown.contains(PLAIN_SUBJECT) && shown.contains(PLAIN_BODY),
+        "{shown}"
+    );
+    // The notification holds the link and nothing of the message.
+    let shown = show(&ward, &note["id"].as_str().unwrap()[..12]);
+    assert_no_planted("the notification", shown.as_bytes());
+    let port = ward.listener("portal").port();
+    let url = link_in(shown.as_bytes()).replace(
+        "https://portal.ward.test/",
+        &format!("https://portal.ward.test:{port}/"),
+    );
+
+    // Pick the message up with the code mail taken from the outbox.
+    let http = http_client(&ca, ward.listener("portal"));
+    let r = http.post(format!("{url}/code")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let list = wait_outbox(&ward, 3).await;
+    let code_mail = list
+        .iter()
+        .filter(|e| e["kind"] == "notification")
+        .max_by_key(|e| e["id"].as_str().unwrap().to_string())
+        .unwrap();
+    assert_ne!(code_mail["id"], note["id"]);
+    let shown = show(&ward, code_mail["id"].as_str().unwrap());
+    assert_no_planted("the code mail", shown.as_bytes());
+    let code = shown
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 8 && l.bytes().all(|b| b.is_ascii_digit()))
+        .expect("a code in the mail")
+        .to_string();
+    let r = http
+        .post(format!("{url}/verify"))
+        .form(&[("code", code.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Jane Roe"), "the message page");
+
+    // Nothing went anywhere: no connection to either MX, no DNS query.
+    assert_eq!(secure.connections(), 0);
+    assert_eq!(plain.connections(), 0);
+    assert!(dns.queries().is_empty(), "{:?}", dns.queries());
+
+    // The delivery status and audit say where the copies went.
+    let audit = audit_text(&ward);
+    assert!(
+        audit.lines().any(|l| l.contains("\"event\":\"delivery_attempt\"")
+            && l.contains("\"outcome\":\"delivered-to-sandbox\"")
+            && l.contains("\"tls_version\":\"sandbox\"")
+            && l.contains("a@secure.test")),
+        "{audit}"
+    );
+
+    // Nothing readable at rest, nothing in the log.
+    let outbox = ward.dir.join("data/sandbox");
+    assert!(std::fs::read_dir(&outbox).unwrap().count() >= 6);
+    for needle in PLANTED.iter().chain([&PLAIN_SUBJECT, &PLAIN_BODY, &SUBJECT]) {
+        assert!(
+            !grep_dir(&ward.dir, needle.as_bytes()),
+            "{needle:?} readable on disk"
+        );
+        assert!(!ward.log().contains(needle), "{needle:?} in the log");
+    }
+    assert!(!ward.log().contains(&code), "the code in the log");
+
+    // Unknown ids: exit 1; clear destroys everything.
+    let (status, _, err) = sandbox_cli(&ward, &["show", "0123456789abcdef0123456789abcdef"]);
+    assert_eq!(status.code(), Some(1), "{err}");
+    let (status, out, _) = sandbox_cli(&ward, &["clear"]);
+    assert!(status.success() && out.contains("removed 3"), "{out}");
+    assert!(outbox_list(&ward).is_empty());
+}
+
+/// The README's quick start: `ward serve --sandbox` with nothing else
+/// configured keeps mail local and runs the portal with links to itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_sandbox_turns_on_the_portal_with_links_to_itself() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    // A route that would deliver live, to prove the flag wins.
+    let mx = TestMx::plain().await;
+    let extra = format!(
+        "[delivery]\nsmart_host = \"[127.0.0.1]:{}\"\ntls_policy = \"may\"\n\
+         [portal]\naddress = \"127.0.0.1:{port}\"\n",
+        mx.port()
+    );
+    let ward = Ward::start_args(&extra, &["--sandbox"]);
+    assert_eq!(ward.listener("portal").port(), port);
+    let mut c = SmtpClient::connect(ward.smtp()).await;
+    c.ehlo("client.test").await;
+    c.send_message(
+        "alice@hospital.example",
+        &["bob@clinic.example"],
+        &protected_message(),
+    )
+    .await
+    .assert_is("250 2.0.0");
+    let list = wait_outbox(&ward, 1).await;
+    assert_eq!(list[0]["kind"], "notification");
+    let shown = show(&ward, list[0]["id"].as_str().unwrap());
+    let prefix = format!("https://127.0.0.1:{port}/m/");
+    let start = shown.find(&prefix).expect("a link to the local portal");
+    let link = shown[start..].split_whitespace().next().unwrap();
+    // The self-signed certificate of a first start: a browser warns once.
+    let http = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let r = http.get(link).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(mx.connections(), 0);
+}
