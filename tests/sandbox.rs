@@ -9,7 +9,7 @@ mod portal;
 
 use std::time::Duration;
 
-use common::client::SmtpClient;
+use common::client::{self, SmtpClient};
 use common::process::{Ward, ward_cli};
 use common::*;
 use portal::*;
@@ -270,5 +270,64 @@ async fn serve_sandbox_turns_on_the_portal_with_links_to_itself() {
         .unwrap();
     let r = http.get(link).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(mx.connections(), 0);
+}
+
+/// With the portal off, a protected copy waits in the sandbox as it would
+/// for a destination without verified TLS; an ordinary one is kept, and
+/// the success report its NOTIFY asked for is kept too, as a `dsn`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_are_kept_and_protected_copies_wait_without_the_portal() {
+    let mx = TestMx::plain().await;
+    let extra = format!(
+        "[delivery]\nmode = \"sandbox\"\nsmart_host = \"[127.0.0.1]:{}\"\n\
+         [queue]\nretry_schedule = [\"1s\"]\nscan_interval = \"200ms\"\n",
+        mx.port()
+    );
+    let ward = Ward::start(&extra);
+    let mut c = SmtpClient::connect(ward.smtp()).await;
+    c.ehlo("client.test").await;
+    c.cmd("MAIL FROM:<dr@hospital.example>").await.assert_is("250");
+    c.cmd("RCPT TO:<a@secure.test> NOTIFY=SUCCESS")
+        .await
+        .assert_is("250");
+    c.cmd("DATA").await.assert_is("354");
+    c.send_raw(&client::dot_stuff(&plain_message())).await;
+    c.send_raw(b".\r\n").await;
+    c.read_reply().await.assert_is("250 2.0.0");
+    c.send_message("dr@hospital.example", &["b@plain.test"], &protected_message())
+        .await
+        .assert_is("250 2.0.0");
+
+    let list = wait_outbox(&ward, 2).await;
+    let report = list
+        .iter()
+        .find(|e| e["kind"] == "dsn")
+        .expect("the success report");
+    assert_eq!(report["from"], "");
+    assert_eq!(report["to"], serde_json::json!(["dr@hospital.example"]));
+    let shown = show(&ward, report["id"].as_str().unwrap());
+    assert!(shown.contains("Action: relayed"), "{shown}");
+    assert!(
+        !shown.contains(PLAIN_SUBJECT) && !shown.contains(PLAIN_BODY),
+        "{shown}"
+    );
+
+    // The protected copy is retried, never kept or sent.
+    let line = ward
+        .line(
+            &["delivery deferred", "to=b@plain.test", "outcome=tls-policy"],
+            LONG,
+        )
+        .await;
+    assert!(line.contains("sandbox mode"), "{line}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let list = outbox_list(&ward);
+    assert!(
+        list.iter()
+            .all(|e| e["to"] != serde_json::json!(["b@plain.test"])),
+        "{list:?}"
+    );
+    assert_eq!(list.len(), 2, "{list:?}");
     assert_eq!(mx.connections(), 0);
 }
