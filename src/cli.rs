@@ -176,6 +176,11 @@ pub fn main() -> ExitCode {
             Ok(c) => match crate::dkim::DkimSigner::load(&c.dkim) {
                 Ok(_) => {
                     println!("{}: configuration is valid", config.display());
+                    if c.delivery.mode == crate::config::DeliveryMode::Sandbox {
+                        println!(
+                            "note: delivery.mode = \"sandbox\": Ward will deliver nothing; every outbound copy stays in its sandbox outbox"
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

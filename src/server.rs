@@ -142,6 +142,10 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     let outbound = match config.delivery.mode {
         crate::config::DeliveryMode::Live => Outbound::Network(Arc::new(Delivery::new(&config)?)),
         crate::config::DeliveryMode::Sandbox => {
+            // Built and dropped: the same checks of [delivery] and [dns]
+            // as live (CA file, resolver settings), so switching to live
+            // finds no new error. It never resolves or connects.
+            drop(Delivery::new(&config)?);
             let outbox =
                 crate::sandbox::Outbox::open(&crate::sandbox::outbox_dir(&data_dir), master.clone())?;
             tracing::warn!(

@@ -580,12 +580,7 @@ async fn status_api_and_ward_status_give_each_recipient() {
         )
         .await;
     reply.assert_is("250 2.0.0");
-    let qid = reply
-        .text()
-        .split_whitespace()
-        .find(|w| w.len() == 32 && w.chars().all(|c| c.is_ascii_hexdigit()))
-        .expect("queue id in the 250")
-        .to_string();
+    let qid = reply.queue_id();
     secure.wait_for(2, LONG).await;
 
     let admin = ward.listener("admin");

@@ -14,6 +14,7 @@ use common::process::{Ward, ward_cli};
 use common::*;
 use portal::*;
 
+const TOKEN: &str = "sandbox-test-token-0123456789";
 const PLAIN_SUBJECT: &str = "Lunch menu for Thursday";
 const PLAIN_BODY: &str = "Soup and bread in room 4.";
 
@@ -284,7 +285,12 @@ async fn reports_are_kept_and_protected_copies_wait_without_the_portal() {
          [queue]\nretry_schedule = [\"1s\"]\nscan_interval = \"200ms\"\n",
         mx.port()
     );
-    let ward = Ward::start(&extra);
+    // The admin section comes from base_config; the token is added to it.
+    let tmp = tempfile::tempdir().unwrap();
+    let base = common::process::base_config(tmp.path());
+    assert!(base.contains("[admin]\n"));
+    let base = base.replace("[admin]\n", &format!("[admin]\ntoken = \"{TOKEN}\"\n"));
+    let ward = Ward::start_in(tmp.path(), &format!("{base}{extra}"));
     let mut c = SmtpClient::connect(ward.smtp()).await;
     c.ehlo("client.test").await;
     c.cmd("MAIL FROM:<dr@hospital.example>").await.assert_is("250");
@@ -294,7 +300,9 @@ async fn reports_are_kept_and_protected_copies_wait_without_the_portal() {
     c.cmd("DATA").await.assert_is("354");
     c.send_raw(&client::dot_stuff(&plain_message())).await;
     c.send_raw(b".\r\n").await;
-    c.read_reply().await.assert_is("250 2.0.0");
+    let reply = c.read_reply().await;
+    reply.assert_is("250 2.0.0");
+    let qid = reply.queue_id();
     c.send_message("dr@hospital.example", &["b@plain.test"], &protected_message())
         .await
         .assert_is("250 2.0.0");
@@ -312,6 +320,25 @@ async fn reports_are_kept_and_protected_copies_wait_without_the_portal() {
         !shown.contains(PLAIN_SUBJECT) && !shown.contains(PLAIN_BODY),
         "{shown}"
     );
+
+    // The delivery status says where the copy went.
+    let admin = ward.listener("admin").to_string();
+    let cfg = ward.config_path.to_str().unwrap().to_string();
+    // (The copy's result is stored a moment after its report is queued.)
+    let deadline = std::time::Instant::now() + LONG;
+    let (v, out) = loop {
+        let (status, out, err) = ward_cli(&["status", &qid, "--admin", &admin, "--config", &cfg]);
+        assert!(status.success(), "{out}{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if v["recipients"][0]["state"] == "delivered-to-sandbox" {
+            break (v, out);
+        }
+        assert!(std::time::Instant::now() < deadline, "{out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let r = &v["recipients"][0];
+    assert_eq!(r["last"]["remote"], "sandbox", "{out}");
+    assert_eq!(r["last"]["tls_version"], "sandbox", "{out}");
 
     // The protected copy is retried, never kept or sent.
     let line = ward

@@ -38,6 +38,16 @@ impl SmtpReply {
         self.lines.join("\n")
     }
 
+    /// The queue id in a `250 2.0.0 OK queued as <id>` reply.
+    #[track_caller]
+    pub fn queue_id(&self) -> String {
+        self.text()
+            .split_whitespace()
+            .find(|w| w.len() == 32 && w.chars().all(|c| c.is_ascii_hexdigit()))
+            .unwrap_or_else(|| panic!("no queue id in {self:?}"))
+            .to_string()
+    }
+
     /// Asserts code and enhanced status, e.g. `assert_is("550 5.7.1")`.
     #[track_caller]
     pub fn assert_is(&self, expected: &str) {
