@@ -146,8 +146,9 @@ pub enum SandboxCommand {
         json: bool,
     },
     /// Decrypt one copy and print it in full (headers and body) on standard
-    /// output: for looking at a local test message. ID: as `list` shows it,
-    /// or its first 8 or more digits.
+    /// output, after one `X-Ward-Sandbox:` line naming the copy: for looking
+    /// at a local test message. ID: as `list` shows it, or its first 8 or
+    /// more digits.
     Show { id: String },
     /// Destroy every kept copy (wrapped keys shredded first).
     Clear,

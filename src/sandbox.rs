@@ -268,16 +268,30 @@ impl Outbox {
     }
 
     /// Destroys every kept copy: each record (it holds the wrapped key) is
-    /// shredded before its sealed file is removed. Returns how many.
+    /// shredded before its sealed file is removed. Sealed files without a
+    /// record (a store a crash interrupted; unreadable, their key was never
+    /// written) go too. Returns how many copies were listed.
     pub fn clear(&self) -> Result<usize, OutboxError> {
         let entries = self.list()?;
+        let remove = |path: &Path| match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(OutboxError::Io(path.display().to_string(), err)),
+        };
         for e in &entries {
             crypto::shred_file(&self.record_path(&e.id));
-            let sealed = self.sealed_path(&e.id);
-            match std::fs::remove_file(&sealed) {
-                Ok(()) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => return Err(OutboxError::Io(sealed.display().to_string(), err)),
+            remove(&self.sealed_path(&e.id))?;
+        }
+        let rd =
+            std::fs::read_dir(&self.dir).map_err(|e| OutboxError::Io(self.dir.display().to_string(), e))?;
+        for f in rd.flatten() {
+            let name = f.file_name();
+            let orphan = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".sealed"))
+                .is_some_and(|id| QueueId::parse(id).is_some() && !self.record_path(id).exists());
+            if orphan {
+                remove(&f.path())?;
             }
         }
         crypto::sync_dir(&self.dir).map_err(|e| OutboxError::Io(self.dir.display().to_string(), e))?;
@@ -340,6 +354,9 @@ mod tests {
         let other = Outbox::open(&dir, Arc::new(MasterKey::from_bytes(&[6u8; 32]))).unwrap();
         assert!(matches!(other.open_message(&a.id), Err(OutboxError::Crypto(_))));
 
+        // A sealed file whose record was never written (a crash) goes too.
+        let orphan = QueueId::generate().to_string();
+        std::fs::write(ob.sealed_path(&orphan), b"sealed bytes").unwrap();
         assert_eq!(ob.clear().unwrap(), 2);
         assert!(ob.list().unwrap().is_empty());
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
