@@ -3,7 +3,8 @@
 //! Start: data directory (mode 0700), master key (created 0600 on first
 //! start), TLS certificate (configured, or self-signed on first start with a
 //! warning), the queue (its due index rebuilt, so queued mail resumes),
-//! delivery, the pickup store (with `portal.enabled`), listeners, the
+//! delivery (or, in sandbox mode, the sandbox outbox instead), the pickup
+//! store (with `portal.enabled`), listeners, the
 //! portal's and the admin listener's (all bound before any serves, so a
 //! bind error stops the start cleanly), the portal, the admin listener,
 //! dispatch.
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ListenerTls};
 use crate::crypto::MasterKey;
 use crate::delivery::Delivery;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Outbound};
 use crate::queue::Queue;
 use crate::ratelimit::RateLimits;
 use crate::smtp::{self, SmtpContext};
@@ -51,6 +52,8 @@ pub enum ServerError {
     Portal(crate::pickup::portal::PortalError),
     #[error(transparent)]
     Dkim(#[from] crate::dkim::DkimError),
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::OutboxError),
     #[error(transparent)]
     Delivery(#[from] crate::delivery::DeliveryError),
     #[error("listener {name}: cannot listen on {address}: {source}")]
@@ -134,8 +137,24 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
             source,
         })?;
 
-    let delivery = Arc::new(Delivery::new(&config)?);
-
+    // Sandbox mode: nothing leaves the machine (no resolver, no client);
+    // outbound copies are kept, encrypted, in the outbox.
+    let outbound = match config.delivery.mode {
+        crate::config::DeliveryMode::Live => Outbound::Network(Arc::new(Delivery::new(&config)?)),
+        crate::config::DeliveryMode::Sandbox => {
+            // Built and dropped: the same checks of [delivery] and [dns]
+            // as live (CA file, resolver settings), so switching to live
+            // finds no new error. It never resolves or connects.
+            drop(Delivery::new(&config)?);
+            let outbox =
+                crate::sandbox::Outbox::open(&crate::sandbox::outbox_dir(&data_dir), master.clone())?;
+            tracing::warn!(
+                outbox = %outbox.dir().display(),
+                "sandbox mode (delivery.mode = \"sandbox\"): nothing leaves this machine; every outbound copy is kept encrypted in the outbox (`ward sandbox list`)"
+            );
+            Outbound::Sandbox(outbox)
+        }
+    };
     // Signs the mail Ward writes itself: reports, notifications, codes,
     // notices and portal replies.
     let dkim = crate::dkim::DkimSigner::load(&config.dkim)?.map(std::sync::Arc::new);
@@ -265,7 +284,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     let dispatcher = Dispatcher::new(
         config.clone(),
         queue.clone(),
-        delivery,
+        outbound,
         pickup.clone(),
         crate::dsn::Reporter::new(&config, queue.clone(), dkim),
         limits,

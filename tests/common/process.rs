@@ -23,6 +23,8 @@ pub struct Ward {
     /// Bound address per listener name.
     pub listeners: HashMap<String, SocketAddr>,
     log: Arc<Mutex<String>>,
+    /// Extra arguments after `serve --config FILE` (e.g. `--sandbox`).
+    args: Vec<String>,
 }
 
 /// The TOML every test config starts with: server settings, one STARTTLS
@@ -42,15 +44,24 @@ pub fn base_config(dir: &Path) -> String {
 impl Ward {
     /// Starts Ward with `base_config` plus `extra` in a new temp dir.
     pub fn start(extra: &str) -> Ward {
+        Ward::start_args(extra, &[])
+    }
+
+    /// As [`Ward::start`], with extra `serve` arguments (e.g. `--sandbox`).
+    pub fn start_args(extra: &str, args: &[&str]) -> Ward {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let mut w = Ward::start_in(&dir, &format!("{}{extra}", base_config(&dir)));
+        let mut w = Ward::launch(&dir, &format!("{}{extra}", base_config(&dir)), args);
         w._tmp = Some(tmp);
         w
     }
 
     /// Starts Ward with exactly `config` (written to `dir/ward.toml`).
     pub fn start_in(dir: &Path, config: &str) -> Ward {
+        Ward::launch(dir, config, &[])
+    }
+
+    fn launch(dir: &Path, config: &str, args: &[&str]) -> Ward {
         let config_path = dir.join("ward.toml");
         std::fs::write(&config_path, config).expect("write config");
         let mut w = Ward {
@@ -60,6 +71,7 @@ impl Ward {
             config_path,
             listeners: HashMap::new(),
             log: Arc::new(Mutex::new(String::new())),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         w.spawn();
         w
@@ -70,6 +82,7 @@ impl Ward {
             .arg("serve")
             .arg("--config")
             .arg(&self.config_path)
+            .args(&self.args)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
