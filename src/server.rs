@@ -98,6 +98,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     }
 
     let key_path = config.server.master_key_path();
+    refuse_unfinished_rotation(&key_path)?;
     let (master, created) = MasterKey::load_or_create(&key_path)?;
     if created {
         tracing::warn!(path = %key_path.display(), "created a new master key; back it up: without it the queue can't be read");
@@ -272,6 +273,17 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         shutdown.clone(),
     );
     let dispatch_task = tokio::spawn(dispatcher.run());
+    // `ward queue`, `ward backup` (src/ops).
+    if let Some(listener) = crate::ops::bind(&config.server.data_dir) {
+        let ops = crate::ops::Ops {
+            queue: queue.clone(),
+            pickup: pickup.as_ref().map(|p| p.store().clone()),
+            data_dir: config.server.data_dir.clone(),
+            key_path: key_path.clone(),
+            key_id: master.id(),
+        };
+        tokio::spawn(crate::ops::serve(ops, listener, shutdown.clone()));
+    }
     if let Some(p) = &pickup {
         tokio::spawn(p.clone().purge_loop(shutdown.clone()));
         tokio::spawn(crate::pickup::control::serve(
@@ -323,6 +335,21 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     )
     .await;
     tracing::info!("ward stopped");
+    Ok(())
+}
+
+/// A key rotation cut short (`<key file>.new` exists) leaves records
+/// wrapped under either key: `ward keys rotate` must finish it first.
+fn refuse_unfinished_rotation(key_path: &Path) -> Result<(), ServerError> {
+    let pending = crate::crypto::pending_key_path(key_path);
+    if pending.exists() {
+        return Err(ServerError::Key(crate::crypto::CryptoError::KeyFile {
+            path: pending,
+            reason:
+                "a master key rotation was interrupted; run `ward keys rotate` to finish it, then start Ward"
+                    .into(),
+        }));
+    }
     Ok(())
 }
 
