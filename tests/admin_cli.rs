@@ -535,6 +535,18 @@ async fn backup_under_load_restores_and_delivers() {
     );
     assert!(after > 0, "no message was acknowledged after the backup began");
     assert!(!dest.join("master.key").exists());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the backup directory is the owner's only");
+    }
+    let pause = w
+        .line(&["commits were paused"], WAIT)
+        .await
+        .split("paused_us=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default();
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dest.join("manifest.json")).unwrap()).unwrap();
     assert!(manifest["files"].as_array().unwrap().len() >= 2);
@@ -618,7 +630,7 @@ async fn backup_under_load_restores_and_delivers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     eprintln!(
-        "backup test: {} acknowledged before the backup, {} after, {} delivered from the restore, {} missing",
+        "backup test: {} acknowledged before the backup, {} after, {} delivered from the restore, {} missing; commits paused {pause} us",
         before.len(),
         after,
         mx.received().len(),

@@ -22,7 +22,7 @@
 //! database locks keep them from doing so while Ward runs). `ward keys
 //! rotate` and `ward restore` only run that way (see [`keys`], [`backup`]).
 //!
-//! Every action is in the audit trail (`queue_retry`, `queue_hold`,
+//! Every action is in the audit trail (`queue_list`, `queue_show`, `queue_retry`, `queue_hold`,
 //! `queue_release`, `queue_delete`, `backup_created`, `backup_restored`,
 //! `master_key_rotated`) with the queue id or path.
 //!
@@ -104,6 +104,7 @@ pub async fn answer(ops: &Ops, request: Request) -> Value {
             Ok(list) => {
                 let now = now_ms();
                 let messages: Vec<Value> = list.iter().map(|m| summary(m, now)).collect();
+                crate::audit::record("queue_list", json!({"by": "admin", "messages": messages.len()}));
                 json!({"ok": true, "messages": messages})
             }
             Err(e) => failure(e),
@@ -113,7 +114,10 @@ pub async fn answer(ops: &Ops, request: Request) -> Value {
                 return not_found(&id);
             };
             match ops.queue.show(qid).await {
-                Ok(m) => json!({"ok": true, "message": detail(&m, now_ms())}),
+                Ok(m) => {
+                    crate::audit::record("queue_show", json!({"by": "admin", "queue_id": qid.to_string()}));
+                    json!({"ok": true, "message": detail(&m, now_ms())})
+                }
                 Err(QueueError::NotFound(_)) => not_found(&id),
                 Err(e) => failure(e),
             }

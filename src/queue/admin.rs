@@ -21,10 +21,14 @@
 //!   is never lifted by a release.
 //! - Actions are durable (flushed) before they are answered.
 //!
-//! Snapshots: the writer performs them with everything before them flushed
-//! and nothing else written meanwhile (commits pause for the copy): the
-//! records (without the derived due index) go to `queue.records` and the
-//! content segments any message refers to are copied as they are (sealed).
+//! Snapshots: the writer takes them with everything before them flushed
+//! and nothing else written meanwhile: the records (without the derived due
+//! index) go to `queue.records`, and the content segments any message
+//! refers to are opened, and their lengths noted. Commits pause only for
+//! that; the segments are copied afterwards, from the handles opened in the
+//! pause, up to those lengths: segments are append-only, and a segment
+//! deleted meanwhile (its last message left the queue) stays readable
+//! through an open handle.
 //!
 //! Nothing here reads or returns content: ids, addresses, sizes, times,
 //! states, codes and detector kinds (invariant 4).
@@ -111,6 +115,13 @@ pub struct SnapshotInfo {
     pub messages: u64,
     pub copies: u64,
     pub segments: u64,
+}
+
+/// What the writer hands back from a snapshot: the counts, and each
+/// referenced segment's name, open handle and length at that point.
+pub(super) struct Snapshot {
+    info: SnapshotInfo,
+    segments: Vec<(String, std::fs::File, u64)>,
 }
 
 /// The records file of a snapshot, relative to its directory.
@@ -242,15 +253,13 @@ impl Writer {
         Ok(out)
     }
 
-    /// `Op::Snapshot`: the records and referenced segments, copied into
-    /// `dest` (which exists).
-    pub(super) fn snapshot(&self, dest: &Path) -> Result<SnapshotInfo, QueueError> {
-        let io =
-            |what: &Path, e: std::io::Error| QueueError::Corrupt(what.display().to_string(), e.to_string());
+    /// `Op::Snapshot`: the records into `dest` (which exists), and handles
+    /// on the referenced segments (see the module doc).
+    pub(super) fn snapshot(&self, dest: &Path) -> Result<Snapshot, QueueError> {
         let mut info = SnapshotInfo::default();
-        let mut segments = BTreeSet::new();
+        let mut numbers = BTreeSet::new();
         let records = dest.join(SNAPSHOT_RECORDS);
-        let mut out = RecordWriter::create(&records).map_err(|e| io(&records, e))?;
+        let mut out = RecordWriter::create(&records).map_err(|e| io_error(&records, e))?;
         for kv in self.tree.iter() {
             let (k, v) = kv?;
             match k.first() {
@@ -258,25 +267,30 @@ impl Writer {
                 Some(&D) => continue,
                 Some(&M) => {
                     let meta: MessageMeta = decode_json("message record", &v)?;
-                    segments.insert(meta.location.segment);
+                    numbers.insert(meta.location.segment);
                     info.messages += 1;
                 }
                 Some(&C) => info.copies += 1,
                 _ => {}
             }
-            out.push(&k, &v).map_err(|e| io(&records, e))?;
+            out.push(&k, &v).map_err(|e| io_error(&records, e))?;
         }
-        out.finish().map_err(|e| io(&records, e))?;
-        let from = self.content.dir();
-        let to = dest.join("queue").join("content");
-        std::fs::create_dir_all(&to).map_err(|e| io(&to, e))?;
-        for n in segments {
+        out.finish().map_err(|e| io_error(&records, e))?;
+        let mut segments = Vec::new();
+        for n in numbers {
             let name = format!("{n:016}.seg");
-            std::fs::copy(from.join(&name), to.join(&name)).map_err(|e| io(&from.join(&name), e))?;
+            let path = self.content.dir().join(&name);
+            let file = std::fs::File::open(&path).map_err(|e| io_error(&path, e))?;
+            let len = file.metadata().map_err(|e| io_error(&path, e))?.len();
+            segments.push((name, file, len));
             info.segments += 1;
         }
-        Ok(info)
+        Ok(Snapshot { info, segments })
     }
+}
+
+fn io_error(what: &Path, e: std::io::Error) -> QueueError {
+    QueueError::Corrupt(what.display().to_string(), e.to_string())
 }
 
 impl Queue {
@@ -317,12 +331,38 @@ impl Queue {
         Ok(out)
     }
 
-    /// Copies the queue into `dest` for a backup, with commits paused (see
-    /// the module doc).
+    /// Copies the queue into `dest` (which exists) for a backup: a
+    /// consistent point taken with commits paused briefly (see the module
+    /// doc); the segments under `dest/queue/content/`.
     pub async fn snapshot(&self, dest: PathBuf) -> Result<SnapshotInfo, QueueError> {
-        self.submit(|tx| Op::Snapshot(dest, tx))?
+        let snap = self
+            .submit(|tx| Op::Snapshot(dest.clone(), tx))?
             .await
-            .map_err(|_| QueueError::Gone)?
+            .map_err(|_| QueueError::Gone)??;
+        blocking(move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            let to = dest.join("queue").join("content");
+            std::fs::create_dir_all(&to).map_err(|e| io_error(&to, e))?;
+            for (name, file, len) in snap.segments {
+                let path = to.join(&name);
+                let mut out = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| io_error(&path, e))?;
+                let copied = std::io::copy(&mut std::io::Read::take(&file, len), &mut out)
+                    .map_err(|e| io_error(&path, e))?;
+                if copied != len {
+                    return Err(io_error(
+                        &path,
+                        std::io::Error::other("segment shorter than recorded"),
+                    ));
+                }
+            }
+            Ok(snap.info)
+        })
+        .await
     }
 
     /// Key rotation: every message's key wrapped under `old` is wrapped
@@ -444,10 +484,10 @@ impl RecordWriter {
         Ok(())
     }
 
-    /// Flushes and syncs the file.
+    /// Writes out what is buffered. Not synced: a backup syncs every file
+    /// it wrote once, after the commit pause, when it writes its manifest.
     pub fn finish(self) -> std::io::Result<()> {
-        let f = self.out.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()
+        self.out.into_inner().map_err(|e| e.into_error()).map(drop)
     }
 }
 

@@ -378,7 +378,7 @@ enum Op {
     /// paused (see [`admin`]).
     Snapshot(
         std::path::PathBuf,
-        oneshot::Sender<Result<SnapshotInfo, QueueError>>,
+        oneshot::Sender<Result<admin::Snapshot, QueueError>>,
     ),
 }
 
@@ -551,13 +551,18 @@ impl Writer {
 
         // 5. Snapshots for backups: everything above is on disk, and no
         // other write happens while they are taken.
-        let mut snapshots: Vec<Result<SnapshotInfo, QueueError>> = Vec::new();
+        let mut snapshots: Vec<Result<admin::Snapshot, QueueError>> = Vec::new();
         for op in &ops {
             if let Op::Snapshot(dest, _) = op {
+                let started = Instant::now();
                 snapshots.push(match &synced {
                     Ok(()) => self.snapshot(dest),
                     Err(e) => Err(QueueError::Flush(e.clone())),
                 });
+                tracing::info!(
+                    paused_us = started.elapsed().as_micros() as u64,
+                    "queue snapshot for a backup taken; commits were paused for it"
+                );
             }
         }
 
