@@ -2,11 +2,13 @@
 //!
 //! Start: data directory (mode 0700), master key (created 0600 on first
 //! start), TLS certificate (configured, or self-signed on first start with a
-//! warning), the queue (its due index rebuilt, so queued mail resumes),
-//! delivery, the pickup store (with `portal.enabled`), listeners, the
-//! portal's and the admin listener's (all bound before any serves, so a
-//! bind error stops the start cleanly), the portal, the admin listener,
-//! dispatch.
+//! warning), the queue (its due index rebuilt, so queued mail resumes;
+//! refused if its messages are sealed under another master key, or a key
+//! rotation was left unfinished), delivery, the pickup store (with
+//! `portal.enabled`), listeners, the portal's and the admin listener's (all
+//! bound before any serves, so a bind error stops the start cleanly), the
+//! portal, the admin listener, dispatch, the admin socket (`ops`: `ward
+//! queue`, `ward backup`).
 //!
 //! Stop (SIGTERM or SIGINT): listeners stop accepting, idle sessions get
 //! 421 4.3.2, sessions in DATA finish their message, deliveries finish their
@@ -134,6 +136,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
             path: data_dir.join("queue"),
             source,
         })?;
+
+    refuse_foreign_key(&queue, &master, &key_path).await?;
 
     let delivery = Arc::new(Delivery::new(&config)?);
 
@@ -348,6 +352,28 @@ fn refuse_unfinished_rotation(key_path: &Path) -> Result<(), ServerError> {
             reason:
                 "a master key rotation was interrupted; run `ward keys rotate` to finish it, then start Ward"
                     .into(),
+        }));
+    }
+    Ok(())
+}
+
+/// Queued messages sealed under another master key than the one loaded
+/// (a restored data directory started without its key, or the wrong
+/// `server.master_key_file`) could never be delivered: Ward says so and
+/// does not start.
+async fn refuse_foreign_key(queue: &Queue, master: &MasterKey, key_path: &Path) -> Result<(), ServerError> {
+    let ids = queue.key_ids().await.map_err(|source| ServerError::Queue {
+        path: key_path.to_path_buf(),
+        source,
+    })?;
+    if let Some((id, n)) = ids.into_iter().find(|(id, _)| *id != master.id()) {
+        return Err(ServerError::Key(crate::crypto::CryptoError::KeyFile {
+            path: key_path.to_path_buf(),
+            reason: format!(
+                "holds master key {}, but {n} queued messages are sealed under key {}; put that key in this file (or point server.master_key_file at it)",
+                hex::encode(master.id()),
+                hex::encode(id)
+            ),
         }));
     }
     Ok(())

@@ -312,6 +312,17 @@ async fn queue_commands_with_ward_stopped_and_refusals() {
     let (code, _, err) = ward_cli(&["audit", "verify", "--config", w.config_path.to_str().unwrap()]);
     assert!(code.success(), "{err}");
 
+    // A master key file others can read is refused, with what to do.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = w.dir.join("data").join("master.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (code, _, err) = cli(&w, &["queue", "list"]);
+        assert_eq!(code, Some(1));
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
     // Held across a restart: not attempted although due.
     w.restart();
     assert_eq!(copy_states(&w, &id), ["held"]);
@@ -603,12 +614,21 @@ async fn backup_under_load_restores_and_delivers() {
     ]);
     assert!(status.success(), "{err}");
     assert!(out.contains("put the master key"), "{out}");
-    std::fs::copy(w.dir.join("data").join("master.key"), data2.join("master.key")).unwrap();
+    // Started without that key (Ward would make a new one): refused.
     let config2 = format!(
         "{}{}",
         common::process::base_config(tmp2.path()),
         route_config(mx.port(), "1s")
     );
+    std::fs::write(tmp2.path().join("ward.toml"), &config2).unwrap();
+    let (status, _, err) = ward_cli(&[
+        "serve",
+        "--config",
+        tmp2.path().join("ward.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("queued messages are sealed under key"), "{err}");
+    std::fs::copy(w.dir.join("data").join("master.key"), data2.join("master.key")).unwrap();
     let w2 = Ward::start_in(tmp2.path(), &config2);
     // The copies kept their retry times (an hour away): make them due.
     let (status, out, err) = ward_cli(&[
