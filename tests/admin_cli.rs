@@ -312,6 +312,23 @@ async fn queue_commands_with_ward_stopped_and_refusals() {
     let (code, _, err) = ward_cli(&["audit", "verify", "--config", w.config_path.to_str().unwrap()]);
     assert!(code.success(), "{err}");
 
+    // A backup with Ward stopped, the key included on request.
+    let dest = w.dir.join("offline-backup");
+    let (code, out, err) = cli(&w, &["backup", dest.to_str().unwrap(), "--include-key"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("warning") && err.contains("master key"), "{err}");
+    assert!(
+        out.contains("1 messages") && out.contains("includes the master key"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(dest.join("master.key")).unwrap(),
+        std::fs::read(w.dir.join("data").join("master.key")).unwrap()
+    );
+    let (code, _, err) = cli(&w, &["backup", dest.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is not empty"), "{err}");
+
     // A master key file others can read is refused, with what to do.
     {
         use std::os::unix::fs::PermissionsExt;
