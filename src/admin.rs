@@ -124,7 +124,7 @@ fn authorized(token: &str, headers: &axum::http::HeaderMap) -> bool {
 
 /// `GET /api/status/<queue-id>`: the message's recipients, each with its
 /// state (`queued`, `deferred`, `delivered`, `failed`, `expired`,
-/// `portal`, `quarantined`), attempts and last attempt (codes, remote,
+/// `portal`, `quarantined`, `held`), attempts and last attempt (codes, remote,
 /// TLS facts), as JSON. Addresses, ids and codes only.
 ///
 /// `GET /api/status/<Message-ID>` (percent-encoded, with or without the
@@ -234,8 +234,10 @@ async fn delivery_status(
                 "opened": f.opened,
             }));
         } else if let Some(c) = queue.copy(id, idx).await? {
-            let state = if c.is_held() {
+            let state = if c.is_quarantined() {
                 "quarantined"
+            } else if c.admin_hold {
+                "held"
             } else if c.attempts == 0 {
                 "queued"
             } else {

@@ -43,6 +43,9 @@ struct Pending {
     ms: u64,
     event: &'static str,
     fields: Value,
+    /// A marker of [`sync`], not an event: answered once everything
+    /// before it is on disk.
+    done: Option<Sender<()>>,
 }
 
 static SINK: OnceLock<Sender<Pending>> = OnceLock::new();
@@ -56,8 +59,30 @@ pub fn record(event: &'static str, fields: Value) {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let _ = tx.send(Pending { ms, event, fields });
+        let _ = tx.send(Pending {
+            ms,
+            event,
+            fields,
+            done: None,
+        });
     }
+}
+
+/// Waits (up to `timeout`) until every event recorded so far is on disk;
+/// for `ward` commands that record events and then exit. Returns false
+/// on timeout; true at once when no trail was started.
+pub fn sync(timeout: Duration) -> bool {
+    let Some(tx) = SINK.get() else {
+        return true;
+    };
+    let (done, rx) = channel();
+    let marker = Pending {
+        ms: 0,
+        event: "",
+        fields: Value::Null,
+        done: Some(done),
+    };
+    tx.send(marker).is_ok() && rx.recv_timeout(timeout).is_ok()
 }
 
 /// How the writer behaves.
@@ -177,8 +202,15 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let (markers, batch): (Vec<Pending>, Vec<Pending>) =
+                batch.into_iter().partition(|p| p.done.is_some());
             if let Err(e) = self.write_batch(batch) {
                 tracing::error!(path = %self.path.display(), error = %e, "cannot write the audit trail");
+            }
+            for m in markers {
+                if let Some(done) = m.done {
+                    let _ = done.send(());
+                }
             }
             if last_retention.elapsed() > Duration::from_secs(3600) {
                 last_retention = std::time::Instant::now();
@@ -426,6 +458,7 @@ mod tests {
                 ms: 1_700_000_000_000 + i * 1000,
                 event: "delivery_attempt",
                 fields: json!({"queue_id": format!("q{i}"), "code": 250}),
+                done: None,
             })
             .collect();
         w.write_batch(batch).unwrap();

@@ -1,6 +1,7 @@
 //! The command line: `ward serve`, `ward check-config`, `ward hash-password`,
 //! `ward config-reference`, `ward scan`, `ward pickup list|revoke`,
-//! `ward sandbox list|show|clear`.
+//! `ward sandbox list|show|clear`, `ward status`, `ward audit`, `ward report`; and, in
+//! `crate::ops::cli`, `ward queue`, `ward keys rotate`, `ward backup`, `ward restore`.
 //!
 //! Errors are printed as one line saying what is wrong and what to do, with
 //! exit status 1 (2 for usage errors, from clap).
@@ -151,6 +152,49 @@ pub enum Command {
         #[arg(long, short, env = "WARD_CONFIG")]
         config: Option<PathBuf>,
     },
+    // Operating Ward (src/ops): queue, keys, backup, restore.
+    /// The queue: list, show, retry, hold, release, delete (through the
+    /// running Ward's admin socket, or on its data directory when it is
+    /// stopped). Exit 0: done; 1: refused (unknown id, ...).
+    Queue {
+        #[command(subcommand)]
+        action: crate::ops::cli::QueueCommand,
+        /// Configuration file (for server.data_dir); default: the embedded
+        /// defaults.
+        #[arg(long, short, env = "WARD_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// The master key: rotate it (Ward stopped). Exit 0: done; 1: refused.
+    Keys {
+        #[command(subcommand)]
+        action: crate::ops::cli::KeysCommand,
+        /// Configuration file (server.data_dir, server.master_key_file).
+        #[arg(long, short, env = "WARD_CONFIG", global = true)]
+        config: Option<PathBuf>,
+    },
+    /// A consistent, still-encrypted copy of the data directory (queue,
+    /// pickup store, audit trail), taken while Ward runs. The master key is
+    /// not in it unless --include-key. Exit 0: written; 1: refused.
+    Backup {
+        /// A new (or empty) directory for the backup.
+        dest: PathBuf,
+        /// Put the master key into the backup too (then the backup alone
+        /// can read every message: keep it as safe as the mail).
+        #[arg(long)]
+        include_key: bool,
+        /// Configuration file (server.data_dir).
+        #[arg(long, short, env = "WARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Restore a backup into a new data directory (checked against the
+    /// backup's manifest first). Exit 0: restored; 1: refused.
+    Restore {
+        /// The backup directory (`ward backup DEST`).
+        src: PathBuf,
+        /// The new data directory (must not exist or be empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -294,6 +338,23 @@ pub fn main() -> ExitCode {
             admin,
             config,
         } => status(&queue_id, admin, config),
+        Command::Queue { action, config } => match admin_config(config.as_ref()) {
+            Some(c) => crate::ops::cli::queue(action, &c),
+            None => ExitCode::FAILURE,
+        },
+        Command::Keys { action, config } => match admin_config(config.as_ref()) {
+            Some(c) => crate::ops::cli::keys(action, &c),
+            None => ExitCode::FAILURE,
+        },
+        Command::Backup {
+            dest,
+            include_key,
+            config,
+        } => match admin_config(config.as_ref()) {
+            Some(c) => crate::ops::cli::backup(dest, include_key, &c),
+            None => ExitCode::FAILURE,
+        },
+        Command::Restore { src, data_dir } => crate::ops::cli::restore(&src, &data_dir, true),
     }
 }
 

@@ -171,19 +171,7 @@ pub fn seal(master: &MasterKey, aad: &[u8], body: &mut Vec<u8>) -> SealInfo {
         .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), body)
         .expect("AES-GCM sealing of an in-memory buffer cannot fail below 64 GiB");
 
-    let wrap_nonce = random_nonce();
-    let mut wrapped = Vec::with_capacity(WRAPPED_KEY_LEN);
-    wrapped.extend_from_slice(&wrap_nonce);
-    let mut inner = key_bytes.to_vec();
-    master
-        .key
-        .seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(wrap_nonce),
-            Aad::from(wrap_aad(aad)),
-            &mut inner,
-        )
-        .expect("wrapping 32 bytes cannot fail");
-    wrapped.extend_from_slice(&inner);
+    let wrapped = wrap_key(master, aad, key_bytes.as_ref());
     SealInfo {
         key_id: master.id,
         wrapped_key: wrapped,
@@ -194,6 +182,64 @@ pub fn seal(master: &MasterKey, aad: &[u8], body: &mut Vec<u8>) -> SealInfo {
 /// Decrypts a body sealed by [`seal`]: `data` holds ciphertext and tag and is
 /// turned into the plaintext in place.
 pub fn open(master: &MasterKey, aad: &[u8], info: &SealInfo, data: &mut Vec<u8>) -> Result<(), CryptoError> {
+    let key_bytes = unwrap_key(master, aad, info)?;
+    let message_key =
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key_bytes).map_err(|_| CryptoError::Decrypt)?);
+    let plain_len = message_key
+        .open_in_place(
+            Nonce::assume_unique_for_key(info.nonce),
+            Aad::from(aad),
+            data.as_mut_slice(),
+        )
+        .map_err(|_| CryptoError::Decrypt)?
+        .len();
+    data.truncate(plain_len);
+    Ok(())
+}
+
+/// Key rotation: the per-message key of `info`, unwrapped with `old` and
+/// wrapped again under `new` (fresh wrap nonce). The body nonce and so the
+/// sealed body stay as they are. A seal already under `new` is returned
+/// unchanged (so an interrupted rotation can simply be run again).
+pub fn rewrap(
+    old: &MasterKey,
+    new: &MasterKey,
+    aad: &[u8],
+    info: &SealInfo,
+) -> Result<SealInfo, CryptoError> {
+    if info.key_id == new.id {
+        return Ok(info.clone());
+    }
+    let key = unwrap_key(old, aad, info)?;
+    Ok(SealInfo {
+        key_id: new.id,
+        wrapped_key: wrap_key(new, aad, &key),
+        nonce: info.nonce,
+    })
+}
+
+/// A per-message key wrapped under `master`: a fresh nonce, then the key
+/// sealed with the domain-separated `aad`, then the tag.
+fn wrap_key(master: &MasterKey, aad: &[u8], key: &[u8]) -> Vec<u8> {
+    let wrap_nonce = random_nonce();
+    let mut inner = Zeroizing::new(key.to_vec());
+    master
+        .key
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(wrap_nonce),
+            Aad::from(wrap_aad(aad)),
+            &mut *inner,
+        )
+        .expect("wrapping 32 bytes cannot fail");
+    let mut wrapped = Vec::with_capacity(WRAPPED_KEY_LEN);
+    wrapped.extend_from_slice(&wrap_nonce);
+    wrapped.extend_from_slice(&inner);
+    wrapped
+}
+
+/// The per-message key of `info`, unwrapped with `master` (which must be
+/// the key `info` names).
+fn unwrap_key(master: &MasterKey, aad: &[u8], info: &SealInfo) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
     if info.key_id != master.id {
         return Err(CryptoError::UnknownKey {
             found: hex::encode(info.key_id),
@@ -205,22 +251,31 @@ pub fn open(master: &MasterKey, aad: &[u8], info: &SealInfo, data: &mut Vec<u8>)
     let (wrap_nonce, wrapped) = info.wrapped_key.split_at(NONCE_LEN);
     let mut inner = Zeroizing::new(wrapped.to_vec());
     let nonce = Nonce::try_assume_unique_for_key(wrap_nonce).map_err(|_| CryptoError::Decrypt)?;
-    let key_bytes = master
+    let len = master
         .key
         .open_in_place(nonce, Aad::from(wrap_aad(aad)), inner.as_mut_slice())
-        .map_err(|_| CryptoError::Decrypt)?;
-    let message_key =
-        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key_bytes).map_err(|_| CryptoError::Decrypt)?);
-    let plain_len = message_key
-        .open_in_place(
-            Nonce::assume_unique_for_key(info.nonce),
-            Aad::from(aad),
-            data.as_mut_slice(),
-        )
         .map_err(|_| CryptoError::Decrypt)?
         .len();
-    data.truncate(plain_len);
-    Ok(())
+    inner.truncate(len);
+    Ok(inner)
+}
+
+/// Where a key rotation keeps the new master key until it takes over
+/// (`<key file>.new`). While it exists a rotation is unfinished: records
+/// may be wrapped under either key, so Ward refuses to start and `ward
+/// keys rotate` resumes it.
+pub fn pending_key_path(key_path: &Path) -> PathBuf {
+    let mut p = key_path.as_os_str().to_owned();
+    p.push(".new");
+    PathBuf::from(p)
+}
+
+/// Where a rotation leaves the previous master key (`<key file>.old-<id>`)
+/// until the administrator destroys it.
+pub fn retired_key_path(key_path: &Path, id: [u8; 8]) -> PathBuf {
+    let mut p = key_path.as_os_str().to_owned();
+    p.push(format!(".old-{}", hex::encode(id)));
+    PathBuf::from(p)
 }
 
 /// Writes a new file (mode 0600, `O_EXCL`) and syncs it: how sealed
@@ -303,6 +358,27 @@ mod tests {
         let mut tampered = data.clone();
         tampered[0] ^= 1;
         assert!(open(&mk, b"id-1", &info, &mut tampered).is_err());
+    }
+
+    #[test]
+    fn rewrap_keeps_the_body_and_moves_the_key() {
+        let old = key();
+        let new = MasterKey::from_bytes(&[8u8; 32]);
+        let plain = b"body under rotation".to_vec();
+        let mut data = plain.clone();
+        let info = seal(&old, b"id-1", &mut data);
+        let moved = rewrap(&old, &new, b"id-1", &info).unwrap();
+        assert_eq!(moved.key_id, new.id());
+        assert_eq!(moved.nonce, info.nonce);
+        assert!(open(&old, b"id-1", &moved, &mut data.clone()).is_err());
+        let mut opened = data.clone();
+        open(&new, b"id-1", &moved, &mut opened).unwrap();
+        assert_eq!(opened, plain);
+        // Idempotent, and refuses a seal under neither key or bound elsewhere.
+        assert_eq!(rewrap(&old, &new, b"id-1", &moved).unwrap(), moved);
+        let third = MasterKey::from_bytes(&[1u8; 32]);
+        assert!(rewrap(&third, &new, b"id-1", &info).is_err());
+        assert!(rewrap(&old, &new, b"id-2", &info).is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! floor 5   cli · server
-//! floor 4   dispatch
+//! floor 4   dispatch · ops
 //! floor 3   smtp · delivery · pickup · dsn · admin · sandbox
 //! floor 2   policy · queue · ratelimit · tls · dkim
 //! floor 1   scan · config · crypto · audit · metrics · report
@@ -22,6 +22,7 @@ pub mod dispatch;
 pub mod dkim;
 pub mod dsn;
 pub mod metrics;
+pub mod ops;
 pub mod pickup;
 pub mod policy;
 pub mod queue;

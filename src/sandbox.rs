@@ -216,6 +216,34 @@ impl Outbox {
         serde_json::from_slice(&data).map_err(|e| OutboxError::Corrupt(id.to_string(), e.to_string()))
     }
 
+    /// Key rotation (`ward keys rotate`, Ward stopped): every record's
+    /// wrapped key is re-wrapped from `old` to `new`, each file replaced
+    /// atomically; sealed content is untouched. Records already under
+    /// `new` are skipped, so an interrupted rotation can run again.
+    /// Returns how many were re-wrapped.
+    pub fn rewrap_keys(&self, old: &MasterKey, new: &MasterKey) -> Result<usize, OutboxError> {
+        let mut n = 0;
+        for entry in self.list()? {
+            let mut record = self.record(&entry.id)?;
+            if record.seal.key_id == new.id() {
+                continue;
+            }
+            let qid = QueueId::parse(&entry.id).ok_or_else(|| OutboxError::NotFound(entry.id.clone()))?;
+            record.seal = crypto::rewrap(old, new, &aad(&qid), &record.seal)?;
+            let json = serde_json::to_vec(&record)
+                .map_err(|e| OutboxError::Corrupt(entry.id.clone(), e.to_string()))?;
+            let path = self.record_path(&entry.id);
+            let tmp = path.with_extension("rewrap");
+            let io = |p: &Path, e: std::io::Error| OutboxError::Io(p.display().to_string(), e);
+            let _ = std::fs::remove_file(&tmp);
+            crypto::write_new_synced(&tmp, &json).map_err(|e| io(&tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+            n += 1;
+        }
+        crypto::sync_dir(&self.dir).map_err(|e| OutboxError::Io(self.dir.display().to_string(), e))?;
+        Ok(n)
+    }
+
     /// Every kept copy, oldest first.
     pub fn list(&self) -> Result<Vec<Entry>, OutboxError> {
         let rd = match std::fs::read_dir(&self.dir) {
@@ -360,6 +388,32 @@ mod tests {
         assert_eq!(ob.clear().unwrap(), 2);
         assert!(ob.list().unwrap().is_empty());
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn key_rotation_rewraps_records_and_leaves_content_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ob = outbox(tmp.path());
+        let a = ob.store(copy(Kind::Message), 1).unwrap();
+        let b = ob.store(copy(Kind::Notification), 2).unwrap();
+        let sealed_before = std::fs::read(ob.sealed_path(&a.id)).unwrap();
+        let old = MasterKey::from_bytes(&[5u8; 32]);
+        let new = MasterKey::from_bytes(&[7u8; 32]);
+        assert_eq!(ob.rewrap_keys(&old, &new).unwrap(), 2);
+        assert_eq!(
+            ob.rewrap_keys(&old, &new).unwrap(),
+            0,
+            "a second run has nothing to do"
+        );
+        assert_eq!(std::fs::read(ob.sealed_path(&a.id)).unwrap(), sealed_before);
+        let rotated = Outbox::open(tmp.path(), Arc::new(new)).unwrap();
+        assert_eq!(rotated.open_message(&a.id).unwrap().1, PLANTED);
+        assert_eq!(rotated.open_message(&b.id).unwrap().0, b);
+        assert!(
+            matches!(ob.open_message(&a.id), Err(OutboxError::Crypto(_))),
+            "the old key no longer opens it"
+        );
+        assert_eq!(rotated.list().unwrap().len(), 2, "no leftover files listed");
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //!
 //! Start: data directory (mode 0700), master key (created 0600 on first
 //! start), TLS certificate (configured, or self-signed on first start with a
-//! warning), the queue (its due index rebuilt, so queued mail resumes),
-//! delivery (or, in sandbox mode, the sandbox outbox instead), the pickup
-//! store (with `portal.enabled`), listeners, the
-//! portal's and the admin listener's (all bound before any serves, so a
-//! bind error stops the start cleanly), the portal, the admin listener,
-//! dispatch.
+//! warning), the queue (its due index rebuilt, so queued mail resumes;
+//! refused if its messages are sealed under another master key, or a key
+//! rotation was left unfinished), delivery (or, in sandbox mode, the
+//! sandbox outbox instead), the pickup store (with `portal.enabled`),
+//! listeners, the portal's and the admin listener's (all bound before any
+//! serves, so a bind error stops the start cleanly), the portal, the admin
+//! listener, dispatch, the admin socket (`ops`: `ward queue`, `ward backup`).
 //!
 //! Stop (SIGTERM or SIGINT): listeners stop accepting, idle sessions get
 //! 421 4.3.2, sessions in DATA finish their message, deliveries finish their
@@ -101,6 +102,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     }
 
     let key_path = config.server.master_key_path();
+    refuse_unfinished_rotation(&key_path)?;
     let (master, created) = MasterKey::load_or_create(&key_path)?;
     if created {
         tracing::warn!(path = %key_path.display(), "created a new master key; back it up: without it the queue can't be read");
@@ -136,6 +138,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
             path: data_dir.join("queue"),
             source,
         })?;
+
+    refuse_foreign_key(&queue, &master, &key_path).await?;
 
     // Sandbox mode: nothing leaves the machine (no resolver, no client);
     // outbound copies are kept, encrypted, in the outbox.
@@ -291,6 +295,17 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         shutdown.clone(),
     );
     let dispatch_task = tokio::spawn(dispatcher.run());
+    // `ward queue`, `ward backup` (src/ops).
+    if let Some(listener) = crate::ops::bind(&config.server.data_dir) {
+        let ops = crate::ops::Ops {
+            queue: queue.clone(),
+            pickup: pickup.as_ref().map(|p| p.store().clone()),
+            data_dir: config.server.data_dir.clone(),
+            key_path: key_path.clone(),
+            key_id: master.id(),
+        };
+        tokio::spawn(crate::ops::serve(ops, listener, shutdown.clone()));
+    }
     if let Some(p) = &pickup {
         tokio::spawn(p.clone().purge_loop(shutdown.clone()));
         tokio::spawn(crate::pickup::control::serve(
@@ -342,6 +357,43 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     )
     .await;
     tracing::info!("ward stopped");
+    Ok(())
+}
+
+/// A key rotation cut short (`<key file>.new` exists) leaves records
+/// wrapped under either key: `ward keys rotate` must finish it first.
+fn refuse_unfinished_rotation(key_path: &Path) -> Result<(), ServerError> {
+    let pending = crate::crypto::pending_key_path(key_path);
+    if pending.exists() {
+        return Err(ServerError::Key(crate::crypto::CryptoError::KeyFile {
+            path: pending,
+            reason:
+                "a master key rotation was interrupted; run `ward keys rotate` to finish it, then start Ward"
+                    .into(),
+        }));
+    }
+    Ok(())
+}
+
+/// Queued messages sealed under another master key than the one loaded
+/// (a restored data directory started without its key, or the wrong
+/// `server.master_key_file`) could never be delivered: Ward says so and
+/// does not start.
+async fn refuse_foreign_key(queue: &Queue, master: &MasterKey, key_path: &Path) -> Result<(), ServerError> {
+    let ids = queue.key_ids().await.map_err(|source| ServerError::Queue {
+        path: key_path.to_path_buf(),
+        source,
+    })?;
+    if let Some((id, n)) = ids.into_iter().find(|(id, _)| *id != master.id()) {
+        return Err(ServerError::Key(crate::crypto::CryptoError::KeyFile {
+            path: key_path.to_path_buf(),
+            reason: format!(
+                "holds master key {}, but {n} queued messages are sealed under key {}; put that key in this file (or point server.master_key_file at it)",
+                hex::encode(master.id()),
+                hex::encode(id)
+            ),
+        }));
+    }
     Ok(())
 }
 

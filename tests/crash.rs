@@ -92,16 +92,7 @@ async fn every_acknowledged_message_survives_sigkill() {
     let want: HashSet<&str> = acked.iter().map(String::as_str).collect();
     let deadline = Instant::now() + Duration::from_secs(90);
     let missing = loop {
-        let got: HashSet<String> = mx
-            .received()
-            .iter()
-            .filter_map(|m| {
-                let text = String::from_utf8_lossy(&m.data);
-                text.lines()
-                    .find(|l| l.starts_with("Subject: "))
-                    .map(|l| l["Subject: ".len()..].to_string())
-            })
-            .collect();
+        let got = mx.subjects();
         let missing = want.iter().filter(|m| !got.contains(**m)).count();
         if missing == 0 || Instant::now() > deadline {
             break missing;

@@ -697,7 +697,98 @@ impl PickupStore {
     pub fn flush(&self) -> Result<(), PickupError> {
         self.sync()
     }
+
+    /// Key rotation: every key file wrapped under `old` is wrapped again
+    /// under `new`; the sealed content is not touched. Each file is
+    /// replaced atomically (written beside it as `<id>.rewrap`, synced,
+    /// renamed over it; a leftover `.rewrap` is shredded by the next
+    /// open's sweep) and names its key, so a rotation cut short leaves a
+    /// mix both keys can read, and running it again finishes it. Returns
+    /// how many files were re-wrapped.
+    pub fn rewrap_keys(&self, old: &MasterKey, new: &MasterKey) -> Result<usize, PickupError> {
+        let dir = self.inner.dir.join("keys");
+        let entries = std::fs::read_dir(&dir).map_err(|e| PickupError::Io(dir.display().to_string(), e))?;
+        let mut n = 0;
+        for entry in entries.flatten() {
+            let Some(id) = entry.file_name().to_str().and_then(PickupId::parse) else {
+                continue;
+            };
+            let path = entry.path();
+            let json = std::fs::read(&path).map_err(|e| PickupError::Io(path.display().to_string(), e))?;
+            let seal: SealInfo = serde_json::from_slice(&json)
+                .map_err(|e| PickupError::Corrupt(id.to_string(), e.to_string()))?;
+            if seal.key_id == new.id() {
+                continue;
+            }
+            let moved = crypto::rewrap(old, new, &aad(&id), &seal)?;
+            let json = serde_json::to_vec(&moved)
+                .map_err(|e| PickupError::Corrupt(id.to_string(), e.to_string()))?;
+            let tmp = dir.join(format!("{id}.rewrap"));
+            let _ = std::fs::remove_file(&tmp);
+            write_synced(&tmp, &json)?;
+            std::fs::rename(&tmp, &path).map_err(|e| PickupError::Io(path.display().to_string(), e))?;
+            n += 1;
+        }
+        sync_dir(&dir)?;
+        Ok(n)
+    }
+
+    /// Copies the store into `dest` for a backup: the records (into
+    /// `pickup.records`), then the key and content files of the active
+    /// pickups (escrow writes the files before the records, so a record
+    /// seen here has its files, unless a purge removed them meanwhile:
+    /// such a pickup was ending anyway). Returns (records, active pickups).
+    pub fn snapshot(&self, dest: &Path) -> Result<(u64, u64), PickupError> {
+        let io = |p: &Path, e: std::io::Error| PickupError::Io(p.display().to_string(), e);
+        let records = dest.join(SNAPSHOT_RECORDS);
+        let mut out = crate::queue::RecordWriter::create(&records).map_err(|e| io(&records, e))?;
+        let mut active = Vec::new();
+        let mut n = 0;
+        for kv in self.inner.tree.iter() {
+            let (k, v) = kv?;
+            if k.first() == Some(&R) {
+                let rec = decode(&hex::encode(&k), &v)?;
+                if rec.state == PickupState::Active {
+                    active.push(rec.id);
+                }
+            }
+            out.push(&k, &v).map_err(|e| io(&records, e))?;
+            n += 1;
+        }
+        out.finish().map_err(|e| io(&records, e))?;
+        let mut copied = 0;
+        for sub in ["keys", "content"] {
+            std::fs::create_dir_all(dest.join("pickup").join(sub)).map_err(|e| io(dest, e))?;
+        }
+        for id in active {
+            let key = self.key_path(&id);
+            let content = self.content_path(&id);
+            let to = |sub: &str| dest.join("pickup").join(sub).join(id.to_string());
+            match std::fs::copy(&key, to("keys")).and_then(|_| std::fs::copy(&content, to("content"))) {
+                Ok(_) => copied += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let _ = std::fs::remove_file(to("keys"));
+                }
+                Err(e) => return Err(io(&key, e)),
+            }
+        }
+        Ok((n, copied))
+    }
+
+    /// Restores a snapshot's records into a new store database under
+    /// `dir` (the key and content files are copied by the caller).
+    pub fn restore(dir: &Path, records: &Path) -> Result<u64, PickupError> {
+        let db = sled::Config::new().path(dir.join("db")).open()?;
+        let tree = db.open_tree("pickup")?;
+        let n = crate::queue::load_records(&tree, records)
+            .map_err(|e| PickupError::Io(records.display().to_string(), e))?;
+        db.flush()?;
+        Ok(n)
+    }
 }
+
+/// The records file of a pickup store snapshot.
+pub const SNAPSHOT_RECORDS: &str = "pickup.records";
 
 /// 8 decimal digits, uniform (rejection sampling, no modulo bias).
 fn random_code() -> String {

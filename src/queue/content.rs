@@ -158,6 +158,11 @@ impl ContentLog {
         Ok(())
     }
 
+    /// The directory of the segment files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Reads one message's sealed content.
     pub fn read(&self, loc: &Location) -> std::io::Result<Vec<u8>> {
         let file = {

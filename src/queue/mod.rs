@@ -44,9 +44,14 @@
 //!
 //! Refuses: records it cannot decode are reported as errors, never guessed.
 
+mod admin;
 pub mod content;
 mod envelope;
 
+pub use admin::{
+    AdminAction, AdminOutcome, AdminTarget, QueuedCopy, QueuedMessage, RecordWriter, SNAPSHOT_RECORDS,
+    SnapshotInfo, load_records, restore,
+};
 pub use content::Location;
 pub use envelope::*;
 
@@ -186,11 +191,23 @@ pub struct CopyRecord {
     /// A delay notice was queued for this copy (there is only one).
     #[serde(default)]
     pub delay_notified: bool,
+    /// Held by an administrator (`ward queue hold`): no delivery attempt
+    /// until `ward queue release`. Distinct from quarantine, which is
+    /// policy's decision and is not lifted by a release.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admin_hold: bool,
 }
 
 impl CopyRecord {
-    /// Quarantined copies wait for an administrator, not for a retry time.
+    /// Held copies (quarantined by policy, or held by an administrator)
+    /// wait for an administrator, not for a retry time: they have no entry
+    /// in the due index.
     pub fn is_held(&self) -> bool {
+        self.is_quarantined() || self.admin_hold
+    }
+
+    /// Quarantined by policy.
+    pub fn is_quarantined(&self) -> bool {
         self.policy.action == PolicyAction::Quarantine
     }
 }
@@ -434,6 +451,26 @@ enum Op {
     Claim(u64, usize, oneshot::Sender<Result<Vec<Claimed>, QueueError>>),
     /// Flush everything written so far.
     Sync(oneshot::Sender<Result<(), QueueError>>),
+    /// Settle claimed copies that wait for another attempt. Unlike a plain
+    /// write it looks at the stored copy first: a copy an administrator
+    /// deleted meanwhile is not brought back, one held meanwhile stays held.
+    Reschedule(
+        Vec<(QueueId, u32, CopyRecord)>,
+        oneshot::Sender<Result<(), QueueError>>,
+    ),
+    /// An administrator's action (`ward queue retry|hold|release|delete`);
+    /// durable before it is answered.
+    Admin(
+        AdminTarget,
+        AdminAction,
+        oneshot::Sender<Result<AdminOutcome, QueueError>>,
+    ),
+    /// A consistent copy of the queue for a backup, taken with commits
+    /// paused (see [`admin`]).
+    Snapshot(
+        std::path::PathBuf,
+        oneshot::Sender<Result<admin::Snapshot, QueueError>>,
+    ),
 }
 
 type Write = (Vec<u8>, Option<Vec<u8>>);
@@ -462,6 +499,10 @@ struct Writer {
     /// sled's log file, opened by us for `fdatasync`.
     log_file: std::fs::File,
     content: Arc<content::ContentLog>,
+    /// Copies handed out by a claim and not yet settled (rescheduled or
+    /// finished): a delivery is in progress. Admin actions consult it so
+    /// that a release or retry never hands a copy out twice.
+    in_flight: std::cell::RefCell<HashSet<(QueueId, u32)>>,
 }
 
 impl Writer {
@@ -525,14 +566,16 @@ impl Writer {
                     }
                 }
                 Op::Apply(writes, _) => add(&mut batch, writes),
+                Op::Reschedule(items, _) => self.reschedule(&mut batch, items),
                 Op::Finish(items, _) => {
                     for (id, idx, status) in items {
+                        self.in_flight.borrow_mut().remove(&(*id, *idx));
                         batch.remove(&c_key(C, id, *idx)[..]);
                         batch.insert(&c_key(S, id, *idx)[..], encode_json(status));
                         finished_ids.push(*id);
                     }
                 }
-                Op::Sync(_) => needs_sync = true,
+                Op::Sync(_) | Op::Admin(..) | Op::Snapshot(..) => needs_sync = true,
                 Op::Claim(..) => {}
             }
         }
@@ -569,6 +612,15 @@ impl Writer {
             }
         }
 
+        // 2b. Administrators' actions, after this group's delivery results
+        // (so they see them), before its claims.
+        let mut admin_results: Vec<Result<AdminOutcome, QueueError>> = Vec::new();
+        for op in &ops {
+            if let Op::Admin(target, action, _) = op {
+                admin_results.push(self.admin(target, *action));
+            }
+        }
+
         // 3. Claims, after this group's writes.
         let mut claims: Vec<Result<Vec<Claimed>, String>> = Vec::new();
         for op in &ops {
@@ -588,7 +640,26 @@ impl Writer {
             tracing::error!(error = %e, "queue flush failed");
         }
 
+        // 5. Snapshots for backups: everything above is on disk, and no
+        // other write happens while they are taken.
+        let mut snapshots: Vec<Result<admin::Snapshot, QueueError>> = Vec::new();
+        for op in &ops {
+            if let Op::Snapshot(dest, _) = op {
+                let started = Instant::now();
+                snapshots.push(match &synced {
+                    Ok(()) => self.snapshot(dest),
+                    Err(e) => Err(QueueError::Flush(e.clone())),
+                });
+                tracing::info!(
+                    paused_us = started.elapsed().as_micros() as u64,
+                    "queue snapshot for a backup taken; commits were paused for it"
+                );
+            }
+        }
+
         let mut claims = claims.into_iter();
+        let mut admin_results = admin_results.into_iter();
+        let mut snapshots = snapshots.into_iter();
         let mut appended = appended.into_iter();
         for op in ops {
             match op {
@@ -600,8 +671,19 @@ impl Writer {
                             .map_err(QueueError::Flush),
                     );
                 }
-                Op::Apply(_, reply) => {
+                Op::Apply(_, reply) | Op::Reschedule(_, reply) => {
                     let _ = reply.send(applied.clone().map_err(QueueError::Flush));
+                }
+                Op::Admin(_, _, reply) => {
+                    let r = admin_results.next().unwrap_or(Err(QueueError::Gone));
+                    let r = match &synced {
+                        Ok(()) => r,
+                        Err(e) => Err(QueueError::Flush(e.clone())),
+                    };
+                    let _ = reply.send(r);
+                }
+                Op::Snapshot(_, reply) => {
+                    let _ = reply.send(snapshots.next().unwrap_or(Err(QueueError::Gone)));
                 }
                 Op::Finish(items, reply) => {
                     let mut left: Vec<QueueId> = Vec::new();
@@ -642,6 +724,7 @@ impl Writer {
             // A due entry without a pending copy is stale: drop it.
             if let Some(v) = self.tree.get(c_key(C, &id, idx))? {
                 let copy: CopyRecord = decode_json(&format!("copy {id}/{idx}"), &v)?;
+                self.in_flight.borrow_mut().insert((id, idx));
                 out.push(Claimed { id, idx, copy });
             }
             if out.len() >= limit {
@@ -694,7 +777,7 @@ impl Queue {
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None)
             .open()?;
-        let tree = db.open_tree("queue")?;
+        let tree = db.open_tree(admin::TREE)?;
         let log_file = std::fs::File::open(dir.join("db"))
             .map_err(|e| QueueError::Corrupt("queue log file".into(), e.to_string()))?;
         let content = Arc::new(open_content(dir, &tree)?);
@@ -704,6 +787,7 @@ impl Queue {
             db: db.clone(),
             log_file,
             content: content.clone(),
+            in_flight: std::cell::RefCell::new(HashSet::new()),
         };
         let thread = std::thread::Builder::new()
             .name("ward-queue-writer".into())
@@ -841,12 +925,7 @@ impl Queue {
         &self,
         items: Vec<(QueueId, u32, CopyRecord)>,
     ) -> impl std::future::Future<Output = Result<(), QueueError>> + Send + 'static {
-        let mut writes = Vec::with_capacity(items.len() * 2);
-        for (id, idx, record) in items {
-            writes.push((c_key(C, &id, idx).to_vec(), Some(encode_json(&record))));
-            writes.push((d_key(record.next_attempt_ms, &id, idx).to_vec(), Some(Vec::new())));
-        }
-        let rx = self.submit(|tx| Op::Apply(writes, tx));
+        let rx = self.submit(|tx| Op::Reschedule(items, tx));
         async move { rx?.await.map_err(|_| QueueError::Gone)? }
     }
 
@@ -1073,6 +1152,7 @@ fn seal_message(master: &MasterKey, msg: NewMessage) -> Sealed {
             last: None,
             policy,
             delay_notified: false,
+            admin_hold: false,
         };
         writes.push((c_key(C, &id, i as u32).to_vec(), Some(encode_json(&rec))));
         // A quarantined copy is held: it has no due time until released.
@@ -1145,7 +1225,7 @@ mod tests {
         d
     }
 
-    fn message(body: &[u8], rcpts: &[&str]) -> NewMessage {
+    pub(super) fn message(body: &[u8], rcpts: &[&str]) -> NewMessage {
         NewMessage {
             id: QueueId::generate(),
             envelope: Envelope {

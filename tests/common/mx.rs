@@ -319,6 +319,19 @@ impl TestMx {
         self.shared.received.lock().unwrap().clone()
     }
 
+    /// The Subject of every message accepted so far.
+    pub fn subjects(&self) -> std::collections::HashSet<String> {
+        self.received()
+            .iter()
+            .filter_map(|m| {
+                let text = String::from_utf8_lossy(&m.data);
+                text.lines()
+                    .find(|l| l.starts_with("Subject: "))
+                    .map(|l| l["Subject: ".len()..].to_string())
+            })
+            .collect()
+    }
+
     /// Waits until at least `n` messages were accepted; panics after
     /// `timeout` with what the server saw.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
