@@ -171,25 +171,21 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, log_format } => serve(config, log_format),
-        Command::CheckConfig { config } => match Config::load(&config) {
-            // The files the settings name are checked too, as `serve`
-            // would load them: a DKIM key that doesn't parse should show
-            // here, not at the next restart.
-            Ok(c) => match crate::dkim::DkimSigner::load(&c.dkim) {
-                Ok(_) => {
+        // The files the settings name are loaded too, as `serve` and a
+        // reload load them: a certificate, key, CA or DKIM file that
+        // doesn't parse shows here, with the same error a reload logs.
+        Command::CheckConfig { config } => {
+            match Config::load(&config).and_then(|c| crate::server::check(&c, &config)) {
+                Ok(()) => {
                     println!("{}: configuration is valid", config.display());
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("{}: [dkim]: {e}", config.display());
+                    eprintln!("{e}");
                     ExitCode::FAILURE
                 }
-            },
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
             }
-        },
+        }
         Command::HashPassword => hash_password(),
         Command::ConfigReference => {
             print!("{}", crate::config::reference_markdown());
@@ -622,7 +618,7 @@ fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
     if let Some(f) = log_format {
         config.log.format = f;
     }
-    init_logging(&config);
+    let log_level = init_logging(&config);
     if path.is_none() {
         tracing::info!("no --config given: running on the embedded defaults");
     }
@@ -637,7 +633,7 @@ fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::server::run(config, path)) {
+    match runtime.block_on(crate::server::run(config, path, log_level)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "ward failed");
@@ -659,21 +655,25 @@ const CONTENT_PARSERS: [&str; 6] = [
     "quick_xml",
 ];
 
-fn init_logging(config: &Config) {
+/// Sets up logging; returns what changes `log.level` on reload (None when
+/// RUST_LOG overrides the configured level).
+fn init_logging(config: &Config) -> Option<crate::server::LogLevelReload> {
     use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
     use tracing_subscriber::prelude::*;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::try_new(&config.log.level).unwrap_or_else(|e| {
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let env_overrides = from_env.is_some();
+    let filter = match from_env {
+        Some(f) => silence_content_parsers(f),
+        None => log_filter(&config.log.level).unwrap_or_else(|e| {
             eprintln!(
                 "ward: log.level `{}` is not a valid filter ({e}); using info",
                 config.log.level
             );
-            EnvFilter::new("info")
-        })
-    });
-    let filter = CONTENT_PARSERS.iter().fold(filter, |f, c| {
-        f.add_directive(format!("{c}=off").parse().expect("static directive"))
-    });
+            log_filter("info").expect("static filter")
+        }),
+    };
+    // The level part can be replaced on reload; the rule below stays.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     // Whatever log.level says, other crates log at info at most: their
     // debug and trace output is written for their developers and may hold
     // the bytes they handle (headers, TLS records, parsed text). Ward's
@@ -700,6 +700,23 @@ fn init_logging(config: &Config) {
             )
             .init(),
     }
+    let reload: crate::server::LogLevelReload = Box::new(move |level| {
+        let f = log_filter(level)?;
+        handle.reload(f).map_err(|e| e.to_string())
+    });
+    (!env_overrides).then_some(reload)
+}
+
+/// The filter for a `log.level` value, content parsers silenced.
+fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    Ok(silence_content_parsers(filter))
+}
+
+fn silence_content_parsers(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    CONTENT_PARSERS.iter().fold(filter, |f, c| {
+        f.add_directive(format!("{c}=off").parse().expect("static directive"))
+    })
 }
 
 fn hash_password() -> ExitCode {

@@ -1838,6 +1838,86 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+impl ConfigError {
+    /// An error about the value of a setting (`keys`, e.g. `["tls",
+    /// "cert_file"]`) found after the file parsed, such as a certificate file
+    /// that can't be read: placed at the setting's line in `file`.
+    pub fn at_setting(file: &Path, keys: &[&'static str], message: String) -> ConfigError {
+        let path: Vec<PathSeg> = keys.iter().map(|k| K(k)).collect();
+        let position = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| locate(&text, &path).map(|s| line_col(&text, s.start)));
+        ConfigError {
+            file: file.to_path_buf(),
+            position,
+            message: format!("{}: {message}", keys.join(".")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reload (SIGHUP).
+
+/// A value a reload can replace while it is in use: readers take the
+/// snapshot in force (an `Arc`) and keep it for as long as they need a
+/// consistent view; a replacement affects only later readers.
+pub struct Live<T>(std::sync::RwLock<std::sync::Arc<T>>);
+
+impl<T> Live<T> {
+    pub fn new(value: T) -> Live<T> {
+        Live(std::sync::RwLock::new(std::sync::Arc::new(value)))
+    }
+
+    /// The snapshot in force now.
+    pub fn get(&self) -> std::sync::Arc<T> {
+        // The lock only guards an Arc swap; a poisoned one still holds a
+        // whole value.
+        self.0
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Replaces the value for every later reader.
+    pub fn set(&self, value: T) {
+        let value = std::sync::Arc::new(value);
+        match self.0.write() {
+            Ok(mut g) => *g = value,
+            Err(p) => *p.into_inner() = value,
+        }
+    }
+}
+
+/// The settings a running Ward can't change: what binds sockets, opens
+/// stores or names files held open, and what is built into the parts made
+/// once at start (the portal, reports, DKIM, the admin listener, the audit
+/// writer, the log format). A reload keeps the running value of each one
+/// that changed in `new` and returns their names, for the "takes effect at
+/// restart" warning.
+pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    macro_rules! keep {
+        ($name:literal, $($field:tt)+) => {
+            if running.$($field)+ != new.$($field)+ {
+                new.$($field)+ = running.$($field)+.clone();
+                changed.push($name);
+            }
+        };
+    }
+    keep!("[[listener]]", listeners);
+    keep!("server.data_dir", server.data_dir);
+    keep!("server.master_key_file", server.master_key_file);
+    keep!("server.hostname", server.hostname);
+    keep!("log.format", log.format);
+    keep!("queue.cache_size", queue.cache_size);
+    keep!("[dsn]", dsn);
+    keep!("[portal]", portal);
+    keep!("[dkim]", dkim);
+    keep!("[admin]", admin);
+    keep!("[audit]", audit);
+    changed
+}
+
 /// Finds the span of a key path in the TOML text: the deepest part of the path
 /// that exists (a missing key is reported at its table).
 fn locate(text: &str, path: &[PathSeg]) -> Option<Range<usize>> {

@@ -93,10 +93,19 @@ struct Destination {
     wake: Arc<Notify>,
 }
 
+/// What a reload (SIGHUP) replaces for dispatch: the configuration
+/// (schedules, concurrency) and the delivery side built from it (routes,
+/// smart host, per-domain TLS policy, trusted CAs, DNS). Each delivery
+/// attempt takes the snapshot in force when it connects; a connection
+/// already open finishes its work first.
+pub struct Outbound {
+    pub config: Arc<Config>,
+    pub delivery: Arc<Delivery>,
+}
+
 pub struct Dispatcher {
-    config: Arc<Config>,
+    live: crate::config::Live<Outbound>,
     queue: Queue,
-    delivery: Arc<Delivery>,
     /// The pickup portal, when `portal.enabled`.
     pickup: Option<Pickup>,
     /// Writes bounce, delay and success reports.
@@ -127,18 +136,16 @@ enum CopyResult {
 
 impl Dispatcher {
     pub fn new(
-        config: Arc<Config>,
+        outbound: Outbound,
         queue: Queue,
-        delivery: Arc<Delivery>,
         pickup: Option<Pickup>,
         dsn: Reporter,
         limits: Arc<RateLimits>,
         shutdown: CancellationToken,
     ) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
-            config,
+            live: crate::config::Live::new(outbound),
             queue,
-            delivery,
             pickup,
             dsn,
             limits,
@@ -150,12 +157,23 @@ impl Dispatcher {
         })
     }
 
+    /// Puts a new configuration and delivery side in force (SIGHUP): the
+    /// next connection and every later scheduling decision use them.
+    pub fn reload(&self, outbound: Outbound) {
+        self.live.set(outbound);
+    }
+
+    /// The configuration in force now.
+    fn config(&self) -> Arc<Config> {
+        self.live.get().config.clone()
+    }
+
     /// Runs until shutdown, then waits for workers to finish their current
     /// transaction (the caller bounds this with the shutdown deadline).
     pub async fn run(self: Arc<Self>) {
-        let scan = self.config.queue.scan_interval;
         let mut last_purge = std::time::Instant::now() - Duration::from_secs(3600);
         loop {
+            let scan = self.config().queue.scan_interval;
             if self.shutdown.is_cancelled() {
                 break;
             }
@@ -175,7 +193,7 @@ impl Dispatcher {
                 last_purge = std::time::Instant::now();
                 match self
                     .queue
-                    .purge_statuses(self.config.queue.status_retention)
+                    .purge_statuses(self.config().queue.status_retention)
                     .await
                 {
                     Ok(0) => {}
@@ -385,7 +403,7 @@ impl Dispatcher {
     fn push(self: &Arc<Self>, job: Job) {
         self.in_memory
             .fetch_add(job.copies.len(), std::sync::atomic::Ordering::Relaxed);
-        let limit = self.config.delivery.destination_concurrency;
+        let limit = self.config().delivery.destination_concurrency;
         let lane = job.lane.clone();
         let spawn = {
             let mut map = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
@@ -409,7 +427,7 @@ impl Dispatcher {
     /// time when a connection is open. On None the worker has been
     /// unregistered.
     async fn next_job(&self, lane: &Lane, linger: bool) -> Option<Job> {
-        let wait = self.config.delivery.connection_cache_time;
+        let wait = self.config().delivery.connection_cache_time;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let wake = {
@@ -440,7 +458,7 @@ impl Dispatcher {
 
     /// One connection's worth of work for a lane.
     async fn worker(self: Arc<Self>, lane: Lane) {
-        let max_per_conn = self.config.delivery.max_messages_per_connection;
+        let max_per_conn = self.config().delivery.max_messages_per_connection;
         let mut conn: Option<crate::delivery::Connection> = None;
         while let Some(job) = self.next_job(&lane, conn.is_some()).await {
             let n = job.copies.len();
@@ -484,19 +502,16 @@ impl Dispatcher {
             }
         };
         if conn.is_none() {
+            let delivery = self.live.get().delivery.clone();
             // Invariant 3: a protected copy leaves only over verified TLS.
             let connected = match (job.lane.protected, job.lane.exact_tls) {
                 (true, _) => {
-                    self.delivery
+                    delivery
                         .connect_at_least(&job.lane.domain, TlsPolicy::Verify)
                         .await
                 }
-                (false, Some(policy)) => self.delivery.connect_under(&job.lane.domain, policy).await,
-                (false, None) => {
-                    self.delivery
-                        .connect_at_least(&job.lane.domain, TlsPolicy::May)
-                        .await
-                }
+                (false, Some(policy)) => delivery.connect_under(&job.lane.domain, policy).await,
+                (false, None) => delivery.connect_at_least(&job.lane.domain, TlsPolicy::May).await,
             };
             match connected {
                 Ok(c) => *conn = Some(c),
@@ -583,7 +598,8 @@ impl Dispatcher {
             copy.attempts += 1;
         }
         let now = now_ms();
-        let expires = received_ms + self.config.queue.max_lifetime.as_millis() as u64;
+        let config = self.config();
+        let expires = received_ms + config.queue.max_lifetime.as_millis() as u64;
         let outcome = result.metric_outcome();
         let mut remote_reports = false;
         let (final_state, record) = match result {
@@ -596,7 +612,7 @@ impl Dispatcher {
             // Protected copies bound for the portal never get here (see
             // `fail_job`): what does waits for a retry.
             CopyResult::TlsPolicyNotMet(r) | CopyResult::Temporary(r) => {
-                let schedule = &self.config.queue.retry_schedule;
+                let schedule = &config.queue.retry_schedule;
                 let step = (copy.attempts as usize)
                     .saturating_sub(1)
                     .min(schedule.len().saturating_sub(1));
@@ -605,7 +621,7 @@ impl Dispatcher {
             }
             CopyResult::RateLimited(r, wait) => {
                 // At least a scan interval, so a full bucket isn't polled.
-                let wait = wait.max(self.config.queue.scan_interval);
+                let wait = wait.max(config.queue.scan_interval);
                 retry_or_expire(&mut copy, r, now + wait.as_millis() as u64, expires)
             }
         };
@@ -670,7 +686,7 @@ impl Dispatcher {
             Some(FinalState::Delivered) if !remote_reports => Action::Relayed,
             Some(FinalState::Delivered) => return None,
             None if !copy.delay_notified
-                && now >= received_ms + self.config.dsn.delay_after.as_millis() as u64 =>
+                && now >= received_ms + self.config().dsn.delay_after.as_millis() as u64 =>
             {
                 Action::Delayed
             }

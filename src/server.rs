@@ -8,6 +8,25 @@
 //! bind error stops the start cleanly), the portal, the admin listener,
 //! dispatch.
 //!
+//! Under systemd (`Type=notify`) `READY=1` is sent once all of that is up.
+//!
+//! Reload (SIGHUP, [`reload`]): the file is read and checked as
+//! `ward check-config` checks it (certificates, keys and CA files loaded),
+//! then everything a configuration builds is built anew; only when all of
+//! it succeeded is it put in force, as snapshots that each new connection,
+//! transaction and delivery attempt reads: TLS certificate and settings
+//! (new handshakes; sessions in progress keep theirs), relay networks,
+//! users, client certificates and tenant secrets, `[smtp]` limits, scanner
+//! and policy, rate limits (unchanged rules keep their buckets), routes,
+//! smart host, per-domain TLS policy, trusted CAs and DNS, queue schedules,
+//! and `log.level`. No connection is closed and nothing queued is touched.
+//! Settings that can't change in a running process
+//! ([`crate::config::keep_restart_only`]: listeners, data directory, master
+//! key, ...) keep their running value, each named in a warning ("X changed;
+//! takes effect at restart"). A configuration that fails any check is
+//! refused whole: the running one stays, and the error (file:line when it
+//! is in the file) goes to the log and the audit trail.
+//!
 //! Stop (SIGTERM or SIGINT): listeners stop accepting, idle sessions get
 //! 421 4.3.2, sessions in DATA finish their message, deliveries finish their
 //! transaction; all of it within `server.shutdown_timeout`, after which
@@ -19,15 +38,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ListenerTls};
+use crate::config::{Config, ConfigError, ListenerTls, Live};
 use crate::crypto::MasterKey;
 use crate::delivery::Delivery;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Outbound};
 use crate::queue::Queue;
 use crate::ratelimit::RateLimits;
 use crate::smtp::{self, SmtpContext};
+
+/// Replaces the log filter (`log.level`) of the running process; `Err`
+/// names why a filter is not valid. None when `RUST_LOG` overrides the
+/// configured level.
+pub type LogLevelReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -61,6 +86,8 @@ pub enum ServerError {
     },
     #[error("signal handling: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Config(ConfigError),
 }
 
 fn prepare_data_dir(dir: &Path) -> Result<(), ServerError> {
@@ -80,9 +107,77 @@ fn prepare_data_dir(dir: &Path) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// Runs Ward until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
-pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), ServerError> {
+/// Loads every file a configuration names the way `serve` does (the TLS
+/// certificate and key, with a server configuration built from them, the
+/// delivery CA file and resolver, the DKIM key), without creating
+/// anything. `ward check-config` and every reload run this, so a reload is
+/// refused for exactly what `check-config` reports. Errors name the
+/// setting's line in `file`.
+pub fn check(config: &Config, file: &Path) -> Result<(), ConfigError> {
+    fn at(file: &Path, keys: &[&'static str], e: impl std::fmt::Display) -> ConfigError {
+        ConfigError::at_setting(file, keys, e.to_string())
+    }
+    if !config.tls.cert_file.as_os_str().is_empty() {
+        let chain =
+            crate::tls::load_certs(&config.tls.cert_file).map_err(|e| at(file, &["tls", "cert_file"], e))?;
+        let key =
+            crate::tls::load_key(&config.tls.key_file).map_err(|e| at(file, &["tls", "key_file"], e))?;
+        let cert = crate::tls::CertifiedKey {
+            chain,
+            key,
+            generated: false,
+            self_signed: false,
+        };
+        let client_certs = !config.relay.client_certificates.is_empty();
+        crate::tls::server_config(config, &cert, client_certs)
+            .and_then(|_| crate::tls::https_server_config(config, &cert))
+            .map_err(|e| at(file, &["tls", "key_file"], e))?;
+    }
+    Delivery::new(config).map_err(|e| match e {
+        crate::delivery::DeliveryError::Tls(e) => at(file, &["delivery", "ca_file"], e),
+        other => at(file, &["dns"], other),
+    })?;
+    crate::dkim::DkimSigner::load(&config.dkim).map_err(|e| at(file, &["dkim", "key_file"], e))?;
+    Ok(())
+}
+
+/// What a configuration builds that can fail, built whole before any of it
+/// is put in force (at start and on reload).
+struct Built {
+    config: Arc<Config>,
+    smtp: smtp::Settings,
+    portal_tls: TlsAcceptor,
+    delivery: Arc<Delivery>,
+    cert_generated: bool,
+    cert_self_signed: bool,
+}
+
+fn build(config: Config) -> Result<Built, ServerError> {
     let config = Arc::new(config);
+    let cert = crate::tls::server_certificate(&config)?;
+    let client_certs = !config.relay.client_certificates.is_empty();
+    let server_tls = crate::tls::server_config(&config, &cert, client_certs)?;
+    let portal_tls = crate::tls::https_server_config(&config, &cert)?;
+    let delivery = Arc::new(Delivery::new(&config)?);
+    Ok(Built {
+        smtp: smtp::Settings::new(config.clone(), Some(TlsAcceptor::from(server_tls))),
+        portal_tls: TlsAcceptor::from(portal_tls),
+        delivery,
+        cert_generated: cert.generated,
+        cert_self_signed: cert.self_signed,
+        config,
+    })
+}
+
+/// Runs Ward until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    log_level: Option<LogLevelReload>,
+) -> Result<(), ServerError> {
+    if let Some(path) = &config_path {
+        check(&config, path).map_err(ServerError::Config)?;
+    }
     let data_dir = config.server.data_dir.clone();
     prepare_data_dir(&data_dir)?;
     if config.audit.enabled {
@@ -104,21 +199,18 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     }
     let master = Arc::new(master);
 
-    let relay = smtp::relay::RelayPolicy::new(&config.relay);
-    let cert = crate::tls::server_certificate(&config)?;
-    if cert.generated {
+    let built = build(config)?;
+    let config = built.config.clone();
+    if built.cert_generated {
         tracing::warn!(
             path = %data_dir.join("tls").display(),
             "no tls.cert_file configured: generated a self-signed certificate; configure a real one for production"
         );
-    } else if cert.self_signed {
+    } else if built.cert_self_signed {
         tracing::warn!(
             "using the self-signed certificate from the data directory; configure tls.cert_file for production"
         );
     }
-    let server_tls = crate::tls::server_config(&config, &cert, relay.wants_client_certificates())?;
-    let portal_tls = crate::tls::https_server_config(&config, &cert)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
 
     let queue_dir = data_dir.join("queue");
     let cache = config.queue.cache_size;
@@ -133,8 +225,6 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
             path: data_dir.join("queue"),
             source,
         })?;
-
-    let delivery = Arc::new(Delivery::new(&config)?);
 
     // Signs the mail Ward writes itself: reports, notifications, codes,
     // notices and portal replies.
@@ -216,13 +306,14 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     let shutdown = CancellationToken::new();
     let limits = Arc::new(RateLimits::new(&config.rate_limit));
     tokio::spawn(limits.clone().eviction_loop(shutdown.clone()));
+    let hostname = built.smtp.hostname.clone();
     let ctx = Arc::new(SmtpContext::new(
-        config.clone(),
-        Some(acceptor),
+        built.smtp,
         queue.clone(),
         limits.clone(),
         shutdown.clone(),
     ));
+    let portal_tls = Arc::new(Live::new(built.portal_tls));
     let mut listener_tasks = Vec::new();
     for (listener, addr, cfg) in bound {
         let tls = match cfg.tls {
@@ -242,7 +333,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         portal_task = Some(tokio::spawn(crate::pickup::portal::serve(
             portal,
             listener,
-            tokio_rustls::TlsAcceptor::from(portal_tls),
+            portal_tls.clone(),
             shutdown.clone(),
         )));
     }
@@ -263,15 +354,17 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     }
 
     let dispatcher = Dispatcher::new(
-        config.clone(),
+        Outbound {
+            config: config.clone(),
+            delivery: built.delivery,
+        },
         queue.clone(),
-        delivery,
         pickup.clone(),
         crate::dsn::Reporter::new(&config, queue.clone(), dkim),
         limits,
         shutdown.clone(),
     );
-    let dispatch_task = tokio::spawn(dispatcher.run());
+    let dispatch_task = tokio::spawn(dispatcher.clone().run());
     if let Some(p) = &pickup {
         tokio::spawn(p.clone().purge_loop(shutdown.clone()));
         tokio::spawn(crate::pickup::control::serve(
@@ -280,10 +373,21 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
             shutdown.clone(),
         ));
     }
-    tracing::info!(hostname = %ctx.hostname, data_dir = %config.server.data_dir.display(), "ward started");
+    tracing::info!(hostname = %hostname, data_dir = %config.server.data_dir.display(), "ward started");
+    crate::systemd::ready("serving");
 
-    wait_for_stop_signal(&ctx, config_path.as_deref()).await?;
+    let mut running = Running {
+        config,
+        smtp: ctx.clone(),
+        dispatcher,
+        portal_tls,
+        log_level,
+    };
+    wait_for_stop_signal(&mut running, config_path.as_deref()).await?;
+    let config = running.config.clone();
+    drop(running);
     tracing::info!("stopping: no new connections; finishing sessions and deliveries in progress");
+    crate::systemd::stopping("stopping: finishing sessions and deliveries");
     shutdown.cancel();
     for t in listener_tasks {
         let _ = t.await;
@@ -326,7 +430,16 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     Ok(())
 }
 
-async fn wait_for_stop_signal(ctx: &SmtpContext, config_path: Option<&Path>) -> Result<(), ServerError> {
+/// The parts a reload replaces settings in, and the configuration in force.
+struct Running {
+    config: Arc<Config>,
+    smtp: Arc<SmtpContext>,
+    dispatcher: Arc<Dispatcher>,
+    portal_tls: Arc<Live<TlsAcceptor>>,
+    log_level: Option<LogLevelReload>,
+}
+
+async fn wait_for_stop_signal(running: &mut Running, config_path: Option<&Path>) -> Result<(), ServerError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
@@ -335,38 +448,92 @@ async fn wait_for_stop_signal(ctx: &SmtpContext, config_path: Option<&Path>) -> 
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => reload(ctx, config_path),
+            _ = hup.recv() => reload(running, config_path).await,
         }
     }
 }
 
-/// SIGHUP: re-read the configuration; a valid one replaces the scanner,
-/// policy and rate limits (other settings still need a restart in this
-/// version); an invalid one is refused and the running configuration stays.
-fn reload(ctx: &SmtpContext, config_path: Option<&Path>) {
+/// SIGHUP: re-read, check and build the configuration; put it in force
+/// whole, or refuse it whole (the running configuration stays). The
+/// service manager hears RELOADING=1 first and READY=1 after, either way.
+async fn reload(running: &mut Running, config_path: Option<&Path>) {
     let Some(path) = config_path else {
         tracing::warn!("SIGHUP: running on the embedded defaults, nothing to reload");
         return;
     };
-    match Config::load(path) {
-        Ok(new) => {
-            ctx.reload_content_rules(&new);
-            ctx.limits.reload(&new.rate_limit);
+    crate::systemd::reloading();
+    let current = running.config.clone();
+    let file = path.to_path_buf();
+    // Reading certificates and the system CA store is blocking work.
+    let prepared = tokio::task::spawn_blocking(move || prepare(&current, &file)).await;
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => Err(ConfigError {
+            file: path.to_path_buf(),
+            position: None,
+            message: format!("reload task failed: {e}"),
+        }),
+    };
+    match prepared {
+        Ok((built, kept)) => {
+            apply(running, built);
+            for setting in &kept {
+                tracing::warn!(setting, "{setting} changed; takes effect at restart");
+            }
             crate::audit::record(
                 "config_reloaded",
-                serde_json::json!({"path": path.display().to_string(), "ok": true}),
+                serde_json::json!({"path": path.display().to_string(), "ok": true, "restart_needed": kept}),
             );
-            tracing::info!(
-                path = %path.display(),
-                "configuration reloaded: [scan], [policy] and [rate_limit] are in force; other changes take effect at the next restart"
-            );
+            tracing::info!(path = %path.display(), "configuration reloaded");
+            crate::systemd::ready("serving; configuration reloaded");
         }
         Err(e) => {
             crate::audit::record(
                 "config_reloaded",
-                serde_json::json!({"path": path.display().to_string(), "ok": false}),
+                serde_json::json!({"path": path.display().to_string(), "ok": false, "error": e.to_string()}),
             );
-            tracing::error!(error = %e, "configuration reload refused; the running configuration stays")
+            tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+            crate::systemd::ready("serving; configuration reload refused, see the log");
         }
     }
+}
+
+/// Loads and checks the file, keeps the running value of what can't change
+/// live, and builds the rest. Returns the build and the names of the
+/// settings kept.
+fn prepare(current: &Config, path: &Path) -> Result<(Built, Vec<&'static str>), ConfigError> {
+    let mut new = Config::load(path)?;
+    // Checked before the restart-only settings are put back, so a reload
+    // refuses what `ward check-config` reports, nothing less.
+    check(&new, path)?;
+    let kept = crate::config::keep_restart_only(current, &mut new);
+    let built = build(new).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        position: None,
+        message: e.to_string(),
+    })?;
+    Ok((built, kept))
+}
+
+/// Puts a built configuration in force in every part that reads one.
+fn apply(running: &mut Running, built: Built) {
+    let config = built.config.clone();
+    if config.log.level != running.config.log.level {
+        match &running.log_level {
+            Some(set) => {
+                if let Err(e) = set(&config.log.level) {
+                    tracing::warn!(error = %e, "log.level is not a valid filter; the running level stays");
+                }
+            }
+            None => tracing::warn!("log.level changed but RUST_LOG overrides it; the running level stays"),
+        }
+    }
+    running.smtp.reload(built.smtp);
+    running.smtp.limits.reload(&config.rate_limit);
+    running.portal_tls.set(built.portal_tls);
+    running.dispatcher.reload(Outbound {
+        config: config.clone(),
+        delivery: built.delivery,
+    });
+    running.config = config;
 }
