@@ -85,8 +85,11 @@ fn check_config_loads_the_dkim_key() {
         let (_d, path) = temp_file(&dkim(&key));
         let (status, _, err) = ward_cli(&["check-config", "--config", path.to_str().unwrap()]);
         assert_eq!(status.code(), Some(1), "{err}");
+        // Placed at the key_file line (4), as a reload would log it.
         assert!(
-            err.contains("[dkim]") && err.contains(&key.display().to_string()),
+            err.starts_with(&format!("{}:4:", path.display()))
+                && err.contains("dkim.key_file")
+                && err.contains(&key.display().to_string()),
             "{err}"
         );
     }

@@ -23,6 +23,8 @@ pub struct Ward {
     /// Bound address per listener name.
     pub listeners: HashMap<String, SocketAddr>,
     log: Arc<Mutex<String>>,
+    /// Extra environment variables for the process.
+    env: Vec<(String, String)>,
 }
 
 /// The TOML every test config starts with: server settings, one STARTTLS
@@ -42,27 +44,40 @@ pub fn base_config(dir: &Path) -> String {
 impl Ward {
     /// Starts Ward with `base_config` plus `extra` in a new temp dir.
     pub fn start(extra: &str) -> Ward {
+        Ward::start_with_env(extra, &[])
+    }
+
+    /// Like [`Ward::start`], with extra environment variables.
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Ward {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let mut w = Ward::start_in(&dir, &format!("{}{extra}", base_config(&dir)));
+        let mut w = Ward::prepare(&dir, &format!("{}{extra}", base_config(&dir)));
+        w.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        w.spawn();
         w._tmp = Some(tmp);
         w
     }
 
     /// Starts Ward with exactly `config` (written to `dir/ward.toml`).
     pub fn start_in(dir: &Path, config: &str) -> Ward {
+        let mut w = Ward::prepare(dir, config);
+        w.spawn();
+        w
+    }
+
+    /// Writes the configuration; the process is not started yet.
+    fn prepare(dir: &Path, config: &str) -> Ward {
         let config_path = dir.join("ward.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut w = Ward {
+        Ward {
             child: None,
             dir: dir.to_path_buf(),
             _tmp: None,
             config_path,
             listeners: HashMap::new(),
             log: Arc::new(Mutex::new(String::new())),
-        };
-        w.spawn();
-        w
+            env: Vec::new(),
+        }
     }
 
     fn spawn(&mut self) {
@@ -71,6 +86,8 @@ impl Ward {
             .arg("--config")
             .arg(&self.config_path)
             .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -199,6 +216,14 @@ impl Ward {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends SIGHUP (reload the configuration).
+    pub fn sighup(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid() as i32, libc::SIGHUP);
+        }
     }
 }
 
