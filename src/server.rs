@@ -178,6 +178,9 @@ pub async fn run(
     if let Some(path) = &config_path {
         check(&config, path).map_err(ServerError::Config)?;
     }
+    // Handlers first: SIGHUP's default action ends the process, and a
+    // service manager may send one as soon as it hears READY=1.
+    let mut signals = Signals::install()?;
     let data_dir = config.server.data_dir.clone();
     prepare_data_dir(&data_dir)?;
     if config.audit.enabled {
@@ -383,7 +386,7 @@ pub async fn run(
         portal_tls,
         log_level,
     };
-    wait_for_stop_signal(&mut running, config_path.as_deref()).await?;
+    signals.wait_for_stop(&mut running, config_path.as_deref()).await;
     let config = running.config.clone();
     drop(running);
     tracing::info!("stopping: no new connections; finishing sessions and deliveries in progress");
@@ -439,16 +442,31 @@ struct Running {
     log_level: Option<LogLevelReload>,
 }
 
-async fn wait_for_stop_signal(running: &mut Running, config_path: Option<&Path>) -> Result<(), ServerError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(ServerError::Signal)?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => reload(running, config_path).await,
+/// The signals Ward acts on: SIGTERM and SIGINT stop, SIGHUP reloads.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, ServerError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(ServerError::Signal)?,
+            int: signal(SignalKind::interrupt()).map_err(ServerError::Signal)?,
+            hup: signal(SignalKind::hangup()).map_err(ServerError::Signal)?,
+        })
+    }
+
+    /// Reloads on each SIGHUP until SIGTERM or SIGINT.
+    async fn wait_for_stop(&mut self, running: &mut Running, config_path: Option<&Path>) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => reload(running, config_path).await,
+            }
         }
     }
 }
