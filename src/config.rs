@@ -1997,7 +1997,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "tls.cert_file",
         default: "\"\"",
-        doc: "PEM certificate chain for the SMTP listeners. Empty: a self-signed certificate is generated into <data_dir>/tls/ on first start, with a warning.",
+        doc: "PEM certificate chain for the SMTP listeners and the portal. Empty: a self-signed certificate is generated into <data_dir>/tls/ on first start, with a warning. Re-read on reload (SIGHUP): renew the files in place and reload; new handshakes get the new certificate.",
     },
     SettingDoc {
         key: "tls.key_file",
