@@ -2634,6 +2634,43 @@ mod tests {
         Config::parse(text, Path::new("test.toml"))
     }
 
+    /// A reload keeps what can't change live, names it, and takes the rest.
+    #[test]
+    fn a_reload_keeps_restart_only_settings_and_names_them() {
+        let running = Config::default();
+        let mut new = parse(
+            "[server]\ndata_dir = \"/elsewhere\"\n[[listener]]\nname = \"smtp\"\naddress = \"127.0.0.1:2600\"\n\
+             [policy]\nblocked_domains = [\"x.test\"]\n[smtp]\nmax_recipients = 7\n",
+        )
+        .unwrap();
+        let kept = keep_restart_only(&running, &mut new);
+        assert_eq!(kept, vec!["[[listener]]", "server.data_dir"]);
+        assert_eq!(new.listeners, running.listeners);
+        assert_eq!(new.server.data_dir, running.server.data_dir);
+        assert_eq!(new.policy.blocked_domains, vec!["x.test".to_string()]);
+        assert_eq!(new.smtp.max_recipients, 7);
+        let mut same = running.clone();
+        assert!(keep_restart_only(&running, &mut same).is_empty());
+    }
+
+    #[test]
+    fn a_setting_error_is_placed_at_its_line() {
+        let dir = std::env::temp_dir().join(format!("ward-config-at-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ward.toml");
+        std::fs::write(
+            &file,
+            "[server]\nhostname = \"a.test\"\n\n[tls]\ncert_file = \"/x.crt\"\nkey_file = \"/x.key\"\n",
+        )
+        .unwrap();
+        let e = ConfigError::at_setting(&file, &["tls", "key_file"], "cannot open".into());
+        assert_eq!(
+            e.to_string(),
+            format!("{}:6:1: tls.key_file: cannot open", file.display())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// Builds a TOML document from the documented defaults and checks it
     /// parses to exactly `Config::default()`: the reference can't drift.
     #[test]

@@ -48,6 +48,16 @@ fn config(dir: &std::path::Path, mx: &TestMx, blocked: &str, extra: &str) -> Str
     )
 }
 
+/// A test MX and Ward delivering to it (see [`config`]), in a new
+/// directory.
+async fn start(blocked: &str) -> (TestMx, tempfile::TempDir, Ward) {
+    let mx = TestMx::plain().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let w = Ward::start_in(dir, &config(dir, &mx, blocked, ""));
+    (mx, tmp, w)
+}
+
 /// Rewrites the configuration, sends SIGHUP and waits for the outcome: the
 /// line of the `n`-th reload result ("reloaded" or "refused").
 async fn reload(w: &Ward, text: &str) -> String {
@@ -74,10 +84,8 @@ async fn reload(w: &Ward, text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_load_drops_nothing_and_new_mail_follows_the_new_rules() {
-    let mx = TestMx::plain().await;
-    let tmp = tempfile::tempdir().unwrap();
+    let (mx, tmp, w) = start("blocked.test").await;
     let dir = tmp.path();
-    let w = Ward::start_in(dir, &config(dir, &mx, "blocked.test", ""));
     let mut accepted: Vec<String> = Vec::new();
 
     // Before: mail to later.test is delivered, and limited@ has no limit of
@@ -258,10 +266,8 @@ async fn assert_old_rules(w: &Ward, mx: &TestMx, tag: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_configuration_is_refused_and_the_running_one_stays() {
-    let mx = TestMx::plain().await;
-    let tmp = tempfile::tempdir().unwrap();
+    let (mx, tmp, w) = start("old.test").await;
     let dir = tmp.path();
-    let w = Ward::start_in(dir, &config(dir, &mx, "old.test", ""));
     assert_old_rules(&w, &mx, "start").await;
 
     // A syntax error: refused, with its line.
@@ -289,6 +295,9 @@ async fn a_broken_configuration_is_refused_and_the_running_one_stays() {
         &format!("data_dir = \"{}\"", dir.join("data").display()),
         &format!("data_dir = \"{}\"", dir.join("elsewhere").display()),
     );
+    // log.level too: from "info,ward=debug" to "info".
+    let good = good.replace("level = \"info,ward=debug\"", "level = \"info\"");
+    assert!(w.log_count(" DEBUG ") > 0);
     let line = reload(&w, &good).await;
     assert!(line.contains("configuration reloaded"), "{line}");
     w.line(&["server.data_dir changed; takes effect at restart"], LONG)
@@ -300,6 +309,10 @@ async fn a_broken_configuration_is_refused_and_the_running_one_stays() {
     c.cmd("RCPT TO:<a@old.test>").await.assert_is("250");
     c.quit().await;
     assert!(!dir.join("elsewhere").exists(), "data_dir changed while running");
+    // No debug line since the reload (sessions log "connected" at debug).
+    let log = w.log();
+    let since = &log[log.rfind("configuration reloaded").unwrap()..];
+    assert!(!since.contains(" DEBUG "), "{since}");
     let audited = audited_reloads(&w);
     assert!(
         audited
