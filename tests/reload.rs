@@ -472,3 +472,58 @@ async fn systemd_hears_ready_reloading_and_stopping() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_rules_and_routes_follow_a_reload() {
+    let first = TestMx::plain().await;
+    let second = TestMx::plain().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let hash = ward::smtp::relay::hash_password(b"correct horse").unwrap();
+    // clinic.test goes to the first MX; loopback may relay by address.
+    let text = |mx: &TestMx, relay: &str| {
+        format!(
+            "{}[[delivery.destination]]\ndomain = \"clinic.test\"\nroute = \"[127.0.0.1]:{}\"\ntls_policy = \"may\"\n{relay}",
+            config(dir, &first, "blocked.test", ""),
+            mx.port()
+        )
+    };
+    let w = Ward::start_in(dir, &text(&first, ""));
+    let mut open = SmtpClient::connect(w.smtp()).await;
+    open.ehlo("client.test").await;
+    open.send_message("dr@hospital.example", &["a@clinic.test"], &message("to-first"))
+        .await
+        .assert_is("250 2.0.0");
+    first.wait_for(1, LONG).await;
+
+    // Now: clinic.test goes to the second MX, loopback may no longer relay
+    // by address, and a user may by login.
+    let relay =
+        format!("[relay]\nnetworks = []\n[[relay.user]]\nname = \"scanner\"\npassword_hash = \"{hash}\"\n");
+    let line = reload(&w, &text(&second, &relay)).await;
+    assert!(line.contains("configuration reloaded"), "{line}");
+
+    // The session open since before: its address grant is gone at its next
+    // transaction.
+    open.cmd("MAIL FROM:<dr@hospital.example>").await.assert_is("250");
+    open.cmd("RCPT TO:<a@clinic.test>").await.assert_is("550 5.7.1");
+    open.quit().await;
+
+    // A new session may relay after AUTH (offered only now), and its mail
+    // takes the new route.
+    let mut c = SmtpClient::connect(w.smtp()).await;
+    c.ehlo("client.test").await;
+    let mut c = c.starttls(None).await;
+    let ehlo = c.ehlo("client.test").await;
+    assert!(ehlo.has_line("AUTH"), "{ehlo:?}");
+    c.cmd("AUTH PLAIN AHNjYW5uZXIAY29ycmVjdCBob3JzZQ==")
+        .await
+        .assert_is("235 2.7.0");
+    c.send_message("dr@hospital.example", &["a@clinic.test"], &message("to-second"))
+        .await
+        .assert_is("250 2.0.0");
+    c.quit().await;
+    second.wait_for(1, LONG).await;
+    assert_eq!(subjects(&second), vec!["to-second".to_string()]);
+    assert_eq!(subjects(&first), vec!["to-first".to_string()]);
+}
