@@ -633,7 +633,11 @@ fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::server::run(config, path, log_level)) {
+    let logging = crate::server::Logging {
+        set_level: log_level,
+        format: log_format,
+    };
+    match runtime.block_on(crate::server::run(config, path, logging)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "ward failed");

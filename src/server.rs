@@ -50,9 +50,17 @@ use crate::ratelimit::RateLimits;
 use crate::smtp::{self, SmtpContext};
 
 /// Replaces the log filter (`log.level`) of the running process; `Err`
-/// names why a filter is not valid. None when `RUST_LOG` overrides the
-/// configured level.
+/// names why a filter is not valid.
 pub type LogLevelReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What `serve` set up for logging that a reload must respect.
+pub struct Logging {
+    /// Changes `log.level` live; None when `RUST_LOG` overrides it.
+    pub set_level: Option<LogLevelReload>,
+    /// `--log-format` (or `WARD_LOG_FORMAT`): wins over `log.format` in
+    /// every file read, the reloaded ones too.
+    pub format: Option<crate::config::LogFormat>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -170,11 +178,7 @@ fn build(config: Config) -> Result<Built, ServerError> {
 }
 
 /// Runs Ward until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
-pub async fn run(
-    config: Config,
-    config_path: Option<PathBuf>,
-    log_level: Option<LogLevelReload>,
-) -> Result<(), ServerError> {
+pub async fn run(config: Config, config_path: Option<PathBuf>, logging: Logging) -> Result<(), ServerError> {
     if let Some(path) = &config_path {
         check(&config, path).map_err(ServerError::Config)?;
     }
@@ -384,7 +388,7 @@ pub async fn run(
         smtp: ctx.clone(),
         dispatcher,
         portal_tls,
-        log_level,
+        logging,
     };
     signals.wait_for_stop(&mut running, config_path.as_deref()).await;
     let config = running.config.clone();
@@ -439,7 +443,7 @@ struct Running {
     smtp: Arc<SmtpContext>,
     dispatcher: Arc<Dispatcher>,
     portal_tls: Arc<Live<TlsAcceptor>>,
-    log_level: Option<LogLevelReload>,
+    logging: Logging,
 }
 
 /// The signals Ward acts on: SIGTERM and SIGINT stop, SIGHUP reloads.
@@ -482,8 +486,9 @@ async fn reload(running: &mut Running, config_path: Option<&Path>) {
     crate::systemd::reloading();
     let current = running.config.clone();
     let file = path.to_path_buf();
+    let format = running.logging.format;
     // Reading certificates and the system CA store is blocking work.
-    let prepared = tokio::task::spawn_blocking(move || prepare(&current, &file)).await;
+    let prepared = tokio::task::spawn_blocking(move || prepare(&current, &file, format)).await;
     let prepared = match prepared {
         Ok(p) => p,
         Err(e) => Err(ConfigError {
@@ -519,8 +524,15 @@ async fn reload(running: &mut Running, config_path: Option<&Path>) {
 /// Loads and checks the file, keeps the running value of what can't change
 /// live, and builds the rest. Returns the build and the names of the
 /// settings kept.
-fn prepare(current: &Config, path: &Path) -> Result<(Built, Vec<&'static str>), ConfigError> {
+fn prepare(
+    current: &Config,
+    path: &Path,
+    format: Option<crate::config::LogFormat>,
+) -> Result<(Built, Vec<&'static str>), ConfigError> {
     let mut new = Config::load(path)?;
+    if let Some(f) = format {
+        new.log.format = f;
+    }
     // Checked before the restart-only settings are put back, so a reload
     // refuses what `ward check-config` reports, nothing less.
     check(&new, path)?;
@@ -537,7 +549,7 @@ fn prepare(current: &Config, path: &Path) -> Result<(Built, Vec<&'static str>), 
 fn apply(running: &mut Running, built: Built) {
     let config = built.config.clone();
     if config.log.level != running.config.log.level {
-        match &running.log_level {
+        match &running.logging.set_level {
             Some(set) => {
                 if let Err(e) = set(&config.log.level) {
                     tracing::warn!(error = %e, "log.level is not a valid filter; the running level stays");

@@ -422,7 +422,17 @@ async fn systemd_hears_ready_reloading_and_stopping() {
     };
     let has = |msg: &str, field: &str| msg.lines().any(|l| l == field);
 
-    let mut w = Ward::start_with_env("", &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
+    // The file says json, the environment text (which wins, reloads too).
+    let dir = tmp.path();
+    let text = base_config(dir).replace("[log]\n", "[log]\nformat = \"json\"\n");
+    let mut w = Ward::start_in_with_env(
+        dir,
+        &text,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WARD_LOG_FORMAT", "text"),
+        ],
+    );
     let ready = next();
     assert!(has(&ready, "READY=1"), "{ready:?}");
     assert!(ready.lines().any(|l| l.starts_with("STATUS=")), "{ready:?}");
@@ -452,6 +462,7 @@ async fn systemd_hears_ready_reloading_and_stopping() {
     );
     let ready = next();
     assert!(has(&ready, "READY=1"), "{ready:?}");
+    assert_eq!(w.log_count("log.format changed"), 0, "{}", w.log());
 
     // A refused reload is still bracketed by RELOADING and READY.
     let line = reload(&w, "[smtp\n").await;

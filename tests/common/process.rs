@@ -51,33 +51,31 @@ impl Ward {
     pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Ward {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let mut w = Ward::prepare(&dir, &format!("{}{extra}", base_config(&dir)));
-        w.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        w.spawn();
+        let mut w = Ward::start_in_with_env(&dir, &format!("{}{extra}", base_config(&dir)), env);
         w._tmp = Some(tmp);
         w
     }
 
     /// Starts Ward with exactly `config` (written to `dir/ward.toml`).
     pub fn start_in(dir: &Path, config: &str) -> Ward {
-        let mut w = Ward::prepare(dir, config);
-        w.spawn();
-        w
+        Ward::start_in_with_env(dir, config, &[])
     }
 
-    /// Writes the configuration; the process is not started yet.
-    fn prepare(dir: &Path, config: &str) -> Ward {
+    /// Like [`Ward::start_in`], with extra environment variables.
+    pub fn start_in_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Ward {
         let config_path = dir.join("ward.toml");
         std::fs::write(&config_path, config).expect("write config");
-        Ward {
+        let mut w = Ward {
             child: None,
             dir: dir.to_path_buf(),
             _tmp: None,
             config_path,
             listeners: HashMap::new(),
             log: Arc::new(Mutex::new(String::new())),
-            env: Vec::new(),
-        }
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        w.spawn();
+        w
     }
 
     fn spawn(&mut self) {
