@@ -2,8 +2,10 @@
 //! dropped or lost and new mail follows the new policy and limits; a broken
 //! file (syntax error, missing certificate) is refused whole with the same
 //! error `ward check-config` prints; a renewed certificate is served to new
-//! STARTTLS handshakes while a TLS session already open keeps working; and
-//! the systemd notifications (READY, RELOADING, STOPPING) arrive in order.
+//! STARTTLS and portal handshakes while a TLS session already open keeps
+//! working; relay networks, users and routes follow a reload; `log.level`
+//! does and restart-only settings are named; and the systemd notifications
+//! (READY, RELOADING, STOPPING) arrive in order.
 
 mod common;
 
@@ -345,12 +347,22 @@ async fn served_certificate(addr: std::net::SocketAddr) -> Vec<u8> {
             seen.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     }
+    handshake_certificate(tcp).await
+}
+
+/// TLS handshake on `tcp`; returns the server's certificate (DER).
+async fn handshake_certificate(tcp: tokio::net::TcpStream) -> Vec<u8> {
     let tls = tls_connector(None)
         .connect("ward.test".try_into().unwrap(), tcp)
         .await
         .expect("TLS handshake");
     let (_, conn) = tls.get_ref();
     conn.peer_certificates().expect("a certificate")[0].to_vec()
+}
+
+/// The certificate the HTTPS portal presents to a new connection.
+async fn portal_certificate(addr: std::net::SocketAddr) -> Vec<u8> {
+    handshake_certificate(tokio::net::TcpStream::connect(addr).await.unwrap()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,7 +378,8 @@ async fn a_renewed_certificate_is_served_to_new_handshakes_and_open_sessions_go_
     std::fs::write(&cert_file, &first.cert_pem).unwrap();
     std::fs::write(&key_file, &first.key_pem).unwrap();
     let tls = format!(
-        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\
+         [portal]\nenabled = true\naddress = \"127.0.0.1:0\"\npublic_host = \"portal.ward.test\"\n",
         cert_file.display(),
         key_file.display()
     );
@@ -374,6 +387,7 @@ async fn a_renewed_certificate_is_served_to_new_handshakes_and_open_sessions_go_
     let w = Ward::start_in(dir, &text);
 
     let before = served_certificate(w.smtp()).await;
+    assert_eq!(portal_certificate(w.listener("portal")).await, before);
     let mut open = SmtpClient::connect(w.smtp()).await;
     open.ehlo("client.test").await;
     let mut open = open.starttls(None).await;
@@ -395,6 +409,8 @@ async fn a_renewed_certificate_is_served_to_new_handshakes_and_open_sessions_go_
     };
     assert_eq!(before, pem_der(&first.cert_pem));
     assert_eq!(after, pem_der(&second.cert_pem));
+    // The portal presents the renewed certificate too.
+    assert_eq!(portal_certificate(w.listener("portal")).await, after);
 
     // The session that was open over TLS before the reload still works.
     open.send_message(
