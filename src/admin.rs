@@ -226,6 +226,7 @@ async fn delivery_status(
                 FinalState::Failed => "failed",
                 FinalState::Expired => "expired",
                 FinalState::Portal => "portal",
+                FinalState::Sandbox => "delivered-to-sandbox",
             };
             recipients.push(serde_json::json!({
                 "recipient": f.recipient.address, "state": state, "policy": f.policy.action.to_string(),

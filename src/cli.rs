@@ -1,5 +1,6 @@
 //! The command line: `ward serve`, `ward check-config`, `ward hash-password`,
-//! `ward config-reference`, `ward scan`, `ward pickup list|revoke`.
+//! `ward config-reference`, `ward scan`, `ward pickup list|revoke`,
+//! `ward sandbox list|show|clear`.
 //!
 //! Errors are printed as one line saying what is wrong and what to do, with
 //! exit status 1 (2 for usage errors, from clap).
@@ -32,6 +33,12 @@ pub enum Command {
         /// journald, `json` (one object per line) for a SIEM.
         #[arg(long, value_enum, env = "WARD_LOG_FORMAT")]
         log_format: Option<LogFormat>,
+        /// Sandbox mode: nothing leaves this machine (delivery.mode =
+        /// "sandbox"; `ward sandbox list` shows what would have been sent),
+        /// and, unless the configuration turns it on itself, the pickup
+        /// portal runs on portal.address with links to that address.
+        #[arg(long)]
+        sandbox: bool,
     },
     /// Check a configuration file; prints file:line: error and exits 1 if
     /// it is not valid.
@@ -87,6 +94,19 @@ pub enum Command {
         admin: Option<std::net::SocketAddr>,
         /// Configuration file (admin.address, admin.token).
         #[arg(long, short, env = "WARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// The sandbox outbox (delivery.mode = "sandbox"): what Ward would
+    /// have sent. `list` shows ids, addresses, sizes and times; `show ID`
+    /// decrypts one copy and prints it in full, on purpose, to this
+    /// terminal only (never to a log); `clear` destroys them all. Exit 0;
+    /// 1: no such copy; 2: error.
+    Sandbox {
+        #[command(subcommand)]
+        action: SandboxCommand,
+        /// Configuration file (server.data_dir, server.master_key_file);
+        /// default: the embedded defaults.
+        #[arg(long, short, env = "WARD_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
     /// The audit trail: verify its hash chain, export a period.
@@ -156,6 +176,24 @@ pub enum AuditCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum SandboxCommand {
+    /// Every kept copy: id, kind (message, notification, dsn), time, size,
+    /// from, to. Never a subject.
+    List {
+        /// One JSON object per copy, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decrypt one copy and print it in full (headers and body) on standard
+    /// output, after one `X-Ward-Sandbox:` line naming the copy: for looking
+    /// at a local test message. ID: as `list` shows it, or its first 8 or
+    /// more digits.
+    Show { id: String },
+    /// Destroy every kept copy (wrapped keys shredded first).
+    Clear,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum PickupCommand {
     /// Every pickup: id, state, recipient, created, expires, first view.
     List {
@@ -170,14 +208,23 @@ pub enum PickupCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, log_format } => serve(config, log_format),
+        Command::Serve {
+            config,
+            log_format,
+            sandbox,
+        } => serve(config, log_format, sandbox),
         // The files the settings name are loaded too, as `serve` and a
         // reload load them: a certificate, key, CA or DKIM file that
         // doesn't parse shows here, with the same error a reload logs.
         Command::CheckConfig { config } => {
-            match Config::load(&config).and_then(|c| crate::server::check(&c, &config)) {
-                Ok(()) => {
+            match Config::load(&config).and_then(|c| crate::server::check(&c, &config).map(|()| c)) {
+                Ok(c) => {
                     println!("{}: configuration is valid", config.display());
+                    if c.delivery.mode == crate::config::DeliveryMode::Sandbox {
+                        println!(
+                            "note: delivery.mode = \"sandbox\": Ward will deliver nothing; every outbound copy stays in its sandbox outbox"
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -237,6 +284,7 @@ pub fn main() -> ExitCode {
             };
             report(&config, &opts, json, top)
         }
+        Command::Sandbox { action, config } => sandbox(action, config),
         Command::Status {
             queue_id,
             admin,
@@ -600,7 +648,7 @@ fn scan(json: bool, explain: bool, config: Option<PathBuf>, files: &[PathBuf]) -
     }
 }
 
-fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
+fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>, sandbox: bool) -> ExitCode {
     let mut config = match &path {
         Some(p) => match Config::load(p) {
             Ok(c) => c,
@@ -622,6 +670,9 @@ fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
     if path.is_none() {
         tracing::info!("no --config given: running on the embedded defaults");
     }
+    if sandbox {
+        sandbox_overrides(&mut config, true);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ward")
@@ -633,11 +684,20 @@ fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let logging = crate::server::Logging {
-        set_level: log_level,
-        format: log_format,
+    let options = crate::server::ServeOptions {
+        set_log_level: log_level,
+        // What the command line says wins over every file read, the
+        // reloaded ones too (a reload must not undo --sandbox).
+        overrides: Box::new(move |c: &mut Config| {
+            if let Some(f) = log_format {
+                c.log.format = f;
+            }
+            if sandbox {
+                sandbox_overrides(c, false);
+            }
+        }),
     };
-    match runtime.block_on(crate::server::run(config, path, logging)) {
+    match runtime.block_on(crate::server::run(config, path, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "ward failed");
@@ -658,6 +718,132 @@ const CONTENT_PARSERS: [&str; 6] = [
     "ammonia",
     "quick_xml",
 ];
+// --- sandbox mode: `ward serve --sandbox`, `ward sandbox` ---
+
+/// `ward serve --sandbox`: delivery.mode = "sandbox" and, unless the
+/// configuration has it on already, the pickup portal on portal.address
+/// with links pointing there (so a protected test message can be picked up
+/// on this machine).
+fn sandbox_overrides(config: &mut Config, announce: bool) {
+    config.delivery.mode = crate::config::DeliveryMode::Sandbox;
+    if !config.portal.enabled {
+        config.portal.enabled = true;
+        if config.portal.public_host.is_empty() {
+            config.portal.public_host = config.portal.address.to_string();
+        }
+        if !announce {
+            return;
+        }
+        tracing::info!(
+            address = %config.portal.address,
+            "--sandbox: the pickup portal is on, with links to https://{}/",
+            config.portal.public_host
+        );
+    }
+}
+
+fn sandbox(action: SandboxCommand, config: Option<PathBuf>) -> ExitCode {
+    let Some(config) = admin_config(config.as_ref()) else {
+        return ExitCode::from(2);
+    };
+    let dir = crate::sandbox::outbox_dir(&config.server.data_dir);
+    let key_path = config.server.master_key_path();
+    if !dir.exists() || !key_path.exists() {
+        eprintln!(
+            "ward: no sandbox outbox in {} (run `ward serve --sandbox`, or set delivery.mode = \"sandbox\", and pass the same --config here)",
+            dir.display()
+        );
+        return ExitCode::from(2);
+    }
+    // The outbox is files sealed under the master key: read here directly
+    // (Ward holds no lock on them), as the user Ward runs as.
+    let outbox = match crate::crypto::MasterKey::load_or_create(&key_path)
+        .map_err(|e| e.to_string())
+        .and_then(|(k, _)| {
+            crate::sandbox::Outbox::open(&dir, std::sync::Arc::new(k)).map_err(|e| e.to_string())
+        }) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ward: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let failed = |e: crate::sandbox::OutboxError| {
+        eprintln!("ward: {e}");
+        match e {
+            crate::sandbox::OutboxError::NotFound(_) => ExitCode::FAILURE,
+            _ => ExitCode::from(2),
+        }
+    };
+    match action {
+        SandboxCommand::List { json } => {
+            let entries = match outbox.list() {
+                Ok(e) => e,
+                Err(e) => return failed(e),
+            };
+            if json {
+                for e in &entries {
+                    println!("{}", serde_json::to_string(e).unwrap_or_default());
+                }
+            } else {
+                println!(
+                    "{:<32}  {:<12}  {:<26}  {:>9}  {:<28}  to",
+                    "id", "kind", "time", "size", "from"
+                );
+                for e in &entries {
+                    let from = if e.from.is_empty() { "<>" } else { &e.from };
+                    println!(
+                        "{:<32}  {:<12}  {:<26}  {:>9}  {:<28}  {}",
+                        e.id,
+                        e.kind.to_string(),
+                        crate::pickup::notify::date_words(e.created_ms),
+                        e.size,
+                        from,
+                        e.to.join(", ")
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        SandboxCommand::Show { id } => match outbox.open_message(&id) {
+            Ok((entry, content)) => {
+                // The operator asked to see this local test message: it
+                // goes to standard output and nowhere else.
+                let stdout = std::io::stdout();
+                let mut out = stdout.lock();
+                let from = if entry.from.is_empty() { "<>" } else { &entry.from };
+                let shown = writeln!(
+                    out,
+                    "X-Ward-Sandbox: id={} kind={} queue_id={} from={} to={}",
+                    entry.id,
+                    entry.kind,
+                    entry.queue_id,
+                    from,
+                    entry.to.join(",")
+                )
+                .and_then(|_| out.write_all(&content))
+                .and_then(|_| out.flush());
+                match shown {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("ward: writing to standard output: {e}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+            Err(e) => failed(e),
+        },
+        SandboxCommand::Clear => match outbox.clear() {
+            Ok(n) => {
+                println!("removed {n} copies from the sandbox outbox");
+                ExitCode::SUCCESS
+            }
+            Err(e) => failed(e),
+        },
+    }
+}
+
+// --- end sandbox mode ---
 
 /// Sets up logging; returns what changes `log.level` on reload (None when
 /// RUST_LOG overrides the configured level).

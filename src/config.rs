@@ -629,9 +629,38 @@ pub struct DestinationConfig {
     pub tls_name: Option<String>,
 }
 
+// --- sandbox mode (delivery.mode) ---
+
+/// Whether outbound mail leaves the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    /// Deliver to the network (MX hosts, routes, the smart host).
+    #[default]
+    Live,
+    /// Nothing leaves the machine: no DNS lookups, no outbound connections;
+    /// every outbound copy is kept, encrypted, in `<data_dir>/sandbox/`
+    /// (`ward sandbox list|show|clear`).
+    Sandbox,
+}
+
+impl fmt::Display for DeliveryMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeliveryMode::Live => "live",
+            DeliveryMode::Sandbox => "sandbox",
+        })
+    }
+}
+
+// --- end sandbox mode ---
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
+    /// `live` (deliver) or `sandbox` (keep every outbound copy, encrypted,
+    /// in the local outbox; nothing leaves the machine).
+    pub mode: DeliveryMode,
     /// Name sent in EHLO. Empty means `server.hostname`.
     pub helo_name: String,
     /// Default TLS policy: `verify`, `encrypt` or `may`.
@@ -688,6 +717,7 @@ pub struct DeliveryConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
+            mode: DeliveryMode::Live,
             helo_name: String::new(),
             tls_policy: TlsPolicy::Verify,
             ca_file: PathBuf::new(),
@@ -1891,7 +1921,8 @@ impl<T> Live<T> {
 /// The settings a running Ward can't change: what binds sockets, opens
 /// stores or names files held open, and what is built into the parts made
 /// once at start (the portal, reports, DKIM, the admin listener, the audit
-/// writer, the log format). A reload keeps the running value of each one
+/// writer, the log format), and `delivery.mode` (switching between sandbox
+/// and live is a deliberate restart, not a side effect of a reload). A reload keeps the running value of each one
 /// that changed in `new` and returns their names, for the "takes effect at
 /// restart" warning.
 pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
@@ -1910,6 +1941,7 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str
     keep!("server.hostname", server.hostname);
     keep!("log.format", log.format);
     keep!("queue.cache_size", queue.cache_size);
+    keep!("delivery.mode", delivery.mode);
     keep!("[dsn]", dsn);
     keep!("[portal]", portal);
     keep!("[dkim]", dkim);
@@ -2183,6 +2215,11 @@ pub const SETTINGS: &[SettingDoc] = &[
         key: "dsn.diagnostic_max_length",
         default: "200",
         doc: "Longest remote diagnostic text kept in a report, in characters. The text also loses every run of 4 or more digits and every address other than the recipient's own.",
+    },
+    SettingDoc {
+        key: "delivery.mode",
+        default: "\"live\"",
+        doc: "\"live\" delivers to the network. \"sandbox\" sends nothing anywhere (no DNS lookups, no connections): every outbound copy (messages, portal notifications and codes, bounces) is kept encrypted in <data_dir>/sandbox/ and recorded as delivered to the sandbox; protected copies go to the portal (when portal.enabled) as if no destination could do verified TLS, except policy.verified_tls_domains. `ward sandbox list` / `show ID` / `clear`; `ward serve --sandbox` turns it on with the portal on loopback.",
     },
     SettingDoc {
         key: "delivery.helo_name",

@@ -223,6 +223,45 @@ pub fn open(master: &MasterKey, aad: &[u8], info: &SealInfo, data: &mut Vec<u8>)
     Ok(())
 }
 
+/// Writes a new file (mode 0600, `O_EXCL`) and syncs it: how sealed
+/// content and wrapped keys reach the disk (the pickup store, the sandbox
+/// outbox). The caller syncs the directory once its files are written.
+pub fn write_new_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Syncs a directory, so the names of files just created or removed in it
+/// survive a crash.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
+}
+
+/// Overwrites a file holding a wrapped key with zeros, syncs it and unlinks
+/// it (crypto-shredding: sled or a log-structured store would keep the old
+/// bytes). Errors are logged, not returned: a missing file is already gone.
+pub fn shred_file(path: &Path) {
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if len > 0
+        && let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path)
+    {
+        let zeros = vec![0u8; len as usize];
+        if f.write_all(&zeros).and_then(|_| f.sync_all()).is_err() {
+            tracing::warn!(path = %path.display(), "cannot overwrite a key file before deleting it");
+        }
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot delete a key file"),
+    }
+}
+
 /// Associated data for the key wrap: domain-separated from the body's.
 fn wrap_aad(aad: &[u8]) -> Vec<u8> {
     let mut v = b"ward-key-wrap-v1:".to_vec();

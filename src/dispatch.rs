@@ -40,6 +40,15 @@
 //! when the bucket allows them, without counting an attempt (so a busy
 //! domain never turns into bounces before `queue.max_lifetime`).
 //!
+//! Sandbox mode (`delivery.mode = "sandbox"`): no job connects anywhere
+//! (no DNS lookup, no connection); each job's copies are kept, sealed, in
+//! the sandbox outbox (`sandbox`) and finish as `Sandbox` (status
+//! "delivered-to-sandbox", TLS fields "sandbox"). The portal branch runs
+//! as if no destination could do verified TLS: a protected copy goes to the
+//! portal (its notification and code mails then land in the outbox), or,
+//! with the portal off, waits as it would live; only a verified-TLS
+//! partner's protected copy is kept as delivered.
+//!
 //! Invariant 3 is carried by `delivery` (it never sends below policy); this
 //! module never downgrades a policy on retry. Logs carry ids, addresses,
 //! hosts, codes and TLS facts, never content.
@@ -62,6 +71,7 @@ use crate::queue::{
     AttemptRecord, Claimed, CopyRecord, FinalState, FinalStatus, Queue, QueueError, QueueId, now_ms,
 };
 use crate::ratelimit::{Limited, RateLimits};
+use crate::sandbox::{self, Outbox};
 
 /// How many claimed copies may wait in memory for a connection. Beyond it,
 /// dispatch stops claiming until workers catch up (the rest stay on disk).
@@ -93,18 +103,28 @@ struct Destination {
     wake: Arc<Notify>,
 }
 
+/// Where outbound copies go: the network, or (sandbox mode) the local
+/// outbox. In sandbox mode there is no `Delivery` at all, so no code path
+/// can look up a name or open a connection.
+#[derive(Clone)]
+pub enum Outbound {
+    Network(Arc<Delivery>),
+    Sandbox(Outbox),
+}
+
 /// What a reload (SIGHUP) replaces for dispatch: the configuration
 /// (schedules, concurrency) and the delivery side built from it (routes,
 /// smart host, per-domain TLS policy, trusted CAs, DNS). Each delivery
 /// attempt takes the snapshot in force when it connects; a connection
-/// already open finishes its work first.
-pub struct Outbound {
+/// already open finishes its work first. (`delivery.mode` needs a restart:
+/// a reload keeps the running mode.)
+pub struct DispatchSettings {
     pub config: Arc<Config>,
-    pub delivery: Arc<Delivery>,
+    pub outbound: Outbound,
 }
 
 pub struct Dispatcher {
-    live: crate::config::Live<Outbound>,
+    live: crate::config::Live<DispatchSettings>,
     queue: Queue,
     /// The pickup portal, when `portal.enabled`.
     pickup: Option<Pickup>,
@@ -129,6 +149,8 @@ enum CopyResult {
     Permanent(AttemptRecord),
     /// The copy is in the pickup portal.
     Portal(AttemptRecord),
+    /// Sandbox mode: kept in the sandbox outbox, nothing sent.
+    Sandbox(AttemptRecord),
     /// Not attempted: the recipient domain's outbound rate limit; due again
     /// after the wait, without counting an attempt.
     RateLimited(AttemptRecord, Duration),
@@ -136,7 +158,7 @@ enum CopyResult {
 
 impl Dispatcher {
     pub fn new(
-        outbound: Outbound,
+        settings: DispatchSettings,
         queue: Queue,
         pickup: Option<Pickup>,
         dsn: Reporter,
@@ -144,7 +166,7 @@ impl Dispatcher {
         shutdown: CancellationToken,
     ) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
-            live: crate::config::Live::new(outbound),
+            live: crate::config::Live::new(settings),
             queue,
             pickup,
             dsn,
@@ -159,8 +181,8 @@ impl Dispatcher {
 
     /// Puts a new configuration and delivery side in force (SIGHUP): the
     /// next connection and every later scheduling decision use them.
-    pub fn reload(&self, outbound: Outbound) {
-        self.live.set(outbound);
+    pub fn reload(&self, settings: DispatchSettings) {
+        self.live.set(settings);
     }
 
     /// The configuration in force now.
@@ -501,8 +523,11 @@ impl Dispatcher {
                 return;
             }
         };
+        let delivery = match &self.live.get().outbound {
+            Outbound::Network(d) => d.clone(),
+            Outbound::Sandbox(outbox) => return self.to_sandbox(outbox, job, &meta, content).await,
+        };
         if conn.is_none() {
-            let delivery = self.live.get().delivery.clone();
             // Invariant 3: a protected copy leaves only over verified TLS.
             let connected = match (job.lane.protected, job.lane.exact_tls) {
                 (true, _) => {
@@ -564,6 +589,99 @@ impl Dispatcher {
         }
     }
 
+    /// Sandbox mode: the job's copies are kept in the outbox instead of
+    /// being sent. Protected copies are treated as bound for a destination
+    /// that can't do verified TLS (the portal, or a wait), unless their
+    /// domain is a verified-TLS partner.
+    async fn to_sandbox(
+        &self,
+        outbox: &Outbox,
+        job: Job,
+        meta: &crate::queue::MessageMeta,
+        content: Vec<u8>,
+    ) {
+        let Job { id, lane, copies } = job;
+        let (held, kept): (Vec<_>, Vec<_>) = copies
+            .into_iter()
+            .partition(|(_, c)| lane.protected && !c.policy.verified_partner);
+        if !held.is_empty() {
+            let refused = AttemptError {
+                kind: AttemptErrorKind::TlsPolicyNotMet,
+                status: "4.7.5".into(),
+                detail: "sandbox mode: no destination does verified TLS".into(),
+                reply: None,
+                evidence: Some(TlsEvidence {
+                    policy: TlsPolicy::Verify,
+                    version: Some(SANDBOX.into()),
+                    cipher: Some(SANDBOX.into()),
+                    verified: false,
+                    peer_name: SANDBOX.into(),
+                }),
+                remote: Some(SANDBOX.into()),
+            };
+            let held = Job {
+                id,
+                lane: lane.clone(),
+                copies: held,
+            };
+            self.fail_job(&held, meta, &refused).await;
+        }
+        if kept.is_empty() {
+            return;
+        }
+        let kind = match meta.client.listener.as_str() {
+            dsn::DSN_LISTENER | dsn::POSTMASTER_LISTENER => sandbox::Kind::Dsn,
+            crate::pickup::PICKUP_LISTENER if !lane.protected => sandbox::Kind::Notification,
+            _ => sandbox::Kind::Message,
+        };
+        let new = sandbox::NewCopy {
+            queue_id: id,
+            kind,
+            from: meta.envelope.sender.clone(),
+            to: kept.iter().map(|(_, c)| c.recipient.address.clone()).collect(),
+            content,
+        };
+        let ob = outbox.clone();
+        let stored = tokio::task::spawn_blocking(move || ob.store(new, now_ms())).await;
+        let failure = |why: String| {
+            tracing::error!(queue_id = %id, error = %why, "cannot write to the sandbox outbox; will retry");
+            AttemptRecord {
+                at_ms: now_ms(),
+                outcome: "deferred".into(),
+                status: Some("4.3.0".into()),
+                detail: "local error writing the sandbox outbox".into(),
+                remote: Some(SANDBOX.into()),
+                ..Default::default()
+            }
+        };
+        let record = match stored {
+            Ok(Ok(entry)) => Ok(AttemptRecord {
+                at_ms: now_ms(),
+                outcome: "delivered-to-sandbox".into(),
+                status: Some("2.0.0".into()),
+                detail: format!(
+                    "kept in the sandbox outbox as {} ({}); nothing left this machine",
+                    entry.id, entry.kind
+                ),
+                remote: Some(SANDBOX.into()),
+                tls_version: Some(SANDBOX.into()),
+                tls_cipher: Some(SANDBOX.into()),
+                tls_verified: Some(false),
+                ..Default::default()
+            }),
+            Ok(Err(e)) => Err(failure(e.to_string())),
+            Err(e) => Err(failure(e.to_string())),
+        };
+        for (idx, copy) in kept {
+            let r = match &record {
+                Ok(r) => CopyResult::Sandbox(r.clone()),
+                Err(r) => CopyResult::Temporary(r.clone()),
+            };
+            self.settle(id, idx, copy, meta.received_ms, &meta.envelope.sender, r)
+                .await;
+        }
+    }
+
     async fn fail_job(&self, job: &Job, meta: &crate::queue::MessageMeta, e: &AttemptError) {
         for (idx, copy) in &job.copies {
             if self.portal_bound(copy, e) {
@@ -609,6 +727,7 @@ impl Dispatcher {
             }
             CopyResult::Permanent(r) => (Some(FinalState::Failed), r),
             CopyResult::Portal(r) => (Some(FinalState::Portal), r),
+            CopyResult::Sandbox(r) => (Some(FinalState::Sandbox), r),
             // Protected copies bound for the portal never get here (see
             // `fail_job`): what does waits for a retry.
             CopyResult::TlsPolicyNotMet(r) | CopyResult::Temporary(r) => {
@@ -684,6 +803,7 @@ impl Dispatcher {
             Some(FinalState::Failed | FinalState::Expired) => Action::Failed,
             Some(FinalState::Portal) => Action::Delivered,
             Some(FinalState::Delivered) if !remote_reports => Action::Relayed,
+            Some(FinalState::Sandbox) => Action::Relayed,
             Some(FinalState::Delivered) => return None,
             None if !copy.delay_notified
                 && now >= received_ms + self.config().dsn.delay_after.as_millis() as u64 =>
@@ -782,6 +902,7 @@ impl CopyResult {
             CopyResult::TlsPolicyNotMet(_) => "tls_policy",
             CopyResult::Permanent(_) => "failed",
             CopyResult::Portal(_) => "portal",
+            CopyResult::Sandbox(_) => "sandbox",
             CopyResult::RateLimited(..) => "rate_limited",
         }
     }
@@ -806,7 +927,10 @@ fn count_attempt(
     if outcome == "rate_limited" {
         m.rate_limit_hit(crate::ratelimit::Rule::DomainDeliveries.name());
     }
-    if matches!(state, Some(FinalState::Delivered | FinalState::Portal)) {
+    if matches!(
+        state,
+        Some(FinalState::Delivered | FinalState::Portal | FinalState::Sandbox)
+    ) {
         m.delivery_latency
             .observe(now.saturating_sub(received_ms) as f64 / 1000.0);
     }
@@ -828,6 +952,9 @@ fn retry_or_expire(
         (None, r)
     }
 }
+
+/// What the remote host and TLS fields say in sandbox mode.
+const SANDBOX: &str = "sandbox";
 
 fn portal_error_record(why: &str) -> AttemptRecord {
     AttemptRecord {
@@ -961,6 +1088,11 @@ fn log_attempt(
             queue_id = %id, to = %copy.recipient.address,
             policy = %copy.policy.action, remote = %remote, tls = %tls, verified, detail = %r.detail, delay_s,
             attempts = copy.attempts, "delivered to the pickup portal"
+        ),
+        Some(FinalState::Sandbox) => tracing::info!(
+            queue_id = %id, to = %copy.recipient.address,
+            policy = %copy.policy.action, remote = %remote, tls = %tls, detail = %r.detail, delay_s,
+            attempts = copy.attempts, "delivered to the sandbox outbox"
         ),
         Some(s) => tracing::warn!(
             queue_id = %id, to = %copy.recipient.address,

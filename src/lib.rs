@@ -7,7 +7,7 @@
 //! ```text
 //! floor 5   cli · server
 //! floor 4   dispatch
-//! floor 3   smtp · delivery · pickup · dsn · admin
+//! floor 3   smtp · delivery · pickup · dsn · admin · sandbox
 //! floor 2   policy · queue · ratelimit · tls · dkim
 //! floor 1   scan · config · crypto · audit · metrics · report · systemd
 //! ```
@@ -27,6 +27,7 @@ pub mod policy;
 pub mod queue;
 pub mod ratelimit;
 pub mod report;
+pub mod sandbox;
 pub mod scan;
 pub mod server;
 pub mod smtp;

@@ -96,6 +96,7 @@ pub const DELIVERY_OUTCOMES: &[&str] = &[
     "portal",
     "tls_policy",
     "rate_limited",
+    "sandbox",
 ];
 
 /// TLS versions (the `tls_version` label).
@@ -283,7 +284,8 @@ impl Metrics {
     /// ("TLSv1_3"/"TLSv1.3"), anything unknown counts as `other`.
     pub fn delivery(&self, outcome: &'static str, tls_version: Option<&str>) {
         let v = match tls_version {
-            None => "none",
+            // Sandbox mode: nothing went over a wire.
+            None | Some("sandbox") => "none",
             Some(v) if v.contains("1_3") || v.contains("1.3") => "TLSv1.3",
             Some(v) if v.contains("1_2") || v.contains("1.2") => "TLSv1.2",
             Some(_) => "other",

@@ -3,7 +3,8 @@
 //! Start: data directory (mode 0700), master key (created 0600 on first
 //! start), TLS certificate (configured, or self-signed on first start with a
 //! warning), the queue (its due index rebuilt, so queued mail resumes),
-//! delivery, the pickup store (with `portal.enabled`), listeners, the
+//! delivery (or, in sandbox mode, the sandbox outbox instead), the pickup
+//! store (with `portal.enabled`), listeners, the
 //! portal's and the admin listener's (all bound before any serves, so a
 //! bind error stops the start cleanly), the portal, the admin listener,
 //! dispatch.
@@ -44,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, ConfigError, ListenerTls, Live};
 use crate::crypto::MasterKey;
 use crate::delivery::Delivery;
-use crate::dispatch::{Dispatcher, Outbound};
+use crate::dispatch::{DispatchSettings, Dispatcher, Outbound};
 use crate::queue::Queue;
 use crate::ratelimit::RateLimits;
 use crate::smtp::{self, SmtpContext};
@@ -53,13 +54,13 @@ use crate::smtp::{self, SmtpContext};
 /// names why a filter is not valid.
 pub type LogLevelReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
-/// What `serve` set up for logging that a reload must respect.
-pub struct Logging {
+/// What `serve` set up that a reload must respect.
+pub struct ServeOptions {
     /// Changes `log.level` live; None when `RUST_LOG` overrides it.
-    pub set_level: Option<LogLevelReload>,
-    /// `--log-format` (or `WARD_LOG_FORMAT`): wins over `log.format` in
-    /// every file read, the reloaded ones too.
-    pub format: Option<crate::config::LogFormat>,
+    pub set_log_level: Option<LogLevelReload>,
+    /// What the command line says over the file (`--log-format`,
+    /// `--sandbox`), applied to every reloaded file as it was at start.
+    pub overrides: Box<dyn Fn(&mut Config) + Send + Sync>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +85,8 @@ pub enum ServerError {
     Portal(crate::pickup::portal::PortalError),
     #[error(transparent)]
     Dkim(#[from] crate::dkim::DkimError),
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::OutboxError),
     #[error(transparent)]
     Delivery(#[from] crate::delivery::DeliveryError),
     #[error("listener {name}: cannot listen on {address}: {source}")]
@@ -178,7 +181,11 @@ fn build(config: Config) -> Result<Built, ServerError> {
 }
 
 /// Runs Ward until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
-pub async fn run(config: Config, config_path: Option<PathBuf>, logging: Logging) -> Result<(), ServerError> {
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    options: ServeOptions,
+) -> Result<(), ServerError> {
     if let Some(path) = &config_path {
         check(&config, path).map_err(ServerError::Config)?;
     }
@@ -233,6 +240,23 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, logging: Logging)
             source,
         })?;
 
+    // Sandbox mode: nothing leaves the machine (no resolver, no client);
+    // outbound copies are kept, encrypted, in the outbox. The delivery side
+    // was still built (and is dropped here): the same checks of [delivery]
+    // and [dns] as live (CA file, resolver settings), so switching to live
+    // finds no new error. It never resolves or connects.
+    let outbox = match config.delivery.mode {
+        crate::config::DeliveryMode::Live => None,
+        crate::config::DeliveryMode::Sandbox => {
+            let outbox =
+                crate::sandbox::Outbox::open(&crate::sandbox::outbox_dir(&data_dir), master.clone())?;
+            tracing::warn!(
+                outbox = %outbox.dir().display(),
+                "sandbox mode (delivery.mode = \"sandbox\"): nothing leaves this machine; every outbound copy is kept encrypted in the outbox (`ward sandbox list`)"
+            );
+            Some(outbox)
+        }
+    };
     // Signs the mail Ward writes itself: reports, notifications, codes,
     // notices and portal replies.
     let dkim = crate::dkim::DkimSigner::load(&config.dkim)?.map(std::sync::Arc::new);
@@ -361,9 +385,9 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, logging: Logging)
     }
 
     let dispatcher = Dispatcher::new(
-        Outbound {
+        DispatchSettings {
             config: config.clone(),
-            delivery: built.delivery,
+            outbound: outbound(&outbox, built.delivery),
         },
         queue.clone(),
         pickup.clone(),
@@ -388,7 +412,8 @@ pub async fn run(config: Config, config_path: Option<PathBuf>, logging: Logging)
         smtp: ctx.clone(),
         dispatcher,
         portal_tls,
-        logging,
+        options: Arc::new(options),
+        outbox,
     };
     signals.wait_for_stop(&mut running, config_path.as_deref()).await;
     let config = running.config.clone();
@@ -443,7 +468,18 @@ struct Running {
     smtp: Arc<SmtpContext>,
     dispatcher: Arc<Dispatcher>,
     portal_tls: Arc<Live<TlsAcceptor>>,
-    logging: Logging,
+    options: Arc<ServeOptions>,
+    /// The sandbox outbox, in sandbox mode (fixed until restart).
+    outbox: Option<crate::sandbox::Outbox>,
+}
+
+/// Where dispatch sends copies: the outbox in sandbox mode (the delivery
+/// side, built only to check its settings, is dropped), else the network.
+fn outbound(outbox: &Option<crate::sandbox::Outbox>, delivery: Arc<Delivery>) -> Outbound {
+    match outbox {
+        Some(o) => Outbound::Sandbox(o.clone()),
+        None => Outbound::Network(delivery),
+    }
 }
 
 /// The signals Ward acts on: SIGTERM and SIGINT stop, SIGHUP reloads.
@@ -486,9 +522,9 @@ async fn reload(running: &mut Running, config_path: Option<&Path>) {
     crate::systemd::reloading();
     let current = running.config.clone();
     let file = path.to_path_buf();
-    let format = running.logging.format;
+    let options = running.options.clone();
     // Reading certificates and the system CA store is blocking work.
-    let prepared = tokio::task::spawn_blocking(move || prepare(&current, &file, format)).await;
+    let prepared = tokio::task::spawn_blocking(move || prepare(&current, &file, &*options.overrides)).await;
     let prepared = match prepared {
         Ok(p) => p,
         Err(e) => Err(ConfigError {
@@ -527,12 +563,10 @@ async fn reload(running: &mut Running, config_path: Option<&Path>) {
 fn prepare(
     current: &Config,
     path: &Path,
-    format: Option<crate::config::LogFormat>,
+    overrides: &(dyn Fn(&mut Config) + Send + Sync),
 ) -> Result<(Built, Vec<&'static str>), ConfigError> {
     let mut new = Config::load(path)?;
-    if let Some(f) = format {
-        new.log.format = f;
-    }
+    overrides(&mut new);
     // Checked before the restart-only settings are put back, so a reload
     // refuses what `ward check-config` reports, nothing less.
     check(&new, path)?;
@@ -549,7 +583,7 @@ fn prepare(
 fn apply(running: &mut Running, built: Built) {
     let config = built.config.clone();
     if config.log.level != running.config.log.level {
-        match &running.logging.set_level {
+        match &running.options.set_log_level {
             Some(set) => {
                 if let Err(e) = set(&config.log.level) {
                     tracing::warn!(error = %e, "log.level is not a valid filter; the running level stays");
@@ -561,9 +595,9 @@ fn apply(running: &mut Running, built: Built) {
     running.smtp.reload(built.smtp);
     running.smtp.limits.reload(&config.rate_limit);
     running.portal_tls.set(built.portal_tls);
-    running.dispatcher.reload(Outbound {
+    running.dispatcher.reload(DispatchSettings {
         config: config.clone(),
-        delivery: built.delivery,
+        outbound: outbound(&running.outbox, built.delivery),
     });
     running.config = config;
 }

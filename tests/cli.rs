@@ -21,6 +21,8 @@ fn version_and_help() {
         &["serve", "--help"],
         &["check-config", "--help"],
         &["hash-password", "--help"],
+        &["sandbox", "--help"],
+        &["sandbox", "show", "--help"],
     ] {
         let (status, out, _) = ward_cli(args);
         assert!(status.success(), "{args:?}");
@@ -236,5 +238,42 @@ fn check_config_loads_the_certificate_and_key() {
             err.starts_with(&format!("{}:{line}:1: {what}: ", path.display())),
             "{err}"
         );
+    }
+}
+
+/// The provider examples (conf/examples/) are valid configurations: each
+/// is checked with the files it names supplied (a certificate from a test
+/// CA, a temporary data directory).
+#[test]
+fn check_config_accepts_the_provider_examples() {
+    let ca = common::ca::TestCa::new();
+    let cert = ca.issue(&["ward.hospital.example"]);
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["microsoft365.toml", "google-workspace.toml"] {
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("conf/examples")
+            .join(f);
+        let mut text = std::fs::read_to_string(&shipped).unwrap();
+        for (from, to) in [
+            ("/etc/ward/tls/fullchain.pem", cert.cert_file.to_str().unwrap()),
+            ("/etc/ward/tls/privkey.pem", cert.key_file.to_str().unwrap()),
+            ("/var/lib/ward", tmp.path().to_str().unwrap()),
+        ] {
+            assert!(text.contains(from), "{f} no longer names {from}");
+            text = text.replace(from, to);
+        }
+        for t in [
+            "mode = \"live\"",
+            "[relay.tenant_header]",
+            "require_tls = true",
+            "enabled = true",
+        ] {
+            assert!(text.contains(t), "{f}: {t}");
+        }
+        let path = tmp.path().join(f);
+        std::fs::write(&path, text).unwrap();
+        let (status, out, err) = ward_cli(&["check-config", "--config", path.to_str().unwrap()]);
+        assert!(status.success(), "{f}: {err}");
+        assert!(out.contains("configuration is valid"), "{out}");
     }
 }

@@ -554,3 +554,28 @@ async fn relay_rules_and_routes_follow_a_reload() {
     assert_eq!(subjects(&second), vec!["to-second".to_string()]);
     assert_eq!(subjects(&first), vec!["to-first".to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_never_undoes_serve_sandbox() {
+    // The file says live delivery to a real MX; --sandbox says otherwise.
+    let mx = TestMx::plain().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let text = config(tmp.path(), &mx, "blocked.test", "");
+    // Ward::start_args writes base_config (of its own directory) first.
+    let extra = text.trim_start_matches(&base_config(tmp.path())).to_string();
+    let w = Ward::start_args(&extra, &["--sandbox"]);
+    let text = std::fs::read_to_string(&w.config_path).unwrap();
+    let line = reload(&w, &text).await;
+    assert!(line.contains("configuration reloaded"), "{line}");
+    assert_eq!(w.log_count("takes effect at restart"), 0, "{}", w.log());
+
+    let mut c = SmtpClient::connect(w.smtp()).await;
+    c.ehlo("client.test").await;
+    c.send_message("dr@hospital.example", &["a@clinic.test"], &message("sandboxed"))
+        .await
+        .assert_is("250 2.0.0");
+    c.quit().await;
+    w.line(&["delivered to the sandbox outbox", "to=a@clinic.test"], LONG)
+        .await;
+    assert!(mx.received().is_empty(), "a reload turned sandbox mode off");
+}

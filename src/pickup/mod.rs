@@ -32,6 +32,10 @@ pub use store::{
 use crate::config::{Config, PolicyAction, TlsPolicy};
 use crate::queue::{ClientInfo, CopyPolicy, Envelope, NewMessage, Queue, QueueId, Recipient, now_ms};
 
+/// The `client.listener` of mail the pickup portal queues (notifications,
+/// codes, opened notices, portal replies).
+pub const PICKUP_LISTENER: &str = "pickup";
+
 /// What a code request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodeRequest {
@@ -325,7 +329,7 @@ impl Pickup {
                 helo: String::new(),
                 authorized_by: "ward pickup".into(),
                 tls: None,
-                listener: "pickup".into(),
+                listener: PICKUP_LISTENER.into(),
             },
             content,
             received_ms: now_ms(),

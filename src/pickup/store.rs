@@ -35,8 +35,6 @@
 //! All methods block (sled and file I/O): call them from `spawn_blocking`.
 
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -728,41 +726,14 @@ fn decode(what: &str, v: &[u8]) -> Result<PickupRecord, PickupError> {
 }
 
 fn write_synced(path: &Path, data: &[u8]) -> Result<(), PickupError> {
-    let err = |e| PickupError::Io(path.display().to_string(), e);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
-    f.write_all(data).map_err(err)?;
-    f.sync_all().map_err(err)
+    crypto::write_new_synced(path, data).map_err(|e| PickupError::Io(path.display().to_string(), e))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), PickupError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| PickupError::Io(dir.display().to_string(), e))
+    crypto::sync_dir(dir).map_err(|e| PickupError::Io(dir.display().to_string(), e))
 }
 
-/// Overwrites a key file with zeros, syncs it and unlinks it. Errors are
-/// logged, not returned: a missing file is already gone.
-fn shred_file(path: &Path) {
-    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    if len > 0
-        && let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path)
-    {
-        let zeros = vec![0u8; len as usize];
-        if f.write_all(&zeros).and_then(|_| f.sync_all()).is_err() {
-            tracing::warn!(path = %path.display(), "cannot overwrite a pickup key file before deleting it");
-        }
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot delete a pickup key file"),
-    }
-}
+use crypto::shred_file;
 
 #[cfg(test)]
 mod tests {

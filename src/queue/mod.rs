@@ -208,6 +208,9 @@ pub enum FinalState {
     /// domain always gets the portal) now waits in the pickup portal; the
     /// recipient was sent a notification.
     Portal,
+    /// `delivery.mode = "sandbox"`: kept, encrypted, in the local sandbox
+    /// outbox; nothing left the machine.
+    Sandbox,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -38,13 +38,13 @@ impl SmtpReply {
         self.lines.join("\n")
     }
 
-    /// The queue id (32 hex digits) a 250 after DATA names.
-    #[allow(dead_code)]
+    /// The queue id in a `250 2.0.0 OK queued as <id>` reply.
+    #[track_caller]
     pub fn queue_id(&self) -> String {
         self.text()
             .split_whitespace()
             .find(|w| w.len() == 32 && w.chars().all(|c| c.is_ascii_hexdigit()))
-            .expect("queue id in the reply")
+            .unwrap_or_else(|| panic!("no queue id in {self:?}"))
             .to_string()
     }
 

@@ -25,6 +25,8 @@ pub struct Ward {
     log: Arc<Mutex<String>>,
     /// Extra environment variables for the process.
     env: Vec<(String, String)>,
+    /// Extra arguments after `serve --config FILE` (e.g. `--sandbox`).
+    args: Vec<String>,
 }
 
 /// The TOML every test config starts with: server settings, one STARTTLS
@@ -44,25 +46,29 @@ pub fn base_config(dir: &Path) -> String {
 impl Ward {
     /// Starts Ward with `base_config` plus `extra` in a new temp dir.
     pub fn start(extra: &str) -> Ward {
-        Ward::start_with_env(extra, &[])
+        Ward::start_args(extra, &[])
     }
 
-    /// Like [`Ward::start`], with extra environment variables.
-    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Ward {
+    /// As [`Ward::start`], with extra `serve` arguments (e.g. `--sandbox`).
+    pub fn start_args(extra: &str, args: &[&str]) -> Ward {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let mut w = Ward::start_in_with_env(&dir, &format!("{}{extra}", base_config(&dir)), env);
+        let mut w = Ward::launch(&dir, &format!("{}{extra}", base_config(&dir)), args, &[]);
         w._tmp = Some(tmp);
         w
     }
 
     /// Starts Ward with exactly `config` (written to `dir/ward.toml`).
     pub fn start_in(dir: &Path, config: &str) -> Ward {
-        Ward::start_in_with_env(dir, config, &[])
+        Ward::launch(dir, config, &[], &[])
     }
 
     /// Like [`Ward::start_in`], with extra environment variables.
     pub fn start_in_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Ward {
+        Ward::launch(dir, config, &[], env)
+    }
+
+    fn launch(dir: &Path, config: &str, args: &[&str], env: &[(&str, &str)]) -> Ward {
         let config_path = dir.join("ward.toml");
         std::fs::write(&config_path, config).expect("write config");
         let mut w = Ward {
@@ -73,6 +79,7 @@ impl Ward {
             listeners: HashMap::new(),
             log: Arc::new(Mutex::new(String::new())),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         w.spawn();
         w
@@ -83,6 +90,7 @@ impl Ward {
             .arg("serve")
             .arg("--config")
             .arg(&self.config_path)
+            .args(&self.args)
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
