@@ -257,12 +257,12 @@ pub fn main() -> ExitCode {
             log_format,
             sandbox,
         } => serve(config, log_format, sandbox),
-        Command::CheckConfig { config } => match Config::load(&config) {
-            // The files the settings name are checked too, as `serve`
-            // would load them: a DKIM key that doesn't parse should show
-            // here, not at the next restart.
-            Ok(c) => match crate::dkim::DkimSigner::load(&c.dkim) {
-                Ok(_) => {
+        // The files the settings name are loaded too, as `serve` and a
+        // reload load them: a certificate, key, CA or DKIM file that
+        // doesn't parse shows here, with the same error a reload logs.
+        Command::CheckConfig { config } => {
+            match Config::load(&config).and_then(|c| crate::server::check(&c, &config).map(|()| c)) {
+                Ok(c) => {
                     println!("{}: configuration is valid", config.display());
                     if c.delivery.mode == crate::config::DeliveryMode::Sandbox {
                         println!(
@@ -272,15 +272,11 @@ pub fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("{}: [dkim]: {e}", config.display());
+                    eprintln!("{e}");
                     ExitCode::FAILURE
                 }
-            },
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
             }
-        },
+        }
         Command::HashPassword => hash_password(),
         Command::ConfigReference => {
             print!("{}", crate::config::reference_markdown());
@@ -731,12 +727,12 @@ fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>, sandbox: bool) ->
     if let Some(f) = log_format {
         config.log.format = f;
     }
-    init_logging(&config);
+    let log_level = init_logging(&config);
     if path.is_none() {
         tracing::info!("no --config given: running on the embedded defaults");
     }
     if sandbox {
-        sandbox_overrides(&mut config);
+        sandbox_overrides(&mut config, true);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -749,7 +745,20 @@ fn serve(path: Option<PathBuf>, log_format: Option<LogFormat>, sandbox: bool) ->
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::server::run(config, path)) {
+    let options = crate::server::ServeOptions {
+        set_log_level: log_level,
+        // What the command line says wins over every file read, the
+        // reloaded ones too (a reload must not undo --sandbox).
+        overrides: Box::new(move |c: &mut Config| {
+            if let Some(f) = log_format {
+                c.log.format = f;
+            }
+            if sandbox {
+                sandbox_overrides(c, false);
+            }
+        }),
+    };
+    match runtime.block_on(crate::server::run(config, path, options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "ward failed");
@@ -776,12 +785,15 @@ const CONTENT_PARSERS: [&str; 6] = [
 /// configuration has it on already, the pickup portal on portal.address
 /// with links pointing there (so a protected test message can be picked up
 /// on this machine).
-fn sandbox_overrides(config: &mut Config) {
+fn sandbox_overrides(config: &mut Config, announce: bool) {
     config.delivery.mode = crate::config::DeliveryMode::Sandbox;
     if !config.portal.enabled {
         config.portal.enabled = true;
         if config.portal.public_host.is_empty() {
             config.portal.public_host = config.portal.address.to_string();
+        }
+        if !announce {
+            return;
         }
         tracing::info!(
             address = %config.portal.address,
@@ -894,21 +906,25 @@ fn sandbox(action: SandboxCommand, config: Option<PathBuf>) -> ExitCode {
 
 // --- end sandbox mode ---
 
-fn init_logging(config: &Config) {
+/// Sets up logging; returns what changes `log.level` on reload (None when
+/// RUST_LOG overrides the configured level).
+fn init_logging(config: &Config) -> Option<crate::server::LogLevelReload> {
     use tracing_subscriber::filter::{EnvFilter, FilterExt, filter_fn};
     use tracing_subscriber::prelude::*;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::try_new(&config.log.level).unwrap_or_else(|e| {
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let env_overrides = from_env.is_some();
+    let filter = match from_env {
+        Some(f) => silence_content_parsers(f),
+        None => log_filter(&config.log.level).unwrap_or_else(|e| {
             eprintln!(
                 "ward: log.level `{}` is not a valid filter ({e}); using info",
                 config.log.level
             );
-            EnvFilter::new("info")
-        })
-    });
-    let filter = CONTENT_PARSERS.iter().fold(filter, |f, c| {
-        f.add_directive(format!("{c}=off").parse().expect("static directive"))
-    });
+            log_filter("info").expect("static filter")
+        }),
+    };
+    // The level part can be replaced on reload; the rule below stays.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     // Whatever log.level says, other crates log at info at most: their
     // debug and trace output is written for their developers and may hold
     // the bytes they handle (headers, TLS records, parsed text). Ward's
@@ -935,6 +951,23 @@ fn init_logging(config: &Config) {
             )
             .init(),
     }
+    let reload: crate::server::LogLevelReload = Box::new(move |level| {
+        let f = log_filter(level)?;
+        handle.reload(f).map_err(|e| e.to_string())
+    });
+    (!env_overrides).then_some(reload)
+}
+
+/// The filter for a `log.level` value, content parsers silenced.
+fn log_filter(level: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    Ok(silence_content_parsers(filter))
+}
+
+fn silence_content_parsers(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    CONTENT_PARSERS.iter().fold(filter, |f, c| {
+        f.add_directive(format!("{c}=off").parse().expect("static directive"))
+    })
 }
 
 fn hash_password() -> ExitCode {

@@ -1868,6 +1868,88 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+impl ConfigError {
+    /// An error about the value of a setting (`keys`, e.g. `["tls",
+    /// "cert_file"]`) found after the file parsed, such as a certificate file
+    /// that can't be read: placed at the setting's line in `file`.
+    pub fn at_setting(file: &Path, keys: &[&'static str], message: String) -> ConfigError {
+        let path: Vec<PathSeg> = keys.iter().map(|k| K(k)).collect();
+        let position = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| locate(&text, &path).map(|s| line_col(&text, s.start)));
+        ConfigError {
+            file: file.to_path_buf(),
+            position,
+            message: format!("{}: {message}", keys.join(".")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reload (SIGHUP).
+
+/// A value a reload can replace while it is in use: readers take the
+/// snapshot in force (an `Arc`) and keep it for as long as they need a
+/// consistent view; a replacement affects only later readers.
+pub struct Live<T>(std::sync::RwLock<std::sync::Arc<T>>);
+
+impl<T> Live<T> {
+    pub fn new(value: T) -> Live<T> {
+        Live(std::sync::RwLock::new(std::sync::Arc::new(value)))
+    }
+
+    /// The snapshot in force now.
+    pub fn get(&self) -> std::sync::Arc<T> {
+        // The lock only guards an Arc swap; a poisoned one still holds a
+        // whole value.
+        self.0
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Replaces the value for every later reader.
+    pub fn set(&self, value: T) {
+        let value = std::sync::Arc::new(value);
+        match self.0.write() {
+            Ok(mut g) => *g = value,
+            Err(p) => *p.into_inner() = value,
+        }
+    }
+}
+
+/// The settings a running Ward can't change: what binds sockets, opens
+/// stores or names files held open, and what is built into the parts made
+/// once at start (the portal, reports, DKIM, the admin listener, the audit
+/// writer, the log format), and `delivery.mode` (switching between sandbox
+/// and live is a deliberate restart, not a side effect of a reload). A reload keeps the running value of each one
+/// that changed in `new` and returns their names, for the "takes effect at
+/// restart" warning.
+pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    macro_rules! keep {
+        ($name:literal, $($field:tt)+) => {
+            if running.$($field)+ != new.$($field)+ {
+                new.$($field)+ = running.$($field)+.clone();
+                changed.push($name);
+            }
+        };
+    }
+    keep!("[[listener]]", listeners);
+    keep!("server.data_dir", server.data_dir);
+    keep!("server.master_key_file", server.master_key_file);
+    keep!("server.hostname", server.hostname);
+    keep!("log.format", log.format);
+    keep!("queue.cache_size", queue.cache_size);
+    keep!("delivery.mode", delivery.mode);
+    keep!("[dsn]", dsn);
+    keep!("[portal]", portal);
+    keep!("[dkim]", dkim);
+    keep!("[admin]", admin);
+    keep!("[audit]", audit);
+    changed
+}
+
 /// Finds the span of a key path in the TOML text: the deepest part of the path
 /// that exists (a missing key is reported at its table).
 fn locate(text: &str, path: &[PathSeg]) -> Option<Range<usize>> {
@@ -1947,7 +2029,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     SettingDoc {
         key: "tls.cert_file",
         default: "\"\"",
-        doc: "PEM certificate chain for the SMTP listeners. Empty: a self-signed certificate is generated into <data_dir>/tls/ on first start, with a warning.",
+        doc: "PEM certificate chain for the SMTP listeners and the portal. Empty: a self-signed certificate is generated into <data_dir>/tls/ on first start, with a warning. Re-read on reload (SIGHUP): renew the files in place and reload; new handshakes get the new certificate.",
     },
     SettingDoc {
         key: "tls.key_file",
@@ -2587,6 +2669,43 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
+    }
+
+    /// A reload keeps what can't change live, names it, and takes the rest.
+    #[test]
+    fn a_reload_keeps_restart_only_settings_and_names_them() {
+        let running = Config::default();
+        let mut new = parse(
+            "[server]\ndata_dir = \"/elsewhere\"\n[[listener]]\nname = \"smtp\"\naddress = \"127.0.0.1:2600\"\n\
+             [policy]\nblocked_domains = [\"x.test\"]\n[smtp]\nmax_recipients = 7\n",
+        )
+        .unwrap();
+        let kept = keep_restart_only(&running, &mut new);
+        assert_eq!(kept, vec!["[[listener]]", "server.data_dir"]);
+        assert_eq!(new.listeners, running.listeners);
+        assert_eq!(new.server.data_dir, running.server.data_dir);
+        assert_eq!(new.policy.blocked_domains, vec!["x.test".to_string()]);
+        assert_eq!(new.smtp.max_recipients, 7);
+        let mut same = running.clone();
+        assert!(keep_restart_only(&running, &mut same).is_empty());
+    }
+
+    #[test]
+    fn a_setting_error_is_placed_at_its_line() {
+        let dir = std::env::temp_dir().join(format!("ward-config-at-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ward.toml");
+        std::fs::write(
+            &file,
+            "[server]\nhostname = \"a.test\"\n\n[tls]\ncert_file = \"/x.crt\"\nkey_file = \"/x.key\"\n",
+        )
+        .unwrap();
+        let e = ConfigError::at_setting(&file, &["tls", "key_file"], "cannot open".into());
+        assert_eq!(
+            e.to_string(),
+            format!("{}:6:1: tls.key_file: cannot open", file.display())
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Builds a TOML document from the documented defaults and checks it

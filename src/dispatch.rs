@@ -106,15 +106,26 @@ struct Destination {
 /// Where outbound copies go: the network, or (sandbox mode) the local
 /// outbox. In sandbox mode there is no `Delivery` at all, so no code path
 /// can look up a name or open a connection.
+#[derive(Clone)]
 pub enum Outbound {
     Network(Arc<Delivery>),
     Sandbox(Outbox),
 }
 
+/// What a reload (SIGHUP) replaces for dispatch: the configuration
+/// (schedules, concurrency) and the delivery side built from it (routes,
+/// smart host, per-domain TLS policy, trusted CAs, DNS). Each delivery
+/// attempt takes the snapshot in force when it connects; a connection
+/// already open finishes its work first. (`delivery.mode` needs a restart:
+/// a reload keeps the running mode.)
+pub struct DispatchSettings {
+    pub config: Arc<Config>,
+    pub outbound: Outbound,
+}
+
 pub struct Dispatcher {
-    config: Arc<Config>,
+    live: crate::config::Live<DispatchSettings>,
     queue: Queue,
-    outbound: Outbound,
     /// The pickup portal, when `portal.enabled`.
     pickup: Option<Pickup>,
     /// Writes bounce, delay and success reports.
@@ -147,18 +158,16 @@ enum CopyResult {
 
 impl Dispatcher {
     pub fn new(
-        config: Arc<Config>,
+        settings: DispatchSettings,
         queue: Queue,
-        outbound: Outbound,
         pickup: Option<Pickup>,
         dsn: Reporter,
         limits: Arc<RateLimits>,
         shutdown: CancellationToken,
     ) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
-            config,
+            live: crate::config::Live::new(settings),
             queue,
-            outbound,
             pickup,
             dsn,
             limits,
@@ -170,12 +179,23 @@ impl Dispatcher {
         })
     }
 
+    /// Puts a new configuration and delivery side in force (SIGHUP): the
+    /// next connection and every later scheduling decision use them.
+    pub fn reload(&self, settings: DispatchSettings) {
+        self.live.set(settings);
+    }
+
+    /// The configuration in force now.
+    fn config(&self) -> Arc<Config> {
+        self.live.get().config.clone()
+    }
+
     /// Runs until shutdown, then waits for workers to finish their current
     /// transaction (the caller bounds this with the shutdown deadline).
     pub async fn run(self: Arc<Self>) {
-        let scan = self.config.queue.scan_interval;
         let mut last_purge = std::time::Instant::now() - Duration::from_secs(3600);
         loop {
+            let scan = self.config().queue.scan_interval;
             if self.shutdown.is_cancelled() {
                 break;
             }
@@ -195,7 +215,7 @@ impl Dispatcher {
                 last_purge = std::time::Instant::now();
                 match self
                     .queue
-                    .purge_statuses(self.config.queue.status_retention)
+                    .purge_statuses(self.config().queue.status_retention)
                     .await
                 {
                     Ok(0) => {}
@@ -405,7 +425,7 @@ impl Dispatcher {
     fn push(self: &Arc<Self>, job: Job) {
         self.in_memory
             .fetch_add(job.copies.len(), std::sync::atomic::Ordering::Relaxed);
-        let limit = self.config.delivery.destination_concurrency;
+        let limit = self.config().delivery.destination_concurrency;
         let lane = job.lane.clone();
         let spawn = {
             let mut map = self.destinations.lock().unwrap_or_else(|e| e.into_inner());
@@ -429,7 +449,7 @@ impl Dispatcher {
     /// time when a connection is open. On None the worker has been
     /// unregistered.
     async fn next_job(&self, lane: &Lane, linger: bool) -> Option<Job> {
-        let wait = self.config.delivery.connection_cache_time;
+        let wait = self.config().delivery.connection_cache_time;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let wake = {
@@ -460,7 +480,7 @@ impl Dispatcher {
 
     /// One connection's worth of work for a lane.
     async fn worker(self: Arc<Self>, lane: Lane) {
-        let max_per_conn = self.config.delivery.max_messages_per_connection;
+        let max_per_conn = self.config().delivery.max_messages_per_connection;
         let mut conn: Option<crate::delivery::Connection> = None;
         while let Some(job) = self.next_job(&lane, conn.is_some()).await {
             let n = job.copies.len();
@@ -503,8 +523,8 @@ impl Dispatcher {
                 return;
             }
         };
-        let delivery = match &self.outbound {
-            Outbound::Network(d) => d,
+        let delivery = match &self.live.get().outbound {
+            Outbound::Network(d) => d.clone(),
             Outbound::Sandbox(outbox) => return self.to_sandbox(outbox, job, &meta, content).await,
         };
         if conn.is_none() {
@@ -696,7 +716,8 @@ impl Dispatcher {
             copy.attempts += 1;
         }
         let now = now_ms();
-        let expires = received_ms + self.config.queue.max_lifetime.as_millis() as u64;
+        let config = self.config();
+        let expires = received_ms + config.queue.max_lifetime.as_millis() as u64;
         let outcome = result.metric_outcome();
         let mut remote_reports = false;
         let (final_state, record) = match result {
@@ -710,7 +731,7 @@ impl Dispatcher {
             // Protected copies bound for the portal never get here (see
             // `fail_job`): what does waits for a retry.
             CopyResult::TlsPolicyNotMet(r) | CopyResult::Temporary(r) => {
-                let schedule = &self.config.queue.retry_schedule;
+                let schedule = &config.queue.retry_schedule;
                 let step = (copy.attempts as usize)
                     .saturating_sub(1)
                     .min(schedule.len().saturating_sub(1));
@@ -719,7 +740,7 @@ impl Dispatcher {
             }
             CopyResult::RateLimited(r, wait) => {
                 // At least a scan interval, so a full bucket isn't polled.
-                let wait = wait.max(self.config.queue.scan_interval);
+                let wait = wait.max(config.queue.scan_interval);
                 retry_or_expire(&mut copy, r, now + wait.as_millis() as u64, expires)
             }
         };
@@ -785,7 +806,7 @@ impl Dispatcher {
             Some(FinalState::Sandbox) => Action::Relayed,
             Some(FinalState::Delivered) => return None,
             None if !copy.delay_notified
-                && now >= received_ms + self.config.dsn.delay_after.as_millis() as u64 =>
+                && now >= received_ms + self.config().dsn.delay_after.as_millis() as u64 =>
             {
                 Action::Delayed
             }

@@ -9,7 +9,7 @@
 //! floor 4   dispatch · ops
 //! floor 3   smtp · delivery · pickup · dsn · admin · sandbox
 //! floor 2   policy · queue · ratelimit · tls · dkim
-//! floor 1   scan · config · crypto · audit · metrics · report
+//! floor 1   scan · config · crypto · audit · metrics · report · systemd
 //! ```
 
 pub mod admin;
@@ -32,4 +32,5 @@ pub mod sandbox;
 pub mod scan;
 pub mod server;
 pub mod smtp;
+pub mod systemd;
 pub mod tls;

@@ -10,6 +10,25 @@
 //! serves, so a bind error stops the start cleanly), the portal, the admin
 //! listener, dispatch, the admin socket (`ops`: `ward queue`, `ward backup`).
 //!
+//! Under systemd (`Type=notify`) `READY=1` is sent once all of that is up.
+//!
+//! Reload (SIGHUP, [`reload`]): the file is read and checked as
+//! `ward check-config` checks it (certificates, keys and CA files loaded),
+//! then everything a configuration builds is built anew; only when all of
+//! it succeeded is it put in force, as snapshots that each new connection,
+//! transaction and delivery attempt reads: TLS certificate and settings
+//! (new handshakes; sessions in progress keep theirs), relay networks,
+//! users, client certificates and tenant secrets, `[smtp]` limits, scanner
+//! and policy, rate limits (unchanged rules keep their buckets), routes,
+//! smart host, per-domain TLS policy, trusted CAs and DNS, queue schedules,
+//! and `log.level`. No connection is closed and nothing queued is touched.
+//! Settings that can't change in a running process
+//! ([`crate::config::keep_restart_only`]: listeners, data directory, master
+//! key, ...) keep their running value, each named in a warning ("X changed;
+//! takes effect at restart"). A configuration that fails any check is
+//! refused whole: the running one stays, and the error (file:line when it
+//! is in the file) goes to the log and the audit trail.
+//!
 //! Stop (SIGTERM or SIGINT): listeners stop accepting, idle sessions get
 //! 421 4.3.2, sessions in DATA finish their message, deliveries finish their
 //! transaction; all of it within `server.shutdown_timeout`, after which
@@ -21,15 +40,29 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ListenerTls};
+use crate::config::{Config, ConfigError, ListenerTls, Live};
 use crate::crypto::MasterKey;
 use crate::delivery::Delivery;
-use crate::dispatch::{Dispatcher, Outbound};
+use crate::dispatch::{DispatchSettings, Dispatcher, Outbound};
 use crate::queue::Queue;
 use crate::ratelimit::RateLimits;
 use crate::smtp::{self, SmtpContext};
+
+/// Replaces the log filter (`log.level`) of the running process; `Err`
+/// names why a filter is not valid.
+pub type LogLevelReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// What `serve` set up that a reload must respect.
+pub struct ServeOptions {
+    /// Changes `log.level` live; None when `RUST_LOG` overrides it.
+    pub set_log_level: Option<LogLevelReload>,
+    /// What the command line says over the file (`--log-format`,
+    /// `--sandbox`), applied to every reloaded file as it was at start.
+    pub overrides: Box<dyn Fn(&mut Config) + Send + Sync>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -65,6 +98,8 @@ pub enum ServerError {
     },
     #[error("signal handling: {0}")]
     Signal(std::io::Error),
+    #[error(transparent)]
+    Config(ConfigError),
 }
 
 fn prepare_data_dir(dir: &Path) -> Result<(), ServerError> {
@@ -84,9 +119,80 @@ fn prepare_data_dir(dir: &Path) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// Runs Ward until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
-pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), ServerError> {
+/// Loads every file a configuration names the way `serve` does (the TLS
+/// certificate and key, with a server configuration built from them, the
+/// delivery CA file and resolver, the DKIM key), without creating
+/// anything. `ward check-config` and every reload run this, so a reload is
+/// refused for exactly what `check-config` reports. Errors name the
+/// setting's line in `file`.
+pub fn check(config: &Config, file: &Path) -> Result<(), ConfigError> {
+    fn at(file: &Path, keys: &[&'static str], e: impl std::fmt::Display) -> ConfigError {
+        ConfigError::at_setting(file, keys, e.to_string())
+    }
+    if !config.tls.cert_file.as_os_str().is_empty() {
+        let chain =
+            crate::tls::load_certs(&config.tls.cert_file).map_err(|e| at(file, &["tls", "cert_file"], e))?;
+        let key =
+            crate::tls::load_key(&config.tls.key_file).map_err(|e| at(file, &["tls", "key_file"], e))?;
+        let cert = crate::tls::CertifiedKey {
+            chain,
+            key,
+            generated: false,
+            self_signed: false,
+        };
+        let client_certs = !config.relay.client_certificates.is_empty();
+        crate::tls::server_config(config, &cert, client_certs)
+            .and_then(|_| crate::tls::https_server_config(config, &cert))
+            .map_err(|e| at(file, &["tls", "key_file"], e))?;
+    }
+    Delivery::new(config).map_err(|e| match e {
+        crate::delivery::DeliveryError::Tls(e) => at(file, &["delivery", "ca_file"], e),
+        other => at(file, &["dns"], other),
+    })?;
+    crate::dkim::DkimSigner::load(&config.dkim).map_err(|e| at(file, &["dkim", "key_file"], e))?;
+    Ok(())
+}
+
+/// What a configuration builds that can fail, built whole before any of it
+/// is put in force (at start and on reload).
+struct Built {
+    config: Arc<Config>,
+    smtp: smtp::Settings,
+    portal_tls: TlsAcceptor,
+    delivery: Arc<Delivery>,
+    cert_generated: bool,
+    cert_self_signed: bool,
+}
+
+fn build(config: Config) -> Result<Built, ServerError> {
     let config = Arc::new(config);
+    let cert = crate::tls::server_certificate(&config)?;
+    let client_certs = !config.relay.client_certificates.is_empty();
+    let server_tls = crate::tls::server_config(&config, &cert, client_certs)?;
+    let portal_tls = crate::tls::https_server_config(&config, &cert)?;
+    let delivery = Arc::new(Delivery::new(&config)?);
+    Ok(Built {
+        smtp: smtp::Settings::new(config.clone(), Some(TlsAcceptor::from(server_tls))),
+        portal_tls: TlsAcceptor::from(portal_tls),
+        delivery,
+        cert_generated: cert.generated,
+        cert_self_signed: cert.self_signed,
+        config,
+    })
+}
+
+/// Runs Ward until SIGTERM/SIGINT. `config_path` is re-read on SIGHUP.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    options: ServeOptions,
+) -> Result<(), ServerError> {
+    if let Some(path) = &config_path {
+        check(&config, path).map_err(ServerError::Config)?;
+    }
+    // Handlers first: SIGHUP's default action ends the process, and a
+    // service manager may send one as soon as it hears READY=1.
+    let mut signals = Signals::install()?;
     let data_dir = config.server.data_dir.clone();
     prepare_data_dir(&data_dir)?;
     if config.audit.enabled {
@@ -109,21 +215,18 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     }
     let master = Arc::new(master);
 
-    let relay = smtp::relay::RelayPolicy::new(&config.relay);
-    let cert = crate::tls::server_certificate(&config)?;
-    if cert.generated {
+    let built = build(config)?;
+    let config = built.config.clone();
+    if built.cert_generated {
         tracing::warn!(
             path = %data_dir.join("tls").display(),
             "no tls.cert_file configured: generated a self-signed certificate; configure a real one for production"
         );
-    } else if cert.self_signed {
+    } else if built.cert_self_signed {
         tracing::warn!(
             "using the self-signed certificate from the data directory; configure tls.cert_file for production"
         );
     }
-    let server_tls = crate::tls::server_config(&config, &cert, relay.wants_client_certificates())?;
-    let portal_tls = crate::tls::https_server_config(&config, &cert)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(server_tls);
 
     let queue_dir = data_dir.join("queue");
     let cache = config.queue.cache_size;
@@ -142,21 +245,20 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     refuse_foreign_key(&queue, &master, &key_path).await?;
 
     // Sandbox mode: nothing leaves the machine (no resolver, no client);
-    // outbound copies are kept, encrypted, in the outbox.
-    let outbound = match config.delivery.mode {
-        crate::config::DeliveryMode::Live => Outbound::Network(Arc::new(Delivery::new(&config)?)),
+    // outbound copies are kept, encrypted, in the outbox. The delivery side
+    // was still built (and is dropped here): the same checks of [delivery]
+    // and [dns] as live (CA file, resolver settings), so switching to live
+    // finds no new error. It never resolves or connects.
+    let outbox = match config.delivery.mode {
+        crate::config::DeliveryMode::Live => None,
         crate::config::DeliveryMode::Sandbox => {
-            // Built and dropped: the same checks of [delivery] and [dns]
-            // as live (CA file, resolver settings), so switching to live
-            // finds no new error. It never resolves or connects.
-            drop(Delivery::new(&config)?);
             let outbox =
                 crate::sandbox::Outbox::open(&crate::sandbox::outbox_dir(&data_dir), master.clone())?;
             tracing::warn!(
                 outbox = %outbox.dir().display(),
                 "sandbox mode (delivery.mode = \"sandbox\"): nothing leaves this machine; every outbound copy is kept encrypted in the outbox (`ward sandbox list`)"
             );
-            Outbound::Sandbox(outbox)
+            Some(outbox)
         }
     };
     // Signs the mail Ward writes itself: reports, notifications, codes,
@@ -239,13 +341,14 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     let shutdown = CancellationToken::new();
     let limits = Arc::new(RateLimits::new(&config.rate_limit));
     tokio::spawn(limits.clone().eviction_loop(shutdown.clone()));
+    let hostname = built.smtp.hostname.clone();
     let ctx = Arc::new(SmtpContext::new(
-        config.clone(),
-        Some(acceptor),
+        built.smtp,
         queue.clone(),
         limits.clone(),
         shutdown.clone(),
     ));
+    let portal_tls = Arc::new(Live::new(built.portal_tls));
     let mut listener_tasks = Vec::new();
     for (listener, addr, cfg) in bound {
         let tls = match cfg.tls {
@@ -265,7 +368,7 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
         portal_task = Some(tokio::spawn(crate::pickup::portal::serve(
             portal,
             listener,
-            tokio_rustls::TlsAcceptor::from(portal_tls),
+            portal_tls.clone(),
             shutdown.clone(),
         )));
     }
@@ -286,15 +389,17 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
     }
 
     let dispatcher = Dispatcher::new(
-        config.clone(),
+        DispatchSettings {
+            config: config.clone(),
+            outbound: outbound(&outbox, built.delivery),
+        },
         queue.clone(),
-        outbound,
         pickup.clone(),
         crate::dsn::Reporter::new(&config, queue.clone(), dkim),
         limits,
         shutdown.clone(),
     );
-    let dispatch_task = tokio::spawn(dispatcher.run());
+    let dispatch_task = tokio::spawn(dispatcher.clone().run());
     // `ward queue`, `ward backup` (src/ops).
     if let Some(listener) = crate::ops::bind(&config.server.data_dir) {
         let ops = crate::ops::Ops {
@@ -314,10 +419,22 @@ pub async fn run(config: Config, config_path: Option<PathBuf>) -> Result<(), Ser
             shutdown.clone(),
         ));
     }
-    tracing::info!(hostname = %ctx.hostname, data_dir = %config.server.data_dir.display(), "ward started");
+    tracing::info!(hostname = %hostname, data_dir = %config.server.data_dir.display(), "ward started");
+    crate::systemd::ready("serving");
 
-    wait_for_stop_signal(&ctx, config_path.as_deref()).await?;
+    let mut running = Running {
+        config,
+        smtp: ctx.clone(),
+        dispatcher,
+        portal_tls,
+        options: Arc::new(options),
+        outbox,
+    };
+    signals.wait_for_stop(&mut running, config_path.as_deref()).await;
+    let config = running.config.clone();
+    drop(running);
     tracing::info!("stopping: no new connections; finishing sessions and deliveries in progress");
+    crate::systemd::stopping("stopping: finishing sessions and deliveries");
     shutdown.cancel();
     for t in listener_tasks {
         let _ = t.await;
@@ -397,47 +514,142 @@ async fn refuse_foreign_key(queue: &Queue, master: &MasterKey, key_path: &Path) 
     Ok(())
 }
 
-async fn wait_for_stop_signal(ctx: &SmtpContext, config_path: Option<&Path>) -> Result<(), ServerError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
-    let mut hup = signal(SignalKind::hangup()).map_err(ServerError::Signal)?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => reload(ctx, config_path),
+/// The parts a reload replaces settings in, and the configuration in force.
+struct Running {
+    config: Arc<Config>,
+    smtp: Arc<SmtpContext>,
+    dispatcher: Arc<Dispatcher>,
+    portal_tls: Arc<Live<TlsAcceptor>>,
+    options: Arc<ServeOptions>,
+    /// The sandbox outbox, in sandbox mode (fixed until restart).
+    outbox: Option<crate::sandbox::Outbox>,
+}
+
+/// Where dispatch sends copies: the outbox in sandbox mode (the delivery
+/// side, built only to check its settings, is dropped), else the network.
+fn outbound(outbox: &Option<crate::sandbox::Outbox>, delivery: Arc<Delivery>) -> Outbound {
+    match outbox {
+        Some(o) => Outbound::Sandbox(o.clone()),
+        None => Outbound::Network(delivery),
+    }
+}
+
+/// The signals Ward acts on: SIGTERM and SIGINT stop, SIGHUP reloads.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, ServerError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(ServerError::Signal)?,
+            int: signal(SignalKind::interrupt()).map_err(ServerError::Signal)?,
+            hup: signal(SignalKind::hangup()).map_err(ServerError::Signal)?,
+        })
+    }
+
+    /// Reloads on each SIGHUP until SIGTERM or SIGINT.
+    async fn wait_for_stop(&mut self, running: &mut Running, config_path: Option<&Path>) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => reload(running, config_path).await,
+            }
         }
     }
 }
 
-/// SIGHUP: re-read the configuration; a valid one replaces the scanner,
-/// policy and rate limits (other settings still need a restart in this
-/// version); an invalid one is refused and the running configuration stays.
-fn reload(ctx: &SmtpContext, config_path: Option<&Path>) {
+/// SIGHUP: re-read, check and build the configuration; put it in force
+/// whole, or refuse it whole (the running configuration stays). The
+/// service manager hears RELOADING=1 first and READY=1 after, either way.
+async fn reload(running: &mut Running, config_path: Option<&Path>) {
     let Some(path) = config_path else {
         tracing::warn!("SIGHUP: running on the embedded defaults, nothing to reload");
         return;
     };
-    match Config::load(path) {
-        Ok(new) => {
-            ctx.reload_content_rules(&new);
-            ctx.limits.reload(&new.rate_limit);
+    crate::systemd::reloading();
+    let current = running.config.clone();
+    let file = path.to_path_buf();
+    let options = running.options.clone();
+    // Reading certificates and the system CA store is blocking work.
+    let prepared = tokio::task::spawn_blocking(move || prepare(&current, &file, &*options.overrides)).await;
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => Err(ConfigError {
+            file: path.to_path_buf(),
+            position: None,
+            message: format!("reload task failed: {e}"),
+        }),
+    };
+    match prepared {
+        Ok((built, kept)) => {
+            apply(running, built);
+            for setting in &kept {
+                tracing::warn!(setting, "{setting} changed; takes effect at restart");
+            }
             crate::audit::record(
                 "config_reloaded",
-                serde_json::json!({"path": path.display().to_string(), "ok": true}),
+                serde_json::json!({"path": path.display().to_string(), "ok": true, "restart_needed": kept}),
             );
-            tracing::info!(
-                path = %path.display(),
-                "configuration reloaded: [scan], [policy] and [rate_limit] are in force; other changes take effect at the next restart"
-            );
+            tracing::info!(path = %path.display(), "configuration reloaded");
+            crate::systemd::ready("serving; configuration reloaded");
         }
         Err(e) => {
             crate::audit::record(
                 "config_reloaded",
-                serde_json::json!({"path": path.display().to_string(), "ok": false}),
+                serde_json::json!({"path": path.display().to_string(), "ok": false, "error": e.to_string()}),
             );
-            tracing::error!(error = %e, "configuration reload refused; the running configuration stays")
+            tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+            crate::systemd::ready("serving; configuration reload refused, see the log");
         }
     }
+}
+
+/// Loads and checks the file, keeps the running value of what can't change
+/// live, and builds the rest. Returns the build and the names of the
+/// settings kept.
+fn prepare(
+    current: &Config,
+    path: &Path,
+    overrides: &(dyn Fn(&mut Config) + Send + Sync),
+) -> Result<(Built, Vec<&'static str>), ConfigError> {
+    let mut new = Config::load(path)?;
+    overrides(&mut new);
+    // Checked before the restart-only settings are put back, so a reload
+    // refuses what `ward check-config` reports, nothing less.
+    check(&new, path)?;
+    let kept = crate::config::keep_restart_only(current, &mut new);
+    let built = build(new).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        position: None,
+        message: e.to_string(),
+    })?;
+    Ok((built, kept))
+}
+
+/// Puts a built configuration in force in every part that reads one.
+fn apply(running: &mut Running, built: Built) {
+    let config = built.config.clone();
+    if config.log.level != running.config.log.level {
+        match &running.options.set_log_level {
+            Some(set) => {
+                if let Err(e) = set(&config.log.level) {
+                    tracing::warn!(error = %e, "log.level is not a valid filter; the running level stays");
+                }
+            }
+            None => tracing::warn!("log.level changed but RUST_LOG overrides it; the running level stays"),
+        }
+    }
+    running.smtp.reload(built.smtp);
+    running.smtp.limits.reload(&config.rate_limit);
+    running.portal_tls.set(built.portal_tls);
+    running.dispatcher.reload(DispatchSettings {
+        config: config.clone(),
+        outbound: outbound(&running.outbox, built.delivery),
+    });
+    running.config = config;
 }

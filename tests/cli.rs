@@ -87,8 +87,11 @@ fn check_config_loads_the_dkim_key() {
         let (_d, path) = temp_file(&dkim(&key));
         let (status, _, err) = ward_cli(&["check-config", "--config", path.to_str().unwrap()]);
         assert_eq!(status.code(), Some(1), "{err}");
+        // Placed at the key_file line (4), as a reload would log it.
         assert!(
-            err.contains("[dkim]") && err.contains(&key.display().to_string()),
+            err.starts_with(&format!("{}:4:", path.display()))
+                && err.contains("dkim.key_file")
+                && err.contains(&key.display().to_string()),
             "{err}"
         );
     }
@@ -196,6 +199,44 @@ fn under_journald_text_lines_leave_the_time_to_the_journal() {
         assert!(
             l.trim_start().starts_with(['I', 'W', 'E', 'D', 'T']),
             "a level first: {l}"
+        );
+    }
+}
+
+/// check-config loads the TLS files as `serve` and a reload would: a
+/// missing file, a file that holds no certificate, and a key that is not
+/// the certificate's each fail at their line; the matching pair passes.
+#[test]
+fn check_config_loads_the_certificate_and_key() {
+    let ca = common::TestCa::new();
+    let (a, b) = (ca.issue(&["ward.test"]), ca.issue(&["ward.test"]));
+    let tls = |cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "[server]\ndata_dir = \"./var\"\n\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let (_d, path) = temp_file(&tls(&a.cert_file, &a.key_file));
+    let (status, out, err) = ward_cli(&["check-config", "--config", path.to_str().unwrap()]);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("configuration is valid"), "{out}");
+    for (cert, key, line, what) in [
+        (
+            std::path::Path::new("/nonexistent/ward.crt"),
+            &a.key_file,
+            5,
+            "tls.cert_file",
+        ),
+        (&a.key_file, &a.key_file, 5, "tls.cert_file"),
+        (&a.cert_file, &b.key_file, 6, "tls.key_file"),
+    ] {
+        let (_d, path) = temp_file(&tls(cert, key));
+        let (status, _, err) = ward_cli(&["check-config", "--config", path.to_str().unwrap()]);
+        assert_eq!(status.code(), Some(1), "{err}");
+        assert!(
+            err.starts_with(&format!("{}:{line}:1: {what}: ", path.display())),
+            "{err}"
         );
     }
 }

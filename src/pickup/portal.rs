@@ -917,7 +917,7 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<(TcpListener, SocketAd
 pub async fn serve(
     portal: Arc<Portal>,
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptor: Arc<crate::config::Live<TlsAcceptor>>,
     shutdown: CancellationToken,
 ) {
     let router = portal.router();
@@ -934,7 +934,9 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
-        let acceptor = acceptor.clone();
+        // The certificate in force at accept (a reload replaces it for
+        // later connections only).
+        let acceptor = acceptor.get();
         let router = router.clone();
         let shutdown = shutdown.clone();
         conns.spawn(async move {

@@ -13,6 +13,11 @@
 //! Each session runs in its own task; a misbehaving client only ever costs
 //! its own task.
 //!
+//! Reload (SIGHUP): [`SmtpContext::reload`] puts new [`Settings`] in
+//! force. The accept loop reads them per connection (networks, connection
+//! limits); a session per transaction (see `session.rs`). No connection is
+//! closed by a reload.
+//!
 //! Shutdown: when the server's token is cancelled, listeners stop
 //! accepting; idle sessions answer 421 4.3.2 and close; a session in the
 //! middle of DATA finishes its message first. The server waits for sessions
@@ -47,8 +52,11 @@ use crate::queue::Queue;
 use crate::ratelimit::RateLimits;
 use relay::{RelayPolicy, canonical};
 
-/// What every session shares.
-pub struct SmtpContext {
+/// What a reload (SIGHUP) replaces as one: the configuration in force and
+/// what is compiled from it. A session takes the snapshot in force when it
+/// starts and again between transactions, so a transaction in progress
+/// finishes under the rules it started with.
+pub struct Settings {
     pub config: Arc<Config>,
     /// The name in the greeting and Received headers.
     pub hostname: String,
@@ -56,8 +64,25 @@ pub struct SmtpContext {
     /// offered and implicit-TLS listeners can't start).
     pub tls: Option<TlsAcceptor>,
     pub relay: RelayPolicy,
-    /// Scanner and policy; replaced as a pair on reload (SIGHUP).
-    content_rules: std::sync::RwLock<Arc<ContentRules>>,
+    /// Scanner and policy.
+    pub rules: Arc<ContentRules>,
+}
+
+impl Settings {
+    pub fn new(config: Arc<Config>, tls: Option<TlsAcceptor>) -> Settings {
+        Settings {
+            hostname: config.server.effective_hostname(),
+            relay: RelayPolicy::new(&config.relay),
+            rules: Arc::new(ContentRules::new(&config)),
+            config,
+            tls,
+        }
+    }
+}
+
+/// What every session shares.
+pub struct SmtpContext {
+    settings: crate::config::Live<Settings>,
     pub queue: Queue,
     /// Rate limits, shared with dispatch; reloaded on SIGHUP.
     pub limits: Arc<RateLimits>,
@@ -70,19 +95,14 @@ pub struct SmtpContext {
 
 impl SmtpContext {
     pub fn new(
-        config: Arc<Config>,
-        tls: Option<TlsAcceptor>,
+        settings: Settings,
         queue: Queue,
         limits: Arc<RateLimits>,
         shutdown: CancellationToken,
     ) -> SmtpContext {
-        touch_metrics(&config);
+        touch_metrics(&settings.config);
         SmtpContext {
-            hostname: config.server.effective_hostname(),
-            relay: RelayPolicy::new(&config.relay),
-            content_rules: std::sync::RwLock::new(Arc::new(ContentRules::new(&config))),
-            config,
-            tls,
+            settings: crate::config::Live::new(settings),
             queue,
             limits,
             shutdown,
@@ -93,23 +113,15 @@ impl SmtpContext {
         }
     }
 
-    /// The scanner and policy in force (a message keeps the pair it started
-    /// with, even if a reload happens meanwhile).
-    pub fn content_rules(&self) -> Arc<ContentRules> {
-        self.content_rules
-            .read()
-            .map(|g| g.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+    /// The settings in force now.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.get()
     }
 
-    /// Replaces scanner and policy from a new, already validated
-    /// configuration (SIGHUP).
-    pub fn reload_content_rules(&self, config: &Config) {
-        let new = Arc::new(ContentRules::new(config));
-        match self.content_rules.write() {
-            Ok(mut g) => *g = new,
-            Err(p) => *p.into_inner() = new,
-        }
+    /// Puts new settings in force (SIGHUP): new connections and sessions
+    /// between transactions use them; nothing open is closed.
+    pub fn reload(&self, settings: Settings) {
+        self.settings.set(settings);
     }
 
     /// Sessions open now.
@@ -198,7 +210,8 @@ pub async fn serve_listener(ctx: Arc<SmtpContext>, listener: TcpListener, cfg: A
         };
         let _ = tcp.set_nodelay(true);
         let ip = canonical(peer.ip());
-        if !ctx.relay.may_connect(ip) {
+        let settings = ctx.settings();
+        if !settings.relay.may_connect(ip) {
             tracing::info!(listener = %cfg.name, client = %peer, "connection refused: network not allowed");
             audit_connection(&cfg.name, peer, false, "network not allowed");
             count_connection(&cfg.name, "denied");
@@ -206,7 +219,7 @@ pub async fn serve_listener(ctx: Arc<SmtpContext>, listener: TcpListener, cfg: A
             continue;
         }
         let (guard, total, per_ip) = ConnectionGuard::register(&ctx, ip);
-        let smtp = &ctx.config.smtp;
+        let smtp = &settings.config.smtp;
         if total > smtp.max_connections {
             tracing::warn!(listener = %cfg.name, client = %peer, total, "connection refused: max_connections");
             audit_connection(&cfg.name, peer, false, "max_connections");
@@ -236,7 +249,7 @@ pub async fn serve_listener(ctx: Arc<SmtpContext>, listener: TcpListener, cfg: A
         count_connection(&cfg.name, "accepted");
         audit_connection(&cfg.name, peer, true, "");
         let id = ctx.next_session.fetch_add(1, Ordering::Relaxed);
-        let session = session::Session::new(ctx.clone(), cfg.clone(), tcp, peer, id, guard);
+        let session = session::Session::new(ctx.clone(), settings, cfg.clone(), tcp, peer, id, guard);
         ctx.sessions.spawn(session.run());
     }
     tracing::info!(listener = %cfg.name, "listener stopped");

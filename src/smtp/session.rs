@@ -35,7 +35,7 @@ use super::data::{BdatReceiver, BodyProblem, DataReceiver};
 use super::headers;
 use super::relay::{Authorized, canonical};
 use super::stream::Stream;
-use super::{ConnectionGuard, SmtpContext};
+use super::{ConnectionGuard, Settings, SmtpContext};
 use crate::config::{ListenerConfig, ListenerTls};
 use crate::queue::{ClientInfo, CopyPolicy, Envelope, NewMessage, QueueId};
 use crate::smtp::Reply;
@@ -73,6 +73,11 @@ struct BdatState {
 
 pub struct Session {
     ctx: Arc<SmtpContext>,
+    /// The settings in force for this session: taken at connect and again
+    /// before each command outside a transaction (so after a reload the
+    /// next transaction follows the new rules, and one in progress finishes
+    /// under the old ones).
+    live: Arc<Settings>,
     listener: Arc<ListenerConfig>,
     peer: SocketAddr,
     ip: IpAddr,
@@ -95,6 +100,7 @@ const READ_CHUNK: usize = 64 * 1024;
 impl Session {
     pub(super) fn new(
         ctx: Arc<SmtpContext>,
+        live: Arc<Settings>,
         listener: Arc<ListenerConfig>,
         tcp: TcpStream,
         peer: SocketAddr,
@@ -102,9 +108,10 @@ impl Session {
         guard: ConnectionGuard,
     ) -> Session {
         let ip = canonical(peer.ip());
-        let authorized = ctx.relay.network_allows(ip).then_some(Authorized::Network);
+        let authorized = live.relay.network_allows(ip).then_some(Authorized::Network);
         Session {
             ctx,
+            live,
             listener,
             peer,
             ip,
@@ -137,7 +144,7 @@ impl Session {
         };
         let farewell = match &end {
             End::Timeout => Some(Reply::timeout()),
-            End::Shutdown => Some(Reply::shutting_down(&self.ctx.hostname)),
+            End::Shutdown => Some(Reply::shutting_down(&self.live.hostname)),
             _ => None,
         };
         if let Some(r) = farewell {
@@ -163,7 +170,21 @@ impl Session {
     }
 
     fn cfg(&self) -> &crate::config::SmtpConfig {
-        &self.ctx.config.smtp
+        &self.live.config.smtp
+    }
+
+    /// Takes the settings in force now (called outside transactions). A
+    /// relay grant by network follows the new `relay.networks`; one by
+    /// login, certificate or tenant stays what the client proved.
+    fn refresh(&mut self) {
+        let now = self.ctx.settings();
+        if Arc::ptr_eq(&now, &self.live) {
+            return;
+        }
+        if matches!(self.authorized, None | Some(Authorized::Network)) {
+            self.authorized = now.relay.network_allows(self.ip).then_some(Authorized::Network);
+        }
+        self.live = now;
     }
 
     async fn serve(&mut self) -> Result<(), End> {
@@ -172,7 +193,7 @@ impl Session {
         } else {
             self.pregreet_check().await?;
         }
-        self.respond(Reply::greeting(&self.ctx.hostname));
+        self.respond(Reply::greeting(&self.live.hostname));
         loop {
             let line = match self.next_line(true).await? {
                 Line::Text(l) => l,
@@ -182,6 +203,9 @@ impl Session {
                     continue;
                 }
             };
+            if self.tx.is_none() {
+                self.refresh();
+            }
             let in_utf8_tx = self.tx.as_ref().is_some_and(|t| t.envelope.smtputf8);
             match command::parse(&line, in_utf8_tx) {
                 Ok(cmd) => self.handle(cmd).await?,
@@ -345,7 +369,7 @@ impl Session {
             Command::Expn => self.respond(Reply::expn()),
             Command::Help => self.respond(Reply::help()),
             Command::Quit => {
-                self.respond(Reply::closing(&self.ctx.hostname));
+                self.respond(Reply::closing(&self.live.hostname));
                 self.flush().await?;
                 return Err(End::Quit);
             }
@@ -359,11 +383,11 @@ impl Session {
         self.helo = Some(name);
         self.esmtp = esmtp;
         if !esmtp {
-            self.respond(Reply::new(250, "", self.ctx.hostname.clone()));
+            self.respond(Reply::new(250, "", self.live.hostname.clone()));
             return;
         }
         let mut lines: Vec<std::borrow::Cow<'static, str>> = vec![
-            self.ctx.hostname.clone().into(),
+            self.live.hostname.clone().into(),
             "PIPELINING".into(),
             format!("SIZE {}", self.cfg().max_message_size).into(),
             "8BITMIME".into(),
@@ -372,10 +396,10 @@ impl Session {
             "DSN".into(),
             "CHUNKING".into(),
         ];
-        if self.listener.tls == ListenerTls::Starttls && !self.stream.is_tls() && self.ctx.tls.is_some() {
+        if self.listener.tls == ListenerTls::Starttls && !self.stream.is_tls() && self.live.tls.is_some() {
             lines.push("STARTTLS".into());
         }
-        if self.stream.is_tls() && self.ctx.relay.has_users() {
+        if self.stream.is_tls() && self.live.relay.has_users() {
             lines.push("AUTH PLAIN LOGIN".into());
         }
         lines.push("HELP".into());
@@ -391,7 +415,10 @@ impl Session {
             self.respond(Reply::not_implemented("STARTTLS not available on this listener"));
             return Ok(());
         }
-        if self.ctx.tls.is_none() {
+        // STARTTLS ends any transaction: the handshake uses the
+        // certificate in force now.
+        self.refresh();
+        if self.live.tls.is_none() {
             self.respond(Reply::starttls_unavailable());
             return Ok(());
         }
@@ -413,7 +440,7 @@ impl Session {
     }
 
     async fn start_tls(&mut self) -> Result<(), End> {
-        let Some(acceptor) = self.ctx.tls.clone() else {
+        let Some(acceptor) = self.live.tls.clone() else {
             return Err(End::Tls("no TLS configuration".into()));
         };
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
@@ -430,7 +457,7 @@ impl Session {
             tracing::debug!(session = self.id, client = %self.peer, %version, %cipher, "TLS established");
         }
         if let Some(fp) = self.stream.peer_certificate_fingerprint()
-            && let Some(name) = self.ctx.relay.certificate_allows(&fp)
+            && let Some(name) = self.live.relay.certificate_allows(&fp)
         {
             tracing::info!(session = self.id, client = %self.peer, certificate = %name, "client certificate accepted for relay");
             if !matches!(self.authorized, Some(Authorized::User(_))) {
@@ -441,7 +468,7 @@ impl Session {
     }
 
     async fn auth(&mut self, mechanism: &str, initial: Option<String>) -> Result<(), End> {
-        if !self.ctx.relay.has_users() {
+        if !self.live.relay.has_users() {
             self.respond(Reply::not_implemented("Authentication is not enabled"));
             return Ok(());
         }
@@ -491,9 +518,9 @@ impl Session {
         };
         let ok = match credentials {
             Some((user, pass)) => {
-                let ctx = self.ctx.clone();
+                let live = self.live.clone();
                 let name = user.clone();
-                let ok = tokio::task::spawn_blocking(move || ctx.relay.check_password(&name, &pass))
+                let ok = tokio::task::spawn_blocking(move || live.relay.check_password(&name, &pass))
                     .await
                     .unwrap_or(false);
                 ok.then_some(user)
@@ -635,7 +662,7 @@ impl Session {
         }
         let tenant_pending = if self.authorized.is_some() {
             false
-        } else if self.ctx.relay.tenant_header_for(self.ip).is_some() {
+        } else if self.live.relay.tenant_header_for(self.ip).is_some() {
             true
         } else {
             tracing::info!(
@@ -648,7 +675,7 @@ impl Session {
             self.respond(Reply::relay_denied());
             return;
         };
-        if self.ctx.content_rules().policy.is_blocked(&recipient.address) {
+        if self.live.rules.policy.is_blocked(&recipient.address) {
             tracing::info!(session = self.id, client = %self.peer, recipient = %recipient.address, "recipient domain blocked by policy");
             self.respond(Reply::recipient_blocked());
             return;
@@ -822,10 +849,10 @@ impl Session {
             return;
         }
         let mut authorized = self.authorized.clone();
-        if let Some(name) = self.ctx.relay.tenant_header_name() {
+        if let Some(name) = self.live.relay.tenant_header_name() {
             if tx.tenant_pending {
                 let values = headers::field_values(&body, name);
-                match self.ctx.relay.tenant_for(&values) {
+                match self.live.relay.tenant_for(&values) {
                     Some(tenant) => authorized = Some(Authorized::Tenant(tenant)),
                     None => {
                         tracing::info!(session = self.id, client = %self.peer, "tenant header missing or invalid");
@@ -846,7 +873,7 @@ impl Session {
         };
 
         // Scan before the 250, so policy can still refuse in-session.
-        let rules = self.ctx.content_rules();
+        let rules = self.live.rules.clone();
         let verdict = self.scan(&rules, &body).await;
         let subject = crate::scan::subject_of(&body).unwrap_or_default();
         let triggered = rules.policy.subject_triggers(&subject);
@@ -1056,7 +1083,7 @@ impl Session {
         };
         format!(
             "Received: from {helo} ([{ip}])\r\n\tby {host} (Ward) with {proto} id {id}{tls}{rcpt};\r\n\t{date}\r\n",
-            host = self.ctx.hostname,
+            host = self.live.hostname,
             date = rfc5322_date(time::OffsetDateTime::now_utc()),
         )
     }

@@ -23,6 +23,8 @@ pub struct Ward {
     /// Bound address per listener name.
     pub listeners: HashMap<String, SocketAddr>,
     log: Arc<Mutex<String>>,
+    /// Extra environment variables for the process.
+    env: Vec<(String, String)>,
     /// Extra arguments after `serve --config FILE` (e.g. `--sandbox`).
     args: Vec<String>,
 }
@@ -51,17 +53,22 @@ impl Ward {
     pub fn start_args(extra: &str, args: &[&str]) -> Ward {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_path_buf();
-        let mut w = Ward::launch(&dir, &format!("{}{extra}", base_config(&dir)), args);
+        let mut w = Ward::launch(&dir, &format!("{}{extra}", base_config(&dir)), args, &[]);
         w._tmp = Some(tmp);
         w
     }
 
     /// Starts Ward with exactly `config` (written to `dir/ward.toml`).
     pub fn start_in(dir: &Path, config: &str) -> Ward {
-        Ward::launch(dir, config, &[])
+        Ward::launch(dir, config, &[], &[])
     }
 
-    fn launch(dir: &Path, config: &str, args: &[&str]) -> Ward {
+    /// Like [`Ward::start_in`], with extra environment variables.
+    pub fn start_in_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Ward {
+        Ward::launch(dir, config, &[], env)
+    }
+
+    fn launch(dir: &Path, config: &str, args: &[&str], env: &[(&str, &str)]) -> Ward {
         let config_path = dir.join("ward.toml");
         std::fs::write(&config_path, config).expect("write config");
         let mut w = Ward {
@@ -71,6 +78,7 @@ impl Ward {
             config_path,
             listeners: HashMap::new(),
             log: Arc::new(Mutex::new(String::new())),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             args: args.iter().map(|a| a.to_string()).collect(),
         };
         w.spawn();
@@ -84,6 +92,8 @@ impl Ward {
             .arg(&self.config_path)
             .args(&self.args)
             .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -212,6 +222,14 @@ impl Ward {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends SIGHUP (reload the configuration).
+    pub fn sighup(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid() as i32, libc::SIGHUP);
+        }
     }
 }
 
