@@ -41,7 +41,6 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
@@ -285,27 +284,15 @@ pub fn bind(data_dir: &Path) -> Option<UnixListener> {
 pub async fn serve(ops: Ops, listener: UnixListener, shutdown: CancellationToken) {
     let path = socket_path(&ops.data_dir);
     let ops = Arc::new(ops);
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(_) => continue,
-            },
-            _ = shutdown.cancelled() => break,
-        };
+    crate::pickup::control::serve_lines(listener, path, 64 * 1024, shutdown, move |line| {
         let ops = ops.clone();
-        tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut line = String::new();
-            let mut reader = BufReader::new(read).take(64 * 1024);
-            let _ = reader.read_line(&mut line).await;
+        async move {
             let v = match serde_json::from_str::<Request>(line.trim()) {
                 Ok(r) => answer(&ops, r).await,
                 Err(e) => failure(format!("bad request: {e}")),
             };
-            let _ = write.write_all(format!("{v}\n").as_bytes()).await;
-            let _ = write.shutdown().await;
-        });
-    }
-    let _ = std::fs::remove_file(&path);
+            format!("{v}\n")
+        }
+    })
+    .await
 }

@@ -90,6 +90,31 @@ pub async fn serve(pickup: Pickup, data_dir: PathBuf, shutdown: CancellationToke
             tracing::warn!(path = %path.display(), error = %e, "cannot set the control socket's mode");
         }
     }
+    serve_lines(listener, path, 512, shutdown, move |line| {
+        let pickup = pickup.clone();
+        async move {
+            let answer = pickup.blocking(move |s| answer(s, &line)).await;
+            answer.unwrap_or_else(|e| format!("error: {e}\n"))
+        }
+    })
+    .await
+}
+
+/// Serves a request-line socket until `shutdown`, then removes its file
+/// (`path`): each connection, in a task of its own, sends one line (at
+/// most `max_line` bytes; the rest is not read), gets `handle`'s answer
+/// and is closed. Shared by this control socket and the admin socket
+/// (`ops`).
+pub async fn serve_lines<F, Fut>(
+    listener: UnixListener,
+    path: PathBuf,
+    max_line: u64,
+    shutdown: CancellationToken,
+    handle: F,
+) where
+    F: Fn(String) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = String> + Send,
+{
     loop {
         let stream = tokio::select! {
             r = listener.accept() => match r {
@@ -98,14 +123,12 @@ pub async fn serve(pickup: Pickup, data_dir: PathBuf, shutdown: CancellationToke
             },
             _ = shutdown.cancelled() => break,
         };
-        let pickup = pickup.clone();
+        let handle = handle.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
-            let mut reader = BufReader::new(read).take(512);
-            let _ = reader.read_line(&mut line).await;
-            let answer = pickup.blocking(move |s| answer(s, &line)).await;
-            let text = answer.unwrap_or_else(|e| format!("error: {e}\n"));
+            let _ = BufReader::new(read).take(max_line).read_line(&mut line).await;
+            let text = handle(line).await;
             let _ = write.write_all(text.as_bytes()).await;
             let _ = write.shutdown().await;
         });
