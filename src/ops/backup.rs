@@ -187,21 +187,7 @@ pub fn restore(src: &Path, data_dir: &Path) -> Result<Value, String> {
         crate::pickup::PickupStore::restore(&data_dir.join("pickup"), &src.join(pickup_records))
             .map_err(|e| e.to_string())?;
     }
-    for sub in [
-        "",
-        "queue",
-        "queue/content",
-        "pickup",
-        "pickup/keys",
-        "pickup/content",
-        "audit",
-        "sandbox",
-    ] {
-        let d = data_dir.join(sub);
-        if d.is_dir() {
-            sync_dir(&d)?;
-        }
-    }
+    sync_dirs(data_dir, &["", "queue", "pickup"])?;
     Ok(json!({
         "ok": true,
         "messages": messages,
@@ -235,6 +221,25 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Syncs the directories of a data directory or backup that hold files
+/// (`extra` ones too), so the names just written survive a crash.
+fn sync_dirs(base: &Path, extra: &[&str]) -> Result<(), String> {
+    let dirs = [
+        "queue/content",
+        "pickup/keys",
+        "pickup/content",
+        "audit",
+        "sandbox",
+    ];
+    for sub in extra.iter().chain(&dirs) {
+        let d = base.join(sub);
+        if d.is_dir() {
+            sync_dir(&d)?;
+        }
+    }
+    Ok(())
 }
 
 /// Copies the sandbox outbox, when there is one: its files are written
@@ -333,17 +338,6 @@ fn manifest_entries(dest: &Path) -> Result<Vec<Value>, String> {
         let (size, sha) = hash_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         out.push(json!({"path": rel.to_string_lossy(), "size": size, "sha256": sha}));
     }
-    for sub in [
-        "queue/content",
-        "pickup/keys",
-        "pickup/content",
-        "audit",
-        "sandbox",
-    ] {
-        let d = dest.join(sub);
-        if d.is_dir() {
-            sync_dir(&d)?;
-        }
-    }
+    sync_dirs(dest, &[])?;
     Ok(out)
 }
