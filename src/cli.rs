@@ -164,7 +164,7 @@ pub enum Command {
         #[arg(long, short, env = "WARD_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
-    /// The master key: rotate it (Ward stopped). Exit 0: done; 1: refused.
+    /// The master key: rotate it (Ward running or stopped). Exit 0: done; 1: refused.
     Keys {
         #[command(subcommand)]
         action: crate::ops::cli::KeysCommand,
@@ -602,8 +602,7 @@ fn pickup_request(config: &Config, request: &str) -> Result<String, String> {
             if !dir.exists() || !key_path.exists() {
                 return Err(format!("no pickup store in {}", dir.display()));
             }
-            let (master, _) =
-                crate::crypto::MasterKey::load_or_create(&key_path).map_err(|e| e.to_string())?;
+            let (master, _) = crate::crypto::MasterKey::load_ring(&key_path).map_err(|e| e.to_string())?;
             let store = crate::pickup::PickupStore::open(
                 &dir,
                 std::sync::Arc::new(master),
@@ -818,7 +817,7 @@ fn sandbox(action: SandboxCommand, config: Option<PathBuf>) -> ExitCode {
     }
     // The outbox is files sealed under the master key: read here directly
     // (Ward holds no lock on them), as the user Ward runs as.
-    let outbox = match crate::crypto::MasterKey::load_or_create(&key_path)
+    let outbox = match crate::crypto::MasterKey::load_ring(&key_path)
         .map_err(|e| e.to_string())
         .and_then(|(k, _)| {
             crate::sandbox::Outbox::open(&dir, std::sync::Arc::new(k)).map_err(|e| e.to_string())

@@ -12,6 +12,12 @@
 //! SHA-256) is stored next to every wrapped key, so a later key rotation can
 //! tell which key wrapped what.
 //!
+//! [`MasterKey`] is a keyring: one current key, which every seal and wrap
+//! uses, and the retired keys a rotation left behind (`<key file>.old-<id>`,
+//! loaded at start by [`MasterKey::load_ring`]), kept only to unwrap. Every
+//! store shares one `Arc<MasterKey>`, so an online rotation
+//! ([`MasterKey::make_current`]) takes effect for all of them at once.
+//!
 //! Refuses: a master key file that is world-readable or not 32 bytes, a
 //! ciphertext or wrapped key that fails authentication (never returns
 //! unauthenticated plaintext).
@@ -20,6 +26,7 @@ use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -44,15 +51,29 @@ pub fn fill_random(buf: &mut [u8]) {
         .expect("the operating system random number generator failed");
 }
 
-/// The master key that wraps every per-message key.
-pub struct MasterKey {
+/// One master key: its id and the AES-256-GCM key.
+struct KeyEntry {
     id: [u8; 8],
     key: LessSafeKey,
 }
 
+/// The keys a [`MasterKey`] holds: the current one first.
+struct Keys {
+    current: Arc<KeyEntry>,
+    retired: Vec<Arc<KeyEntry>>,
+}
+
+/// The master keyring that wraps every per-message key: the current key
+/// (seals and wraps) and retired keys (unwrapping only), each found by the
+/// id a [`SealInfo`] names.
+pub struct MasterKey {
+    keys: RwLock<Keys>,
+}
+
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MasterKey({})", hex::encode(self.id))
+        let ids: Vec<String> = self.ids().iter().map(hex::encode).collect();
+        write!(f, "MasterKey({})", ids.join(", "))
     }
 }
 
@@ -62,12 +83,121 @@ impl MasterKey {
         let mut id = [0u8; 8];
         id.copy_from_slice(&digest.as_ref()[..8]);
         let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("32-byte key"));
-        MasterKey { id, key }
+        MasterKey {
+            keys: RwLock::new(Keys {
+                current: Arc::new(KeyEntry { id, key }),
+                retired: Vec::new(),
+            }),
+        }
     }
 
-    /// The key id stored next to wrapped keys.
+    // A panic while the lock is held can't leave `Keys` half-changed (every
+    // change is one assignment or push), so a poisoned lock is still good.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Keys> {
+        self.keys.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current key's id: the one stored next to keys wrapped now.
     pub fn id(&self) -> [u8; 8] {
-        self.id
+        self.read().current.id
+    }
+
+    /// Every loaded key's id, the current one first.
+    pub fn ids(&self) -> Vec<[u8; 8]> {
+        let keys = self.read();
+        std::iter::once(keys.current.id)
+            .chain(keys.retired.iter().map(|k| k.id))
+            .collect()
+    }
+
+    /// Whether the key `id` is loaded (current or retired).
+    pub fn knows(&self, id: [u8; 8]) -> bool {
+        self.find(id).is_some()
+    }
+
+    fn current(&self) -> Arc<KeyEntry> {
+        self.read().current.clone()
+    }
+
+    fn find(&self, id: [u8; 8]) -> Option<Arc<KeyEntry>> {
+        let keys = self.read();
+        std::iter::once(&keys.current)
+            .chain(keys.retired.iter())
+            .find(|k| k.id == id)
+            .cloned()
+    }
+
+    /// Adds the current key of `other` as a retired key (for unwrapping
+    /// only); nothing if it is already loaded.
+    pub fn add_retired(&self, other: MasterKey) {
+        let entry = other.current();
+        let mut keys = self.write();
+        if keys.current.id != entry.id && !keys.retired.iter().any(|k| k.id == entry.id) {
+            keys.retired.push(entry);
+        }
+    }
+
+    /// Rotation: the current key of `new` becomes the current key (every
+    /// seal and wrap from now on uses it); the previous one is kept as a
+    /// retired key. Returns the previous key's id (the same if `new` was
+    /// already current).
+    pub fn make_current(&self, new: MasterKey) -> [u8; 8] {
+        let entry = new.current();
+        let mut keys = self.write();
+        let previous = keys.current.id;
+        if previous != entry.id {
+            keys.retired.retain(|k| k.id != entry.id);
+            let old = std::mem::replace(&mut keys.current, entry);
+            keys.retired.push(old);
+        }
+        previous
+    }
+
+    /// Drops the retired key `id` (after `ward keys rotate --destroy-old`);
+    /// false if it is not a retired key (the current key is never dropped).
+    pub fn forget(&self, id: [u8; 8]) -> bool {
+        let mut keys = self.write();
+        let before = keys.retired.len();
+        keys.retired.retain(|k| k.id != id);
+        keys.retired.len() != before
+    }
+
+    /// Loads an existing key file (no creating).
+    pub fn load(path: &Path) -> Result<MasterKey, CryptoError> {
+        let err = |reason: String| CryptoError::KeyFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text =
+            Zeroizing::new(std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?);
+        let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+        if meta.permissions().mode() & 0o004 != 0 {
+            return Err(err("is readable by every user; run `chmod 600` on it".into()));
+        }
+        let raw =
+            Zeroizing::new(hex::decode(text.trim()).map_err(|_| err("does not hold 64 hex digits".into()))?);
+        let bytes: &[u8; 32] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| err("does not hold a 32-byte key".into()))?;
+        Ok(MasterKey::from_bytes(bytes))
+    }
+
+    /// The keyring Ward runs with: the key file (created as by
+    /// [`MasterKey::load_or_create`]) as the current key, and every retired
+    /// key file a rotation left beside it (`<key file>.old-<id>`, see
+    /// [`retired_key_path`]) for reading records still wrapped under it.
+    /// Returns the ring and whether the key file was just created.
+    pub fn load_ring(path: &Path) -> Result<(MasterKey, bool), CryptoError> {
+        let (ring, created) = MasterKey::load_or_create(path)?;
+        for retired in retired_key_files(path) {
+            ring.add_retired(MasterKey::load(&retired)?);
+        }
+        Ok((ring, created))
     }
 
     /// Loads the key file, creating it (0600, exclusive) if it doesn't exist.
@@ -77,21 +207,8 @@ impl MasterKey {
             path: path.to_path_buf(),
             reason,
         };
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-                if meta.permissions().mode() & 0o004 != 0 {
-                    return Err(err("is readable by every user; run `chmod 600` on it".into()));
-                }
-                let raw = Zeroizing::new(
-                    hex::decode(text.trim()).map_err(|_| err("does not hold 64 hex digits".into()))?,
-                );
-                let bytes: &[u8; 32] = raw
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| err("does not hold a 32-byte key".into()))?;
-                Ok((MasterKey::from_bytes(bytes), false))
-            }
+        match std::fs::metadata(path) {
+            Ok(_) => Ok((MasterKey::load(path)?, false)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
@@ -171,10 +288,10 @@ pub fn seal(master: &MasterKey, aad: &[u8], body: &mut Vec<u8>) -> SealInfo {
         .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), body)
         .expect("AES-GCM sealing of an in-memory buffer cannot fail below 64 GiB");
 
-    let wrapped = wrap_key(master, aad, key_bytes.as_ref());
+    let current = master.current();
     SealInfo {
-        key_id: master.id,
-        wrapped_key: wrapped,
+        key_id: current.id,
+        wrapped_key: wrap_key(&current, aad, key_bytes.as_ref()),
         nonce,
     }
 }
@@ -197,30 +314,27 @@ pub fn open(master: &MasterKey, aad: &[u8], info: &SealInfo, data: &mut Vec<u8>)
     Ok(())
 }
 
-/// Key rotation: the per-message key of `info`, unwrapped with `old` and
-/// wrapped again under `new` (fresh wrap nonce). The body nonce and so the
-/// sealed body stay as they are. A seal already under `new` is returned
-/// unchanged (so an interrupted rotation can simply be run again).
-pub fn rewrap(
-    old: &MasterKey,
-    new: &MasterKey,
-    aad: &[u8],
-    info: &SealInfo,
-) -> Result<SealInfo, CryptoError> {
-    if info.key_id == new.id {
-        return Ok(info.clone());
+/// Key rotation: the per-message key of `info`, unwrapped with the key it
+/// names and wrapped again under `master`'s current key (fresh wrap nonce).
+/// The body nonce and so the sealed body stay as they are. None if `info`
+/// is already under the current key (so an interrupted rotation can simply
+/// be run again).
+pub fn rewrap(master: &MasterKey, aad: &[u8], info: &SealInfo) -> Result<Option<SealInfo>, CryptoError> {
+    let current = master.current();
+    if info.key_id == current.id {
+        return Ok(None);
     }
-    let key = unwrap_key(old, aad, info)?;
-    Ok(SealInfo {
-        key_id: new.id,
-        wrapped_key: wrap_key(new, aad, &key),
+    let key = unwrap_key(master, aad, info)?;
+    Ok(Some(SealInfo {
+        key_id: current.id,
+        wrapped_key: wrap_key(&current, aad, &key),
         nonce: info.nonce,
-    })
+    }))
 }
 
 /// A per-message key wrapped under `master`: a fresh nonce, then the key
 /// sealed with the domain-separated `aad`, then the tag.
-fn wrap_key(master: &MasterKey, aad: &[u8], key: &[u8]) -> Vec<u8> {
+fn wrap_key(master: &KeyEntry, aad: &[u8], key: &[u8]) -> Vec<u8> {
     let wrap_nonce = random_nonce();
     let mut inner = Zeroizing::new(key.to_vec());
     master
@@ -237,14 +351,14 @@ fn wrap_key(master: &MasterKey, aad: &[u8], key: &[u8]) -> Vec<u8> {
     wrapped
 }
 
-/// The per-message key of `info`, unwrapped with `master` (which must be
-/// the key `info` names).
+/// The per-message key of `info`, unwrapped with the key of `master`'s
+/// ring that `info` names.
 fn unwrap_key(master: &MasterKey, aad: &[u8], info: &SealInfo) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-    if info.key_id != master.id {
+    let Some(master) = master.find(info.key_id) else {
         return Err(CryptoError::UnknownKey {
             found: hex::encode(info.key_id),
         });
-    }
+    };
     if info.wrapped_key.len() != WRAPPED_KEY_LEN {
         return Err(CryptoError::Decrypt);
     }
@@ -276,6 +390,34 @@ pub fn retired_key_path(key_path: &Path, id: [u8; 8]) -> PathBuf {
     let mut p = key_path.as_os_str().to_owned();
     p.push(format!(".old-{}", hex::encode(id)));
     PathBuf::from(p)
+}
+
+/// The retired key files beside `key_path` (`<key file>.old-<16 hex
+/// digits>`), in name order.
+pub fn retired_key_files(key_path: &Path) -> Vec<PathBuf> {
+    let Some(name) = key_path.file_name().and_then(|n| n.to_str()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{name}.old-");
+    let dir = match key_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .is_some_and(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
 }
 
 /// Writes a new file (mode 0600, `O_EXCL`) and syncs it: how sealed
@@ -362,23 +504,87 @@ mod tests {
 
     #[test]
     fn rewrap_keeps_the_body_and_moves_the_key() {
-        let old = key();
-        let new = MasterKey::from_bytes(&[8u8; 32]);
+        let ring = key();
         let plain = b"body under rotation".to_vec();
         let mut data = plain.clone();
-        let info = seal(&old, b"id-1", &mut data);
-        let moved = rewrap(&old, &new, b"id-1", &info).unwrap();
-        assert_eq!(moved.key_id, new.id());
+        let info = seal(&ring, b"id-1", &mut data);
+        let old_id = ring.make_current(MasterKey::from_bytes(&[8u8; 32]));
+        assert_eq!(old_id, key().id());
+        let moved = rewrap(&ring, b"id-1", &info).unwrap().unwrap();
+        assert_eq!(moved.key_id, ring.id());
         assert_eq!(moved.nonce, info.nonce);
-        assert!(open(&old, b"id-1", &moved, &mut data.clone()).is_err());
+        assert!(open(&key(), b"id-1", &moved, &mut data.clone()).is_err());
+        let only_new = MasterKey::from_bytes(&[8u8; 32]);
         let mut opened = data.clone();
-        open(&new, b"id-1", &moved, &mut opened).unwrap();
+        open(&only_new, b"id-1", &moved, &mut opened).unwrap();
         assert_eq!(opened, plain);
-        // Idempotent, and refuses a seal under neither key or bound elsewhere.
-        assert_eq!(rewrap(&old, &new, b"id-1", &moved).unwrap(), moved);
-        let third = MasterKey::from_bytes(&[1u8; 32]);
-        assert!(rewrap(&third, &new, b"id-1", &info).is_err());
-        assert!(rewrap(&old, &new, b"id-2", &info).is_err());
+        // Idempotent, and refuses a seal bound elsewhere or under a key
+        // the ring doesn't hold.
+        assert!(rewrap(&ring, b"id-1", &moved).unwrap().is_none());
+        assert!(rewrap(&ring, b"id-2", &info).is_err());
+        assert!(rewrap(&only_new, b"id-1", &info).is_err());
+    }
+
+    #[test]
+    fn keyring_unwraps_by_id_and_seals_with_the_current_key() {
+        let ring = key();
+        let first_id = ring.id();
+        let mut under_first = b"first".to_vec();
+        let first = seal(&ring, b"a", &mut under_first);
+        assert_eq!(first.key_id, first_id);
+        // Rotate: new seals use the new key, old seals still open.
+        let second = MasterKey::from_bytes(&[8u8; 32]);
+        let second_id = second.id();
+        assert_eq!(ring.make_current(second), first_id);
+        assert_eq!(ring.id(), second_id);
+        assert_eq!(ring.ids(), vec![second_id, first_id]);
+        let mut under_second = b"second".to_vec();
+        let sealed = seal(&ring, b"b", &mut under_second);
+        assert_eq!(sealed.key_id, second_id);
+        let mut d = under_first.clone();
+        open(&ring, b"a", &first, &mut d).unwrap();
+        assert_eq!(d, b"first");
+        let mut d = under_second.clone();
+        open(&ring, b"b", &sealed, &mut d).unwrap();
+        assert_eq!(d, b"second");
+        // Making the same key current again changes nothing.
+        assert_eq!(ring.make_current(MasterKey::from_bytes(&[8u8; 32])), second_id);
+        assert_eq!(ring.ids().len(), 2);
+        // A seal that names the wrong (but loaded) key fails to authenticate.
+        let mut forged = first.clone();
+        forged.key_id = second_id;
+        assert!(matches!(
+            open(&ring, b"a", &forged, &mut under_first.clone()),
+            Err(CryptoError::Decrypt)
+        ));
+        // Forgetting the retired key: what it wrapped is unreadable, and the
+        // error names the missing key. The current key is never forgotten.
+        assert!(!ring.forget(second_id));
+        assert!(ring.forget(first_id));
+        assert!(!ring.knows(first_id));
+        match open(&ring, b"a", &first, &mut under_first.clone()) {
+            Err(CryptoError::UnknownKey { found }) => assert_eq!(found, hex::encode(first_id)),
+            other => panic!("expected UnknownKey, got {other:?}"),
+        }
+        // A retired key added back opens it again.
+        ring.add_retired(key());
+        assert!(open(&ring, b"a", &first, &mut under_first.clone()).is_ok());
+        assert_eq!(ring.id(), second_id);
+    }
+
+    #[test]
+    fn load_ring_reads_the_retired_key_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("master.key");
+        let (old, created) = MasterKey::load_ring(&path).unwrap();
+        assert!(created);
+        let retired = retired_key_path(&path, old.id());
+        std::fs::rename(&path, &retired).unwrap();
+        std::fs::write(tmp.path().join("master.key.old-zz"), "not a key").unwrap();
+        let (ring, created) = MasterKey::load_ring(&path).unwrap();
+        assert!(created);
+        assert_eq!(ring.ids(), vec![ring.id(), old.id()]);
+        assert_eq!(retired_key_files(&path), vec![retired]);
     }
 
     #[test]

@@ -139,6 +139,9 @@ pub fn outbox_dir(data_dir: &Path) -> PathBuf {
 pub struct Outbox {
     dir: PathBuf,
     master: Arc<MasterKey>,
+    /// Held shared while a copy is stored, exclusively by a key rotation's
+    /// pass (so no copy sealed under the old key is missed).
+    keys: Arc<std::sync::RwLock<()>>,
 }
 
 impl Outbox {
@@ -156,6 +159,7 @@ impl Outbox {
         Ok(Outbox {
             dir: dir.to_path_buf(),
             master,
+            keys: Arc::default(),
         })
     }
 
@@ -191,6 +195,7 @@ impl Outbox {
             size: content.len() as u64,
             created_ms: now_ms,
         };
+        let _keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         let seal = crypto::seal(&self.master, &aad(&id), &mut content);
         let record = Record {
             entry: entry.clone(),
@@ -216,20 +221,22 @@ impl Outbox {
         serde_json::from_slice(&data).map_err(|e| OutboxError::Corrupt(id.to_string(), e.to_string()))
     }
 
-    /// Key rotation (`ward keys rotate`, Ward stopped): every record's
-    /// wrapped key is re-wrapped from `old` to `new`, each file replaced
-    /// atomically; sealed content is untouched. Records already under
-    /// `new` are skipped, so an interrupted rotation can run again.
-    /// Returns how many were re-wrapped.
-    pub fn rewrap_keys(&self, old: &MasterKey, new: &MasterKey) -> Result<usize, OutboxError> {
+    /// Key rotation, after the master keyring's current key changed:
+    /// every record's wrapped key not under the current key is wrapped
+    /// again under it, each file replaced atomically; sealed content is
+    /// untouched. Records already under the current key are skipped, so an
+    /// interrupted rotation can run again. Safe while Ward serves: stores
+    /// wait for the pass (`keys` lock). Returns how many were re-wrapped.
+    pub fn rewrap_keys(&self) -> Result<usize, OutboxError> {
+        let _pass = self.keys.write().unwrap_or_else(|e| e.into_inner());
         let mut n = 0;
         for entry in self.list()? {
             let mut record = self.record(&entry.id)?;
-            if record.seal.key_id == new.id() {
-                continue;
-            }
             let qid = QueueId::parse(&entry.id).ok_or_else(|| OutboxError::NotFound(entry.id.clone()))?;
-            record.seal = crypto::rewrap(old, new, &aad(&qid), &record.seal)?;
+            let Some(seal) = crypto::rewrap(&self.master, &aad(&qid), &record.seal)? else {
+                continue;
+            };
+            record.seal = seal;
             let json = serde_json::to_vec(&record)
                 .map_err(|e| OutboxError::Corrupt(entry.id.clone(), e.to_string()))?;
             let path = self.record_path(&entry.id);
@@ -242,6 +249,21 @@ impl Outbox {
         }
         crypto::sync_dir(&self.dir).map_err(|e| OutboxError::Io(self.dir.display().to_string(), e))?;
         Ok(n)
+    }
+
+    /// The master key ids the records are wrapped under, with how many
+    /// records each.
+    pub fn key_ids(&self) -> Result<Vec<([u8; 8], usize)>, OutboxError> {
+        let _pass = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<([u8; 8], usize)> = Vec::new();
+        for entry in self.list()? {
+            let id = self.record(&entry.id)?.seal.key_id;
+            match ids.iter_mut().find(|(k, _)| *k == id) {
+                Some((_, n)) => *n += 1,
+                None => ids.push((id, 1)),
+            }
+        }
+        Ok(ids)
     }
 
     /// Every kept copy, oldest first.
@@ -306,6 +328,7 @@ impl Outbox {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(err) => Err(OutboxError::Io(path.display().to_string(), err)),
         };
+        let _keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         for e in &entries {
             crypto::shred_file(&self.record_path(&e.id));
             remove(&self.sealed_path(&e.id))?;
@@ -397,21 +420,22 @@ mod tests {
         let a = ob.store(copy(Kind::Message), 1).unwrap();
         let b = ob.store(copy(Kind::Notification), 2).unwrap();
         let sealed_before = std::fs::read(ob.sealed_path(&a.id)).unwrap();
-        let old = MasterKey::from_bytes(&[5u8; 32]);
-        let new = MasterKey::from_bytes(&[7u8; 32]);
-        assert_eq!(ob.rewrap_keys(&old, &new).unwrap(), 2);
+        ob.master.make_current(MasterKey::from_bytes(&[7u8; 32]));
         assert_eq!(
-            ob.rewrap_keys(&old, &new).unwrap(),
-            0,
-            "a second run has nothing to do"
+            ob.key_ids().unwrap(),
+            vec![(MasterKey::from_bytes(&[5u8; 32]).id(), 2)]
         );
+        assert_eq!(ob.rewrap_keys().unwrap(), 2);
+        assert_eq!(ob.rewrap_keys().unwrap(), 0, "a second run has nothing to do");
+        assert_eq!(ob.key_ids().unwrap(), vec![(ob.master.id(), 2)]);
         assert_eq!(std::fs::read(ob.sealed_path(&a.id)).unwrap(), sealed_before);
-        let rotated = Outbox::open(tmp.path(), Arc::new(new)).unwrap();
+        let rotated = Outbox::open(tmp.path(), Arc::new(MasterKey::from_bytes(&[7u8; 32]))).unwrap();
         assert_eq!(rotated.open_message(&a.id).unwrap().1, PLANTED);
         assert_eq!(rotated.open_message(&b.id).unwrap().0, b);
+        let only_old = Outbox::open(tmp.path(), Arc::new(MasterKey::from_bytes(&[5u8; 32]))).unwrap();
         assert!(
-            matches!(ob.open_message(&a.id), Err(OutboxError::Crypto(_))),
-            "the old key no longer opens it"
+            matches!(only_old.open_message(&a.id), Err(OutboxError::Crypto(_))),
+            "the old key alone no longer opens it"
         );
         assert_eq!(rotated.list().unwrap().len(), 2, "no leftover files listed");
     }

@@ -1,14 +1,15 @@
 //! The server: starts everything in order and stops it in order.
 //!
 //! Start: data directory (mode 0700), master key (created 0600 on first
-//! start), TLS certificate (configured, or self-signed on first start with a
+//! start; with the retired keys a key rotation kept beside it), TLS certificate (configured, or self-signed on first start with a
 //! warning), the queue (its due index rebuilt, so queued mail resumes;
-//! refused if its messages are sealed under another master key, or a key
-//! rotation was left unfinished), delivery (or, in sandbox mode, the
+//! refused if its messages are sealed under a master key not loaded, or a
+//! key rotation was left unfinished), delivery (or, in sandbox mode, the
 //! sandbox outbox instead), the pickup store (with `portal.enabled`),
 //! listeners, the portal's and the admin listener's (all bound before any
 //! serves, so a bind error stops the start cleanly), the portal, the admin
-//! listener, dispatch, the admin socket (`ops`: `ward queue`, `ward backup`).
+//! listener, dispatch, the admin socket (`ops`: `ward queue`, `ward backup`,
+//! `ward keys rotate`).
 //!
 //! Under systemd (`Type=notify`) `READY=1` is sent once all of that is up.
 //!
@@ -209,7 +210,9 @@ pub async fn run(
 
     let key_path = config.server.master_key_path();
     refuse_unfinished_rotation(&key_path)?;
-    let (master, created) = MasterKey::load_or_create(&key_path)?;
+    // The key file, and the retired keys a rotation left beside it (records
+    // still wrapped under one stay readable).
+    let (master, created) = MasterKey::load_ring(&key_path)?;
     if created {
         tracing::warn!(path = %key_path.display(), "created a new master key; back it up: without it the queue can't be read");
     }
@@ -261,6 +264,7 @@ pub async fn run(
             Some(outbox)
         }
     };
+    let outbox_for_ops = outbox.clone();
     // Signs the mail Ward writes itself: reports, notifications, codes,
     // notices and portal replies.
     let dkim = crate::dkim::DkimSigner::load(&config.dkim)?.map(std::sync::Arc::new);
@@ -406,8 +410,10 @@ pub async fn run(
             queue: queue.clone(),
             pickup: pickup.as_ref().map(|p| p.store().clone()),
             data_dir: config.server.data_dir.clone(),
+            outbox: outbox_for_ops.clone(),
+            pickup_settings: crate::pickup::StoreSettings::from_config(&config),
             key_path: key_path.clone(),
-            key_id: master.id(),
+            master: master.clone(),
         };
         tokio::spawn(crate::ops::serve(ops, listener, shutdown.clone()));
     }
@@ -492,16 +498,16 @@ fn refuse_unfinished_rotation(key_path: &Path) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// Queued messages sealed under another master key than the one loaded
-/// (a restored data directory started without its key, or the wrong
-/// `server.master_key_file`) could never be delivered: Ward says so and
-/// does not start.
+/// Queued messages sealed under a master key that is not loaded (neither
+/// the key file nor a retired key beside it: a restored data directory
+/// started without its key, or the wrong `server.master_key_file`) could
+/// never be delivered: Ward says so and does not start.
 async fn refuse_foreign_key(queue: &Queue, master: &MasterKey, key_path: &Path) -> Result<(), ServerError> {
     let ids = queue.key_ids().await.map_err(|source| ServerError::Queue {
         path: key_path.to_path_buf(),
         source,
     })?;
-    if let Some((id, n)) = ids.into_iter().find(|(id, _)| *id != master.id()) {
+    if let Some((id, n)) = ids.into_iter().find(|(id, _)| !master.knows(*id)) {
         return Err(ServerError::Key(crate::crypto::CryptoError::KeyFile {
             path: key_path.to_path_buf(),
             reason: format!(

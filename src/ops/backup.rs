@@ -47,6 +47,8 @@ const MANIFEST: &str = "manifest.json";
 /// exist or be empty).
 pub async fn create(ops: &Ops, dest: &Path, include_key: bool) -> Result<Value, String> {
     prepare_empty_dir(dest)?;
+    // The key records are wrapped under (rotations and backups take turns).
+    let key_id = ops.master.id();
     let queue = ops
         .queue
         .snapshot(dest.to_path_buf())
@@ -82,7 +84,7 @@ pub async fn create(ops: &Ops, dest: &Path, include_key: bool) -> Result<Value, 
         "format": FORMAT,
         "created_ms": crate::queue::now_ms(),
         "ward_version": env!("CARGO_PKG_VERSION"),
-        "master_key_id": hex::encode(ops.key_id),
+        "master_key_id": hex::encode(key_id),
         "includes_key": include_key,
         "queue": queue,
         "pickups": pickups,
@@ -100,7 +102,7 @@ pub async fn create(ops: &Ops, dest: &Path, include_key: bool) -> Result<Value, 
         "ok": true, "path": dest.display().to_string(), "messages": queue.messages,
         "copies": queue.copies, "segments": queue.segments, "pickups": pickups,
         "files": manifest["files"].as_array().map_or(0, Vec::len), "bytes": bytes,
-        "master_key_id": hex::encode(ops.key_id), "includes_key": include_key,
+        "master_key_id": hex::encode(key_id), "includes_key": include_key,
     }))
 }
 

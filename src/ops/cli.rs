@@ -58,8 +58,9 @@ pub enum QueueCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
-    /// New master key; every message's key re-wrapped under it (Ward must
-    /// be stopped). The old key is kept as <key file>.old-<id> unless
+    /// New master key; every message's key re-wrapped under it, while Ward
+    /// runs (over its admin socket, mail keeps flowing) or with Ward
+    /// stopped. The old key is kept as <key file>.old-<id> unless
     /// --destroy-old.
     Rotate {
         /// Overwrite and remove the old key file once the rotation is done
@@ -125,8 +126,7 @@ fn offline(config: &Config, request: Request) -> Result<Value, String> {
             key_path.display()
         ));
     }
-    let (master, _) = crate::crypto::MasterKey::load_or_create(&key_path).map_err(|e| e.to_string())?;
-    let key_id = master.id();
+    let (master, _) = crate::crypto::MasterKey::load_ring(&key_path).map_err(|e| e.to_string())?;
     let master = Arc::new(master);
     if config.audit.enabled {
         crate::audit::start(crate::audit::Settings {
@@ -170,9 +170,11 @@ fn offline(config: &Config, request: Request) -> Result<Value, String> {
         let ops = Ops {
             queue: queue.clone(),
             pickup: pickup.clone(),
+            outbox: None,
+            pickup_settings: crate::pickup::StoreSettings::from_config(config),
             data_dir: data_dir.clone(),
             key_path: key_path.clone(),
-            key_id,
+            master: master.clone(),
         };
         let answer = super::answer(&ops, request).await;
         let _ = queue.flush().await;
@@ -443,27 +445,41 @@ fn print_last(last: &Value) {
 /// `ward keys rotate`.
 pub fn keys(command: KeysCommand, config: &Config) -> ExitCode {
     let KeysCommand::Rotate { destroy_old } = command;
-    let socket = super::socket_path(&config.server.data_dir);
-    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-        return report(format!(
-            "Ward is running (its admin socket {} answers); stop it (`systemctl stop ward`), run `ward keys rotate`, then start it again",
-            socket.display()
-        ));
-    }
-    if config.audit.enabled {
-        let _ = crate::audit::start(crate::audit::Settings {
-            dir: config.server.data_dir.join("audit"),
-            max_file_size: config.audit.max_file_size,
-            retention: config.audit.retention,
-        });
-    }
-    let v = match super::keys::rotate(config, destroy_old) {
-        Ok(v) => v,
+    // Re-wrapping a large queue takes a while: wait for the answer.
+    let asked = ask(
+        &config.server.data_dir,
+        &Request::KeysRotate { destroy_old },
+        Duration::from_secs(3600),
+    );
+    let v = match asked {
         Err(e) => return report(e),
+        Ok(Asked::Answer(v)) if v["ok"] == true => v,
+        Ok(Asked::Answer(v)) => {
+            return report(v["error"].as_str().unwrap_or("the rotation failed").to_string());
+        }
+        Ok(Asked::NotRunning) => {
+            if config.audit.enabled {
+                let _ = crate::audit::start(crate::audit::Settings {
+                    dir: config.server.data_dir.join("audit"),
+                    max_file_size: config.audit.max_file_size,
+                    retention: config.audit.retention,
+                });
+            }
+            let r = super::keys::rotate(config, destroy_old);
+            crate::audit::sync(Duration::from_secs(10));
+            match r {
+                Ok(v) => v,
+                Err(e) => return report(e),
+            }
+        }
     };
-    crate::audit::sync(Duration::from_secs(10));
     println!(
-        "master key rotated: {} -> {}{}; {} queued messages and {} pickups re-wrapped",
+        "master key rotated{}: {} -> {}{}; {} queued messages, {} pickups and {} sandbox copies re-wrapped",
+        if v["online"] == true {
+            " in the running Ward"
+        } else {
+            ""
+        },
         v["old_key_id"].as_str().unwrap_or("?"),
         v["new_key_id"].as_str().unwrap_or("?"),
         if v["resumed"] == true {
@@ -473,6 +489,7 @@ pub fn keys(command: KeysCommand, config: &Config) -> ExitCode {
         },
         v["queue_records"],
         v["pickup_keys"],
+        v["sandbox_keys"],
     );
     match v["old_key_file"].as_str() {
         Some(p) => println!(

@@ -1,41 +1,113 @@
 //! `ward keys rotate`: a new master key, every per-message key re-wrapped
 //! under it, sealed contents untouched.
 //!
-//! Runs with Ward stopped (it needs the queue and the pickup store to
-//! itself; the command refuses while Ward's admin socket answers, and the
-//! databases' locks refuse too). The order makes a crash at any point
-//! harmless:
+//! Runs against the running Ward (a `keys-rotate` request over the admin
+//! socket, see [`super`]) without stopping mail flow, or, with Ward
+//! stopped, on the data directory itself. Both take the same steps, on the
+//! master keyring every store shares ([`MasterKey`]: the current key seals
+//! and wraps, retired keys only unwrap, each record names its key). The
+//! order makes a crash at any point harmless:
 //!
 //! 1. The new key is written beside the old one, `<key file>.new` (0600,
 //!    synced, directory synced). If that file already exists a rotation was
 //!    interrupted, and it is resumed with that key.
-//! 2. Every wrapped key is re-wrapped: queue records (flushed), pickup key
-//!    files (each replaced atomically). Every record carries the id of the
-//!    key that wrapped it, and both key files are on disk, so a mix of old
-//!    and new is always readable; records already under the new key are
-//!    skipped when the rotation runs again.
-//! 3. The old key is copied to `<key file>.old-<id>` (synced), then the
-//!    new key is renamed over the key file (atomic; directory synced). Only
-//!    now does Ward start again: while `<key file>.new` exists it refuses
-//!    to start and says to run `ward keys rotate` to finish.
-//! 4. With `--destroy-old` the old copy is overwritten, synced and removed.
-//!    Without it, the command says where it is: backups made before the
-//!    rotation need it; destroy it when they have expired.
+//! 2. The new key becomes the keyring's current key: from now on every
+//!    message queued, every pickup escrowed and every sandbox copy kept is
+//!    wrapped under it, while the old key stays in the ring for reading.
+//! 3. Every wrapped key under another key is re-wrapped: queue records
+//!    (in the queue's writer, ordered with enqueues and deletions, after
+//!    the enqueues that were already sealing have reached it), pickup key
+//!    files and sandbox outbox records (each replaced atomically, with
+//!    escrows and stores waiting for the pass). So no record sealed under
+//!    the old key just before step 2 is missed. Records already under the
+//!    new key are skipped when a rotation runs again.
+//! 4. The old key is copied to `<key file>.old-<id>` (synced), then the
+//!    new key is renamed over the key file (atomic; directory synced).
+//!    While `<key file>.new` exists Ward refuses to start and says to run
+//!    `ward keys rotate`, which finishes the rotation offline. At start
+//!    Ward loads the retired key files still on disk too
+//!    ([`MasterKey::load_ring`]), so a record under a kept old key stays
+//!    readable.
+//! 5. With `--destroy-old`, the queue, the pickup store and the outbox are
+//!    first checked for any record still under the old key (the rotation
+//!    is then reported as done, the old key kept, and the command fails
+//!    saying how many); otherwise the old copy is overwritten, synced,
+//!    removed and dropped from the keyring. Without it, the answer says
+//!    where it is: backups made before the rotation need it; destroy it
+//!    when they have expired.
+//!
+//! One rotation runs at a time, and never during a backup (a backup with
+//! `--include-key` must hold the key its records are wrapped under).
 //!
 //! The content log segments are not written at all (the body keys do not
 //! change, only their wrapping), and the test suite checks their bytes.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::crypto::{self, MasterKey};
+use crate::pickup::PickupStore;
+use crate::queue::Queue;
+use crate::sandbox::Outbox;
 
-/// Rotates the master key of `config`'s data directory. Blocking (runs
-/// its own small runtime for the queue); Ward must not be running.
+/// The stores holding wrapped keys, each where it exists.
+struct Stores {
+    queue: Option<Queue>,
+    pickup: Option<PickupStore>,
+    outbox: Option<Outbox>,
+}
+
+/// Rotates the master key of the running Ward (the admin socket's
+/// `keys-rotate`). Stores Ward doesn't have open (a pickup store with the
+/// portal off, an outbox left from sandbox mode) are opened here for the
+/// pass, so their records are not left under the old key.
+pub async fn rotate_running(ops: &super::Ops, destroy_old: bool) -> Result<Value, String> {
+    let pickup = match &ops.pickup {
+        Some(p) => Some(p.clone()),
+        None => {
+            let dir = ops.data_dir.join("pickup");
+            if dir.join("db").exists() {
+                let master = ops.master.clone();
+                let settings = ops.pickup_settings.clone();
+                Some(
+                    blocking(move || {
+                        PickupStore::open(&dir, master, settings)
+                            .map_err(|e| format!("cannot open the pickup store in {}: {e}", dir.display()))
+                    })
+                    .await?,
+                )
+            } else {
+                None
+            }
+        }
+    };
+    let outbox = match &ops.outbox {
+        Some(o) => Some(o.clone()),
+        None => open_outbox(&ops.data_dir, &ops.master)?,
+    };
+    let stores = Stores {
+        queue: Some(ops.queue.clone()),
+        pickup,
+        outbox,
+    };
+    let v = run(&ops.master, &ops.key_path, &stores, destroy_old).await;
+    if ops.pickup.is_none()
+        && let Some(p) = stores.pickup
+    {
+        let _ = blocking(move || p.flush().map_err(|e| e.to_string())).await;
+    }
+    v.map(|mut v| {
+        v["online"] = json!(true);
+        v
+    })
+}
+
+/// Rotates the master key of `config`'s data directory with Ward stopped.
+/// Blocking (runs its own small runtime for the queue).
 pub fn rotate(config: &Config, destroy_old: bool) -> Result<Value, String> {
     let key_path = config.server.master_key_path();
     let data_dir = &config.server.data_dir;
@@ -45,111 +117,229 @@ pub fn rotate(config: &Config, destroy_old: bool) -> Result<Value, String> {
             key_path.display()
         ));
     }
-    let (old, _) = MasterKey::load_or_create(&key_path).map_err(|e| e.to_string())?;
-    let pending = crypto::pending_key_path(&key_path);
-    let resumed = pending.exists();
-    let (new, _) = MasterKey::load_or_create(&pending).map_err(|e| e.to_string())?;
-    if old.id() == new.id() {
+    let (ring, _) = MasterKey::load_ring(&key_path).map_err(|e| e.to_string())?;
+    let ring = Arc::new(ring);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let queue_dir = data_dir.join("queue");
+        let queue = if queue_dir.join("db").exists() {
+            let (cache, m, qd) = (config.queue.cache_size, ring.clone(), queue_dir.clone());
+            Some(
+                blocking(move || {
+                    Queue::open(&qd, cache, m).map_err(|e| {
+                        format!(
+                            "cannot open the queue in {}: {e} (is Ward running?)",
+                            qd.display()
+                        )
+                    })
+                })
+                .await?,
+            )
+        } else {
+            None
+        };
+        let pickup_dir = data_dir.join("pickup");
+        let pickup = if pickup_dir.join("db").exists() {
+            let (m, settings) = (ring.clone(), crate::pickup::StoreSettings::from_config(config));
+            match blocking(move || {
+                PickupStore::open(&pickup_dir, m, settings).map_err(|e| {
+                    format!(
+                        "cannot open the pickup store in {}: {e} (is Ward running?)",
+                        pickup_dir.display()
+                    )
+                })
+            })
+            .await
+            {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    close(queue).await;
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        let outbox = match open_outbox(data_dir, &ring) {
+            Ok(o) => o,
+            Err(e) => {
+                close(queue).await;
+                return Err(e);
+            }
+        };
+        let stores = Stores {
+            queue,
+            pickup,
+            outbox,
+        };
+        let v = run(&ring, &key_path, &stores, destroy_old).await;
+        if let Some(p) = stores.pickup {
+            let _ = blocking(move || p.flush().map_err(|e| e.to_string())).await;
+        }
+        close(stores.queue).await;
+        v.map(|mut v| {
+            v["online"] = json!(false);
+            v
+        })
+    })
+}
+
+async fn close(queue: Option<Queue>) {
+    if let Some(q) = queue {
+        let _ = q.flush().await;
+        let _ = tokio::task::spawn_blocking(move || q.close()).await;
+    }
+}
+
+/// The sandbox outbox, when there is one.
+fn open_outbox(data_dir: &Path, master: &Arc<MasterKey>) -> Result<Option<Outbox>, String> {
+    let dir = crate::sandbox::outbox_dir(data_dir);
+    if !dir.exists() {
+        return Ok(None);
+    }
+    Outbox::open(&dir, master.clone())
+        .map(Some)
+        .map_err(|e| format!("cannot open the sandbox outbox in {}: {e}", dir.display()))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| e.to_string())?
+}
+
+/// Steps 1 to 5 of the module doc, on `ring` (which every store in
+/// `stores` holds).
+async fn run(
+    ring: &Arc<MasterKey>,
+    key_path: &Path,
+    stores: &Stores,
+    destroy_old: bool,
+) -> Result<Value, String> {
+    // 1. The new key, beside the old one.
+    let kp = key_path.to_path_buf();
+    let (old, new, resumed) = blocking(move || {
+        let old = MasterKey::load(&kp).map_err(|e| e.to_string())?;
+        let pending = crypto::pending_key_path(&kp);
+        let resumed = pending.exists();
+        let (new, _) = MasterKey::load_or_create(&pending).map_err(|e| e.to_string())?;
+        Ok((old, new, resumed))
+    })
+    .await?;
+    let (old_id, new_id) = (old.id(), new.id());
+    if old_id == new_id {
         return Err(format!(
             "{} holds the same key as {}; remove it and run again",
-            pending.display(),
+            crypto::pending_key_path(key_path).display(),
             key_path.display()
         ));
     }
-    let (old, new) = (Arc::new(old), Arc::new(new));
+    // 2. New seals use the new key; the old one stays for reading.
+    ring.add_retired(old);
+    ring.make_current(new);
 
-    // 2. Re-wrap.
-    let queue_dir = data_dir.join("queue");
+    // 3. Re-wrap.
     let mut queue_records = 0;
-    if queue_dir.join("db").exists() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let cache = config.queue.cache_size;
-        let (o, n) = (old.clone(), new.clone());
-        queue_records = runtime.block_on(async move {
-            let queue = crate::queue::Queue::open(&queue_dir, cache, o.clone()).map_err(|e| {
-                format!(
-                    "cannot open the queue in {}: {e} (is Ward running?)",
-                    queue_dir.display()
-                )
-            })?;
-            let r = queue.rewrap_keys(o, n.clone()).await.map_err(|e| e.to_string());
-            let left = queue.key_ids().await.map_err(|e| e.to_string());
-            let q = queue.clone();
-            let _ = tokio::task::spawn_blocking(move || q.close()).await;
-            let r = r?;
-            if let Some((id, count)) = left?.into_iter().find(|(id, _)| *id != n.id()) {
-                return Err(format!(
-                    "{count} queue records are wrapped under key {}, which is neither the old nor the new key; nothing was switched",
-                    hex::encode(id)
-                ));
-            }
-            Ok::<usize, String>(r)
-        })?;
+    if let Some(q) = &stores.queue {
+        queue_records = q.rewrap_keys().await.map_err(|e| format!("queue: {e}"))?;
     }
-    let pickup_dir = data_dir.join("pickup");
     let mut pickup_keys = 0;
-    if pickup_dir.join("db").exists() {
-        let store = crate::pickup::PickupStore::open(
-            &pickup_dir,
-            old.clone(),
-            crate::pickup::StoreSettings::from_config(config),
-        )
-        .map_err(|e| {
-            format!(
-                "cannot open the pickup store in {}: {e} (is Ward running?)",
-                pickup_dir.display()
-            )
-        })?;
-        pickup_keys = store.rewrap_keys(&old, &new).map_err(|e| e.to_string())?;
-        store.flush().map_err(|e| e.to_string())?;
+    if let Some(p) = stores.pickup.clone() {
+        pickup_keys = blocking(move || p.rewrap_keys().map_err(|e| format!("pickup store: {e}"))).await?;
     }
-    // The sandbox outbox (sandbox mode), when there is one.
-    let outbox_dir = crate::sandbox::outbox_dir(data_dir);
     let mut sandbox_keys = 0;
-    if outbox_dir.exists() {
-        let outbox = crate::sandbox::Outbox::open(&outbox_dir, old.clone())
-            .map_err(|e| format!("cannot open the sandbox outbox in {}: {e}", outbox_dir.display()))?;
-        sandbox_keys = outbox.rewrap_keys(&old, &new).map_err(|e| e.to_string())?;
+    if let Some(o) = stores.outbox.clone() {
+        sandbox_keys = blocking(move || o.rewrap_keys().map_err(|e| format!("sandbox outbox: {e}"))).await?;
     }
 
-    // 3. Switch.
-    let retired = crypto::retired_key_path(&key_path, old.id());
-    if !retired.exists() {
-        copy_synced(&key_path, &retired)?;
-    }
-    std::fs::rename(&pending, &key_path)
-        .map_err(|e| format!("cannot move {} to {}: {e}", pending.display(), key_path.display()))?;
-    if let Some(dir) = key_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
+    // 4. Switch the files.
+    let kp = key_path.to_path_buf();
+    let retired = blocking(move || switch(&kp, old_id)).await?;
 
-    // 4. The old key.
+    // 5. The old key.
+    let mut refused = None;
     if destroy_old {
-        shred(&retired)?;
+        let left = still_under(stores, old_id).await?;
+        if left.is_empty() {
+            let r = retired.clone();
+            blocking(move || shred(&r)).await?;
+            ring.forget(old_id);
+        } else {
+            refused = Some(left.join(", "));
+        }
     }
+    let destroyed = destroy_old && refused.is_none();
     crate::audit::record(
         "master_key_rotated",
-        json!({"old_key_id": hex::encode(old.id()), "new_key_id": hex::encode(new.id()),
+        json!({"old_key_id": hex::encode(old_id), "new_key_id": hex::encode(new_id),
                "queue_records": queue_records, "pickup_keys": pickup_keys, "sandbox_keys": sandbox_keys,
                "resumed": resumed,
-               "old_key_destroyed": destroy_old}),
+               "old_key_destroyed": destroyed}),
     );
+    if let Some(left) = refused {
+        return Err(format!(
+            "the master key was rotated ({} -> {}), but the old key was not destroyed: {left} still wrapped under it; it stays in {}; run `ward keys rotate --destroy-old` again later",
+            hex::encode(old_id),
+            hex::encode(new_id),
+            retired.display()
+        ));
+    }
     Ok(json!({
         "ok": true,
-        "old_key_id": hex::encode(old.id()),
-        "new_key_id": hex::encode(new.id()),
+        "old_key_id": hex::encode(old_id),
+        "new_key_id": hex::encode(new_id),
         "queue_records": queue_records,
         "pickup_keys": pickup_keys,
         "sandbox_keys": sandbox_keys,
         "resumed": resumed,
-        "old_key_file": if destroy_old { Value::Null } else { json!(retired.display().to_string()) },
+        "old_key_file": if destroyed { Value::Null } else { json!(retired.display().to_string()) },
     }))
+}
+
+/// Step 4: the old key copied to its retired file, the new one renamed
+/// over the key file. Returns the retired file's path.
+fn switch(key_path: &Path, old_id: [u8; 8]) -> Result<PathBuf, String> {
+    let pending = crypto::pending_key_path(key_path);
+    let retired = crypto::retired_key_path(key_path, old_id);
+    if !retired.exists() {
+        copy_synced(key_path, &retired)?;
+    }
+    std::fs::rename(&pending, key_path)
+        .map_err(|e| format!("cannot move {} to {}: {e}", pending.display(), key_path.display()))?;
+    if let Some(dir) = key_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crypto::sync_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok(retired)
+}
+
+/// What is still wrapped under `id`, as "N queue records" etc.; empty if
+/// nothing.
+async fn still_under(stores: &Stores, id: [u8; 8]) -> Result<Vec<String>, String> {
+    let count = |ids: Vec<([u8; 8], usize)>| ids.into_iter().find(|(k, _)| *k == id).map_or(0, |(_, n)| n);
+    let mut left = Vec::new();
+    if let Some(q) = &stores.queue {
+        let n = count(q.key_ids().await.map_err(|e| format!("queue: {e}"))?);
+        if n > 0 {
+            left.push(format!("{n} queue records"));
+        }
+    }
+    if let Some(p) = stores.pickup.clone() {
+        let n = count(blocking(move || p.key_ids().map_err(|e| format!("pickup store: {e}"))).await?);
+        if n > 0 {
+            left.push(format!("{n} pickup keys"));
+        }
+    }
+    if let Some(o) = stores.outbox.clone() {
+        let n = count(blocking(move || o.key_ids().map_err(|e| format!("sandbox outbox: {e}"))).await?);
+        if n > 0 {
+            left.push(format!("{n} sandbox records"));
+        }
+    }
+    Ok(left)
 }
 
 fn copy_synced(from: &Path, to: &Path) -> Result<(), String> {
@@ -278,13 +468,14 @@ mod tests {
         let key_path = c.server.master_key_path();
         // A crash after the new key was written and the queue re-wrapped,
         // before the pickup store: both kinds of record exist.
-        let (old, _) = MasterKey::load_or_create(&key_path).unwrap();
+        let old = MasterKey::load(&key_path).unwrap();
         let (new, _) = MasterKey::load_or_create(&crypto::pending_key_path(&key_path)).unwrap();
-        let (old, new) = (Arc::new(old), Arc::new(new));
+        let ring = Arc::new(MasterKey::load(&key_path).unwrap());
+        ring.make_current(MasterKey::load(&crypto::pending_key_path(&key_path)).unwrap());
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let q = Queue::open(&c.server.data_dir.join("queue"), 8 << 20, old.clone()).unwrap();
-            assert_eq!(q.rewrap_keys(old.clone(), new.clone()).await.unwrap(), 1);
+            let q = Queue::open(&c.server.data_dir.join("queue"), 8 << 20, ring.clone()).unwrap();
+            assert_eq!(q.rewrap_keys().await.unwrap(), 1);
             q.close();
         });
         let v = rotate(&c, true).unwrap();

@@ -12,15 +12,17 @@
 //!
 //! Protocol: one JSON request line (`{"op":"queue-list"}`,
 //! `{"op":"queue-show","id":..}`, `{"op":"queue-action","action":"hold",
-//! "id":..}`, `{"op":"backup","dest":..,"include_key":false}`), answered
+//! "id":..}`, `{"op":"backup","dest":..,"include_key":false}`,
+//! `{"op":"keys-rotate","destroy_old":false}`), answered
 //! by one JSON line, `{"ok":true,..}` or `{"ok":false,"error":..}`, then the
 //! server closes. Answers hold ids, addresses, sizes, times, states, codes
 //! and detector kinds; never content or subjects (invariant 4).
 //!
 //! When Ward is not running the commands open the data directory
 //! themselves and run the same [`answer`] (the queue's and pickup store's
-//! database locks keep them from doing so while Ward runs). `ward keys
-//! rotate` and `ward restore` only run that way (see [`keys`], [`backup`]).
+//! database locks keep them from doing so while Ward runs); `ward keys
+//! rotate` runs its offline path (see [`keys`]). `ward restore` only runs
+//! with Ward stopped (see [`backup`]).
 //!
 //! Every action is in the audit trail (`queue_list`, `queue_show`, `queue_retry`, `queue_hold`,
 //! `queue_release`, `queue_delete`, `backup_created`, `backup_restored`,
@@ -70,6 +72,10 @@ pub enum Request {
         #[serde(default)]
         include_key: bool,
     },
+    KeysRotate {
+        #[serde(default)]
+        destroy_old: bool,
+    },
 }
 
 /// What the requests work on: the running server's queue and pickup
@@ -78,11 +84,20 @@ pub enum Request {
 pub struct Ops {
     pub queue: Queue,
     pub pickup: Option<PickupStore>,
+    /// The sandbox outbox (sandbox mode).
+    pub outbox: Option<crate::sandbox::Outbox>,
+    /// For a pickup store Ward does not have open (portal off) that a key
+    /// rotation must still re-wrap.
+    pub pickup_settings: crate::pickup::StoreSettings,
     pub data_dir: PathBuf,
-    /// The master key file and the id of the key in it.
+    /// The master key file, and the keyring every store holds.
     pub key_path: PathBuf,
-    pub key_id: [u8; 8],
+    pub master: Arc<crate::crypto::MasterKey>,
 }
+
+/// Key rotations and backups, one at a time: a backup taken while the keys
+/// are being re-wrapped could hold records under a key it does not name.
+static KEY_WORK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn failure(error: impl std::fmt::Display) -> Value {
     json!({"ok": false, "error": error.to_string()})
@@ -122,10 +137,22 @@ pub async fn answer(ops: &Ops, request: Request) -> Value {
             }
         }
         Request::QueueAction { action, id } => queue_action(ops, &action, id.as_deref()).await,
-        Request::Backup { dest, include_key } => match backup::create(ops, &dest, include_key).await {
-            Ok(v) => v,
-            Err(e) => failure(e),
-        },
+        Request::Backup { dest, include_key } => {
+            let _one = KEY_WORK.lock().await;
+            match backup::create(ops, &dest, include_key).await {
+                Ok(v) => v,
+                Err(e) => failure(e),
+            }
+        }
+        Request::KeysRotate { destroy_old } => {
+            let Ok(_one) = KEY_WORK.try_lock() else {
+                return failure("a key rotation or a backup is running; try again when it has finished");
+            };
+            match keys::rotate_running(ops, destroy_old).await {
+                Ok(v) => v,
+                Err(e) => failure(e),
+            }
+        }
     }
 }
 

@@ -36,7 +36,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -316,6 +316,9 @@ struct Inner {
     settings: StoreSettings,
     /// Serializes read-modify-write of records (code checks must not race).
     update: Mutex<()>,
+    /// Key files: escrows and ends hold it shared while they write or shred
+    /// one, a key rotation's pass exclusively.
+    keys: RwLock<()>,
 }
 
 impl PickupStore {
@@ -344,6 +347,7 @@ impl PickupStore {
                 master,
                 settings,
                 update: Mutex::new(()),
+                keys: RwLock::new(()),
             }),
         };
         store.sweep()?;
@@ -403,6 +407,9 @@ impl PickupStore {
             mut content,
         } = new;
         let size = content.len() as u64;
+        // Held until the record is written: a rotation's pass must see the
+        // key file of every escrow sealed before it.
+        let _keys = self.inner.keys.read().unwrap_or_else(|e| e.into_inner());
         let seal = crypto::seal(&self.inner.master, &aad(&id), &mut content);
         let key_json =
             serde_json::to_vec(&seal).map_err(|e| PickupError::Corrupt(id.to_string(), e.to_string()))?;
@@ -642,6 +649,7 @@ impl PickupStore {
         if rec.state != PickupState::Active {
             return Ok(false);
         }
+        let _keys = self.inner.keys.read().unwrap_or_else(|e| e.into_inner());
         shred_file(&self.key_path(id));
         sync_dir(&self.inner.dir.join("keys"))?;
         let content = self.content_path(id);
@@ -698,29 +706,25 @@ impl PickupStore {
         self.sync()
     }
 
-    /// Key rotation: every key file wrapped under `old` is wrapped again
-    /// under `new`; the sealed content is not touched. Each file is
+    /// Key rotation, after the master keyring's current key changed:
+    /// every key file wrapped under another key is wrapped again under the
+    /// current one; the sealed content is not touched. Each file is
     /// replaced atomically (written beside it as `<id>.rewrap`, synced,
     /// renamed over it; a leftover `.rewrap` is shredded by the next
     /// open's sweep) and names its key, so a rotation cut short leaves a
-    /// mix both keys can read, and running it again finishes it. Returns
-    /// how many files were re-wrapped.
-    pub fn rewrap_keys(&self, old: &MasterKey, new: &MasterKey) -> Result<usize, PickupError> {
+    /// mix the keyring can read, and running it again finishes it. Safe
+    /// while Ward serves: escrows and purges wait for the pass (`keys`
+    /// lock), so no escrow sealed under the old key is missed and no
+    /// shredded key file is brought back. Returns how many files were
+    /// re-wrapped.
+    pub fn rewrap_keys(&self) -> Result<usize, PickupError> {
+        let _pass = self.inner.keys.write().unwrap_or_else(|e| e.into_inner());
         let dir = self.inner.dir.join("keys");
-        let entries = std::fs::read_dir(&dir).map_err(|e| PickupError::Io(dir.display().to_string(), e))?;
         let mut n = 0;
-        for entry in entries.flatten() {
-            let Some(id) = entry.file_name().to_str().and_then(PickupId::parse) else {
+        for (id, path, seal) in self.key_files()? {
+            let Some(moved) = crypto::rewrap(&self.inner.master, &aad(&id), &seal)? else {
                 continue;
             };
-            let path = entry.path();
-            let json = std::fs::read(&path).map_err(|e| PickupError::Io(path.display().to_string(), e))?;
-            let seal: SealInfo = serde_json::from_slice(&json)
-                .map_err(|e| PickupError::Corrupt(id.to_string(), e.to_string()))?;
-            if seal.key_id == new.id() {
-                continue;
-            }
-            let moved = crypto::rewrap(old, new, &aad(&id), &seal)?;
             let json = serde_json::to_vec(&moved)
                 .map_err(|e| PickupError::Corrupt(id.to_string(), e.to_string()))?;
             let tmp = dir.join(format!("{id}.rewrap"));
@@ -731,6 +735,43 @@ impl PickupStore {
         }
         sync_dir(&dir)?;
         Ok(n)
+    }
+
+    /// The master key ids the key files are wrapped under, with how many
+    /// files each.
+    pub fn key_ids(&self) -> Result<Vec<([u8; 8], usize)>, PickupError> {
+        let _pass = self.inner.keys.read().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<([u8; 8], usize)> = Vec::new();
+        for (_, _, seal) in self.key_files()? {
+            match ids.iter_mut().find(|(id, _)| *id == seal.key_id) {
+                Some((_, n)) => *n += 1,
+                None => ids.push((seal.key_id, 1)),
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Every key file: its pickup, path and wrapped key.
+    fn key_files(&self) -> Result<Vec<(PickupId, PathBuf, SealInfo)>, PickupError> {
+        let dir = self.inner.dir.join("keys");
+        let entries = std::fs::read_dir(&dir).map_err(|e| PickupError::Io(dir.display().to_string(), e))?;
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let Some(id) = entry.file_name().to_str().and_then(PickupId::parse) else {
+                continue;
+            };
+            let path = entry.path();
+            let json = match std::fs::read(&path) {
+                Ok(j) => j,
+                // Shredded since the listing (ended).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(PickupError::Io(path.display().to_string(), e)),
+            };
+            let seal: SealInfo = serde_json::from_slice(&json)
+                .map_err(|e| PickupError::Corrupt(id.to_string(), e.to_string()))?;
+            out.push((id, path, seal));
+        }
+        Ok(out)
     }
 
     /// Copies the store into `dest` for a backup: the records (into

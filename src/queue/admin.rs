@@ -21,6 +21,11 @@
 //!   is never lifted by a release.
 //! - Actions are durable (flushed) before they are answered.
 //!
+//! Key rotation: the pass runs in the writer (`Op::Rewrap`), so an
+//! enqueue, or a message leaving the queue, can't interleave with it: a
+//! record deleted meanwhile is not brought back, and an enqueue sealed
+//! under the old key (the queue waits for those first) is not missed.
+//!
 //! Snapshots: the writer takes them with everything before them flushed
 //! and nothing else written meanwhile: the records (without the derived due
 //! index) go to `queue.records`, and the content segments any message
@@ -253,6 +258,24 @@ impl Writer {
         Ok(out)
     }
 
+    /// `Op::Rewrap`: every message record not under the current master key
+    /// wrapped again under it, in one batch.
+    pub(super) fn rewrap(&self) -> Result<usize, QueueError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self.tree.scan_prefix([M]) {
+            let (k, v) = kv?;
+            let mut meta: MessageMeta = decode_json("message record", &v)?;
+            if let Some(seal) = crypto::rewrap(&self.master, &meta.id.0, &meta.seal)? {
+                meta.seal = seal;
+                batch.insert(k, encode_json(&meta));
+                n += 1;
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(n)
+    }
+
     /// `Op::Snapshot`: the records into `dest` (which exists), and handles
     /// on the referenced segments (see the module doc).
     pub(super) fn snapshot(&self, dest: &Path) -> Result<Snapshot, QueueError> {
@@ -365,33 +388,19 @@ impl Queue {
         .await
     }
 
-    /// Key rotation: every message's key wrapped under `old` is wrapped
-    /// again under `new` (the sealed content is not touched). Each record
-    /// names its key, so a rotation cut short leaves a mix that both keys
-    /// together can read, and running it again finishes it. Returns how
-    /// many records were re-wrapped; flushed when it returns.
-    pub async fn rewrap_keys(&self, old: Arc<MasterKey>, new: Arc<MasterKey>) -> Result<usize, QueueError> {
-        let inner = self.inner.clone();
-        let writes = blocking(move || {
-            let mut writes = Vec::new();
-            for kv in inner.tree.scan_prefix([M]) {
-                let (k, v) = kv?;
-                let mut meta: MessageMeta = decode_json("message record", &v)?;
-                if meta.seal.key_id == new.id() {
-                    continue;
-                }
-                meta.seal = crypto::rewrap(&old, &new, &meta.id.0, &meta.seal)?;
-                writes.push((k.to_vec(), Some(encode_json(&meta))));
-            }
-            Ok(writes)
-        })
-        .await?;
-        let n = writes.len();
-        self.submit(|tx| Op::Apply(writes, tx))?
-            .await
-            .map_err(|_| QueueError::Gone)??;
-        self.flush().await?;
-        Ok(n)
+    /// Key rotation, after the master keyring's current key changed
+    /// ([`MasterKey::make_current`]): every message record wrapped under
+    /// another key is wrapped again under the current one (the sealed
+    /// content is not touched). Runs while Ward serves: it first waits for
+    /// the enqueues already sealing (they may hold the old key), then the
+    /// pass runs in the writer, ordered with enqueues and deletions, so no
+    /// record is missed or brought back. Each record names its key, so a
+    /// rotation cut short leaves a mix the keyring can read, and running
+    /// it again finishes it. Returns how many records were re-wrapped;
+    /// durable when it returns.
+    pub async fn rewrap_keys(&self) -> Result<usize, QueueError> {
+        drop(self.inner.sealing.write().await);
+        self.submit(Op::Rewrap)?.await.map_err(|_| QueueError::Gone)?
     }
 
     /// The master key ids the queue's records are wrapped under, with how

@@ -471,6 +471,9 @@ enum Op {
         std::path::PathBuf,
         oneshot::Sender<Result<admin::Snapshot, QueueError>>,
     ),
+    /// Key rotation: every message record not under the current master key
+    /// re-wrapped under it, durable before it is answered (see [`admin`]).
+    Rewrap(oneshot::Sender<Result<usize, QueueError>>),
 }
 
 type Write = (Vec<u8>, Option<Vec<u8>>);
@@ -503,6 +506,7 @@ struct Writer {
     /// finished): a delivery is in progress. Admin actions consult it so
     /// that a release or retry never hands a copy out twice.
     in_flight: std::cell::RefCell<HashSet<(QueueId, u32)>>,
+    master: Arc<MasterKey>,
 }
 
 impl Writer {
@@ -575,7 +579,7 @@ impl Writer {
                         finished_ids.push(*id);
                     }
                 }
-                Op::Sync(_) | Op::Admin(..) | Op::Snapshot(..) => needs_sync = true,
+                Op::Sync(_) | Op::Admin(..) | Op::Snapshot(..) | Op::Rewrap(_) => needs_sync = true,
                 Op::Claim(..) => {}
             }
         }
@@ -621,6 +625,14 @@ impl Writer {
             }
         }
 
+        // 2c. Key rotation, after this group's enqueues and deletions.
+        let mut rewraps: Vec<Result<usize, QueueError>> = Vec::new();
+        for op in &ops {
+            if let Op::Rewrap(_) = op {
+                rewraps.push(self.rewrap());
+            }
+        }
+
         // 3. Claims, after this group's writes.
         let mut claims: Vec<Result<Vec<Claimed>, String>> = Vec::new();
         for op in &ops {
@@ -660,6 +672,7 @@ impl Writer {
         let mut claims = claims.into_iter();
         let mut admin_results = admin_results.into_iter();
         let mut snapshots = snapshots.into_iter();
+        let mut rewraps = rewraps.into_iter();
         let mut appended = appended.into_iter();
         for op in ops {
             match op {
@@ -684,6 +697,14 @@ impl Writer {
                 }
                 Op::Snapshot(_, reply) => {
                     let _ = reply.send(snapshots.next().unwrap_or(Err(QueueError::Gone)));
+                }
+                Op::Rewrap(reply) => {
+                    let r = rewraps.next().unwrap_or(Err(QueueError::Gone));
+                    let r = match &synced {
+                        Ok(()) => r,
+                        Err(e) => Err(QueueError::Flush(e.clone())),
+                    };
+                    let _ = reply.send(r);
                 }
                 Op::Finish(items, reply) => {
                     let mut left: Vec<QueueId> = Vec::new();
@@ -756,6 +777,11 @@ struct Inner {
     db: sled::Db,
     content: Arc<content::ContentLog>,
     master: Arc<MasterKey>,
+    /// Held shared by every enqueue from sealing until the writer answers;
+    /// a key rotation takes it exclusively once, after switching keys, so
+    /// that no message sealed under the old key is still on its way to the
+    /// writer when the re-wrap pass runs.
+    sealing: tokio::sync::RwLock<()>,
     writer: std::sync::Mutex<Option<std_mpsc::Sender<Op>>>,
     writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     arrivals: Wakeup,
@@ -788,6 +814,7 @@ impl Queue {
             log_file,
             content: content.clone(),
             in_flight: std::cell::RefCell::new(HashSet::new()),
+            master: master.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("ward-queue-writer".into())
@@ -799,6 +826,7 @@ impl Queue {
                 db,
                 content,
                 master,
+                sealing: tokio::sync::RwLock::new(()),
                 writer: std::sync::Mutex::new(Some(tx)),
                 writer_thread: std::sync::Mutex::new(Some(thread)),
                 arrivals: Wakeup::new(),
@@ -855,6 +883,7 @@ impl Queue {
     /// returns only once it is on disk (invariant 1).
     pub async fn enqueue(&self, msg: NewMessage) -> Result<QueueId, QueueError> {
         let started = Instant::now();
+        let _sealing = self.inner.sealing.read().await;
         let master = self.inner.master.clone();
         let id = msg.id;
         let sealed = if msg.content.len() <= SEAL_INLINE_MAX {
