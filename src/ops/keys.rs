@@ -28,13 +28,15 @@
 //!    Ward loads the retired key files still on disk too
 //!    ([`MasterKey::load_ring`]), so a record under a kept old key stays
 //!    readable.
-//! 5. With `--destroy-old`, the queue, the pickup store and the outbox are
-//!    first checked for any record still under the old key (the rotation
-//!    is then reported as done, the old key kept, and the command fails
-//!    saying how many); otherwise the old copy is overwritten, synced,
-//!    removed and dropped from the keyring. Without it, the answer says
-//!    where it is: backups made before the rotation need it; destroy it
-//!    when they have expired.
+//! 5. With `--destroy-old`, every old key in the keyring (this rotation's,
+//!    and any an earlier rotation without it kept) is checked against the
+//!    queue, the pickup store and the outbox: if a record is still wrapped
+//!    under it, it is kept (the rotation is reported as done and the
+//!    command fails saying how many records, where the key is, and that
+//!    running it again re-wraps them); otherwise its file is overwritten,
+//!    synced and removed, and it is dropped from the keyring. Without
+//!    `--destroy-old`, the answer says where the old key is: backups made
+//!    before the rotation need it; destroy it when they have expired.
 //!
 //! One rotation runs at a time, and never during a backup (a backup with
 //! `--include-key` must hold the key its records are wrapped under).
@@ -260,32 +262,42 @@ async fn run(
     let kp = key_path.to_path_buf();
     let retired = blocking(move || switch(&kp, old_id)).await?;
 
-    // 5. The old key.
-    let mut refused = None;
+    // 5. The old keys: this one, and any a rotation without --destroy-old
+    // kept, each once nothing is wrapped under it any more.
+    let mut destroyed = Vec::new();
+    let mut kept = Vec::new();
     if destroy_old {
-        let left = still_under(stores, old_id).await?;
-        if left.is_empty() {
-            let r = retired.clone();
-            blocking(move || shred(&r)).await?;
-            ring.forget(old_id);
-        } else {
-            refused = Some(left.join(", "));
+        for id in ring.ids().into_iter().filter(|id| *id != new_id) {
+            let left = still_under(stores, id).await?;
+            if left.is_empty() {
+                let path = crypto::retired_key_path(key_path, id);
+                blocking(move || if path.exists() { shred(&path) } else { Ok(()) }).await?;
+                ring.forget(id);
+                destroyed.push(hex::encode(id));
+            } else {
+                kept.push(format!(
+                    "old key {} was not destroyed: {} still wrapped under it; it stays in {}",
+                    hex::encode(id),
+                    left.join(", "),
+                    crypto::retired_key_path(key_path, id).display()
+                ));
+            }
         }
     }
-    let destroyed = destroy_old && refused.is_none();
+    let old_destroyed = destroyed.contains(&hex::encode(old_id));
     crate::audit::record(
         "master_key_rotated",
         json!({"old_key_id": hex::encode(old_id), "new_key_id": hex::encode(new_id),
                "queue_records": queue_records, "pickup_keys": pickup_keys, "sandbox_keys": sandbox_keys,
                "resumed": resumed,
-               "old_key_destroyed": destroyed}),
+               "old_key_destroyed": old_destroyed, "destroyed_keys": destroyed}),
     );
-    if let Some(left) = refused {
+    if !kept.is_empty() {
         return Err(format!(
-            "the master key was rotated ({} -> {}), but the old key was not destroyed: {left} still wrapped under it; it stays in {}; run `ward keys rotate --destroy-old` again later",
+            "the master key was rotated ({} -> {}), but {}; run `ward keys rotate --destroy-old` again to re-wrap them and destroy it",
             hex::encode(old_id),
             hex::encode(new_id),
-            retired.display()
+            kept.join("; ")
         ));
     }
     Ok(json!({
@@ -296,7 +308,8 @@ async fn run(
         "pickup_keys": pickup_keys,
         "sandbox_keys": sandbox_keys,
         "resumed": resumed,
-        "old_key_file": if destroyed { Value::Null } else { json!(retired.display().to_string()) },
+        "destroyed_keys": destroyed,
+        "old_key_file": if old_destroyed { Value::Null } else { json!(retired.display().to_string()) },
     }))
 }
 
@@ -486,6 +499,26 @@ mod tests {
         assert!(v["old_key_file"].is_null());
         assert!(!crypto::retired_key_path(&key_path, old.id()).exists());
         assert!(!crypto::pending_key_path(&key_path).exists());
+        let (queued, picked) = read_back(&c, qid, pid);
+        assert_eq!(queued, body);
+        assert_eq!(picked, body);
+    }
+
+    #[test]
+    fn destroy_old_also_destroys_keys_earlier_rotations_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = config(tmp.path());
+        let body = b"Subject: z\r\n\r\ntwice rotated body\r\n";
+        let (qid, pid) = populate(&c, body);
+        let key_path = c.server.master_key_path();
+        let first = rotate(&c, false).unwrap();
+        assert_eq!(crypto::retired_key_files(&key_path).len(), 1);
+        let second = rotate(&c, true).unwrap();
+        assert_eq!(second["old_key_id"], first["new_key_id"]);
+        let destroyed = second["destroyed_keys"].as_array().unwrap();
+        assert_eq!(destroyed.len(), 2, "{second}");
+        assert!(destroyed.contains(&first["old_key_id"]));
+        assert!(crypto::retired_key_files(&key_path).is_empty());
         let (queued, picked) = read_back(&c, qid, pid);
         assert_eq!(queued, body);
         assert_eq!(picked, body);
