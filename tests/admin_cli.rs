@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::client::SmtpClient;
-use common::process::{Ward, ward_cli};
+use common::process::{Ward, content_segments, ward_cli};
 use common::*;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -378,18 +378,6 @@ async fn queue_commands_with_ward_stopped_and_refusals() {
     }
 }
 
-/// The sha256 of every content segment file.
-fn segments(data: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(data.join("queue").join("content"))
-        .unwrap()
-        .flatten()
-        .map(|e| (e.path(), std::fs::read(e.path()).unwrap()))
-        .filter(|(_, d)| !d.is_empty())
-        .collect();
-    out.sort();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_rotation_keeps_queued_mail_deliverable() {
     let port = dead_port();
@@ -412,7 +400,7 @@ async fn key_rotation_keeps_queued_mail_deliverable() {
     let data = w.dir.join("data");
     let key = data.join("master.key");
     let old_key = std::fs::read_to_string(&key).unwrap();
-    let before = segments(&data);
+    let before = content_segments(&data);
     assert!(!before.is_empty());
     let (code, out, err) = cli(&w, &["keys", "rotate"]);
     assert_eq!(code, Some(0), "{err}");
@@ -420,7 +408,7 @@ async fn key_rotation_keeps_queued_mail_deliverable() {
     let new_key = std::fs::read_to_string(&key).unwrap();
     assert_ne!(old_key, new_key);
     // The bodies were not re-encrypted: every segment is byte-identical.
-    let after = segments(&data);
+    let after = content_segments(&data);
     assert_eq!(before, after, "rotation changed the content log");
     let retired: Vec<PathBuf> = std::fs::read_dir(&data)
         .unwrap()

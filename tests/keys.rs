@@ -7,13 +7,13 @@ mod common;
 #[path = "common/portal.rs"]
 mod portal;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::client::SmtpClient;
-use common::process::ward_cli;
+use common::process::{content_segments, ward_cli};
 use common::*;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -46,43 +46,20 @@ async fn sender(addr: std::net::SocketAddr, t: usize, load: Arc<Load>) {
         let body = format!(
             "From: dr@hospital.example\r\nTo: x@partner.test\r\nSubject: {marker}\r\n\r\n{filler}{marker}\r\n"
         );
-        let mut failed = None;
-        for step in [
-            "MAIL FROM:<dr@hospital.example>",
-            "RCPT TO:<x@partner.test>",
-            "DATA",
-        ] {
-            match c.try_cmd(step).await {
-                Some(r) if r.code < 400 => {}
-                Some(r) => {
-                    failed = Some(format!("{step}: {}", r.code));
-                    break;
-                }
-                None => {
-                    failed = Some(format!("{step}: connection lost"));
-                    break;
-                }
+        let failed = match c
+            .try_send_message("dr@hospital.example", &["x@partner.test"], body.as_bytes())
+            .await
+        {
+            Ok(r) if r.code == 250 => {
+                load.acked
+                    .lock()
+                    .unwrap()
+                    .push((Instant::now(), body.into_bytes()));
+                None
             }
-        }
-        if failed.is_none() {
-            let mut wire = body.clone().into_bytes();
-            wire.extend_from_slice(b".\r\n");
-            failed = if !c.try_send_raw(&wire).await {
-                Some("DATA: connection lost".into())
-            } else {
-                match c.try_read_reply().await {
-                    Some(r) if r.code == 250 => {
-                        load.acked
-                            .lock()
-                            .unwrap()
-                            .push((Instant::now(), body.into_bytes()));
-                        None
-                    }
-                    Some(r) => Some(format!("end of data: {}", r.code)),
-                    None => Some("end of data: connection lost".into()),
-                }
-            };
-        }
+            Ok(r) => Some(format!("end of data: {}", r.code)),
+            Err(e) => Some(e),
+        };
         load.sent.fetch_add(1, Ordering::Relaxed);
         if let Some(f) = failed {
             load.failures.lock().unwrap().push(f);
@@ -90,18 +67,6 @@ async fn sender(addr: std::net::SocketAddr, t: usize, load: Arc<Load>) {
         }
     }
     c.quit().await;
-}
-
-/// Every content segment file with its bytes.
-fn segments(data: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(data.join("queue").join("content"))
-        .unwrap()
-        .flatten()
-        .map(|e| (e.path(), std::fs::read(e.path()).unwrap()))
-        .filter(|(_, d)| !d.is_empty())
-        .collect();
-    out.sort();
-    out
 }
 
 fn key_files(data: &Path) -> Vec<String> {
@@ -157,7 +122,7 @@ async fn online_rotation_while_mail_flows_and_a_pickup_waits() {
         .map(|t| tokio::spawn(sender(s.ward.smtp(), t, load.clone())))
         .collect();
     wait_acked(&load, 30).await;
-    let before = segments(&data);
+    let before = content_segments(&data);
     assert!(!before.is_empty());
 
     let args = [
@@ -207,7 +172,7 @@ async fn online_rotation_while_mail_flows_and_a_pickup_waits() {
     assert_ne!(std::fs::read_to_string(data.join("master.key")).unwrap(), old_key);
     // The content log was only appended to: every segment there before
     // still starts with the same bytes.
-    let after = segments(&data);
+    let after = content_segments(&data);
     for (path, bytes) in &before {
         if let Some((_, now)) = after.iter().find(|(p, _)| p == path) {
             assert!(now.starts_with(bytes), "rotation rewrote {}", path.display());

@@ -236,6 +236,35 @@ impl SmtpClient {
         self.read_reply().await
     }
 
+    /// Like `send_message` for load generators: never panics. Ok(the
+    /// final reply) once the content was sent; Err(the step and its reply
+    /// code, or "connection lost") if a step before failed.
+    pub async fn try_send_message(
+        &mut self,
+        from: &str,
+        to: &[&str],
+        content: &[u8],
+    ) -> Result<SmtpReply, String> {
+        let mut steps = vec![format!("MAIL FROM:<{from}>")];
+        steps.extend(to.iter().map(|t| format!("RCPT TO:<{t}>")));
+        steps.push("DATA".into());
+        for step in &steps {
+            match self.try_cmd(step).await {
+                Some(r) if r.code < 400 => {}
+                Some(r) => return Err(format!("{step}: {}", r.code)),
+                None => return Err(format!("{step}: connection lost")),
+            }
+        }
+        let mut wire = dot_stuff(content);
+        wire.extend_from_slice(b".\r\n");
+        if !self.try_send_raw(&wire).await {
+            return Err("content: connection lost".into());
+        }
+        self.try_read_reply()
+            .await
+            .ok_or_else(|| "end of data: connection lost".to_string())
+    }
+
     pub async fn quit(mut self) {
         let _ = self.cmd("QUIT").await;
     }

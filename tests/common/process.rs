@@ -261,3 +261,17 @@ pub fn ward_cli(args: &[&str]) -> (ExitStatus, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Every non-empty content segment file of the queue in `data` (Ward's
+/// data directory) with its bytes, by path: to check what a command
+/// changed in the content log.
+pub fn content_segments(data: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(data.join("queue").join("content"))
+        .unwrap()
+        .flatten()
+        .map(|e| (e.path(), std::fs::read(e.path()).unwrap()))
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+    out.sort();
+    out
+}
