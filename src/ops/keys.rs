@@ -430,11 +430,27 @@ mod tests {
             )
             .unwrap();
         store.flush().unwrap();
+        wait_closed(c);
         (qid, rec.id)
+    }
+
+    /// Waits until no queue handle of this process holds the queue's
+    /// database lock any more (sled's I/O threads can keep it for a moment
+    /// after the last handle is dropped; another process is not affected).
+    fn wait_closed(c: &Config) {
+        let db = c.server.data_dir.join("queue").join("db");
+        for _ in 0..500 {
+            if std::fs::File::open(&db).is_ok_and(|f| f.try_lock().is_ok()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("the queue stayed locked");
     }
 
     /// Opens both stores with the key now in `master.key` and reads back.
     fn read_back(c: &Config, qid: QueueId, pid: crate::pickup::PickupId) -> (Vec<u8>, Vec<u8>) {
+        wait_closed(c);
         let (key, created) = MasterKey::load_or_create(&c.server.master_key_path()).unwrap();
         assert!(!created);
         let key = Arc::new(key);
@@ -491,6 +507,7 @@ mod tests {
             assert_eq!(q.rewrap_keys().await.unwrap(), 1);
             q.close();
         });
+        wait_closed(&c);
         let v = rotate(&c, true).unwrap();
         assert_eq!(v["resumed"], true);
         assert_eq!(v["new_key_id"], hex::encode(new.id()));
@@ -513,6 +530,7 @@ mod tests {
         let key_path = c.server.master_key_path();
         let first = rotate(&c, false).unwrap();
         assert_eq!(crypto::retired_key_files(&key_path).len(), 1);
+        wait_closed(&c);
         let second = rotate(&c, true).unwrap();
         assert_eq!(second["old_key_id"], first["new_key_id"]);
         let destroyed = second["destroyed_keys"].as_array().unwrap();
