@@ -246,8 +246,8 @@ fn sync_dirs(base: &Path, extra: &[&str]) -> Result<(), String> {
 
 /// Copies the sandbox outbox, when there is one: its files are written
 /// once (sealed content before its record) and replaced only by a key
-/// rotation, which runs with Ward stopped. Leftovers of an interrupted
-/// rotation (`*.rewrap`) are not copied.
+/// rotation, which never runs during a backup (`KEY_WORK` in `ops`).
+/// Leftovers of an interrupted rotation (`*.rewrap`) are not copied.
 fn copy_sandbox(from: &Path, to: &Path) -> Result<(), String> {
     let Ok(entries) = std::fs::read_dir(from) else {
         return Ok(());

@@ -292,7 +292,7 @@ pub fn bind(data_dir: &Path) -> Option<UnixListener> {
     let listener = match UnixListener::bind(&path) {
         Ok(l) => l,
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot open the admin socket; `ward queue` and `ward backup` need Ward stopped");
+            tracing::warn!(path = %path.display(), error = %e, "cannot open the admin socket; `ward queue`, `ward backup` and `ward keys rotate` need Ward stopped");
             return None;
         }
     };
