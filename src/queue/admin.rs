@@ -551,6 +551,65 @@ mod tests {
         c
     }
 
+    /// Enqueues keep running while the keyring switches and the pass runs:
+    /// afterwards nothing is under the old key, and with the old key
+    /// dropped every message still opens. Every other message is large
+    /// enough to be sealed on a blocking thread, so that some are sealed
+    /// under the old key and reach the writer after the switch (the
+    /// stragglers the pass must wait for).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rewrap_during_enqueues_leaves_nothing_under_the_old_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ring = Arc::new(MasterKey::from_bytes(&[5u8; 32]));
+        let q = Queue::open(tmp.path(), 8 << 20, ring.clone()).unwrap();
+        let senders: Vec<_> = (0..8)
+            .map(|_| {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    for n in 0..60 {
+                        let m = if n % 2 == 0 {
+                            let mut big = b"Subject: big\r\n\r\n".to_vec();
+                            big.resize(SEAL_INLINE_MAX + 1024, b'x');
+                            super::super::tests::message(&big, &["a@x.example"])
+                        } else {
+                            message(&["a@x.example"])
+                        };
+                        ids.push(q.enqueue(m).await.unwrap());
+                    }
+                    ids
+                })
+            })
+            .collect();
+        // Rotations one after another, each old key dropped as soon as its
+        // pass returned (as `--destroy-old` does): a message sealed under it
+        // and written after the pass would no longer open.
+        let mut rewrapped = 0;
+        let mut slowest = std::time::Duration::ZERO;
+        for round in 0..24u8 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            let old = ring.make_current(MasterKey::from_bytes(&[10 + round; 32]));
+            let started = Instant::now();
+            rewrapped += q.rewrap_keys().await.unwrap();
+            slowest = slowest.max(started.elapsed());
+            assert!(ring.forget(old));
+        }
+        let mut ids = Vec::new();
+        for s in senders {
+            ids.extend(s.await.unwrap());
+        }
+        assert!(rewrapped > 0);
+        assert_eq!(q.key_ids().await.unwrap(), vec![(ring.id(), ids.len())]);
+        for id in &ids {
+            q.load(*id).await.unwrap();
+        }
+        eprintln!(
+            "{rewrapped} re-wraps in 24 passes over up to {} records, the slowest {} ms",
+            ids.len(),
+            slowest.as_millis()
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hold_release_retry_and_delete_respect_deliveries_in_progress() {
         let tmp = tempfile::tempdir().unwrap();
