@@ -358,3 +358,58 @@ async fn reports_are_kept_and_protected_copies_wait_without_the_portal() {
     assert_eq!(list.len(), 2, "{list:?}");
     assert_eq!(mx.connections(), 0);
 }
+
+/// `ward keys rotate --destroy-old` against Ward in sandbox mode: the kept
+/// copy's wrapped key is re-wrapped (its sealed file untouched), it still
+/// shows with only the new key on disk, and copies kept afterwards too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_in_the_running_ward_rewraps_the_outbox() {
+    let ward = Ward::start(
+        "[delivery]\nmode = \"sandbox\"\n[queue]\nretry_schedule = [\"1s\"]\nscan_interval = \"200ms\"\n",
+    );
+    let send = || async {
+        let mut c = SmtpClient::connect(ward.smtp()).await;
+        c.ehlo("client.test").await;
+        c.send_message("dr@hospital.example", &["a@secure.test"], &plain_message())
+            .await
+            .assert_is("250");
+        c.quit().await;
+    };
+    send().await;
+    let first = wait_outbox(&ward, 1).await[0]["id"].as_str().unwrap().to_string();
+    let data = ward.dir.join("data");
+    let sealed = data.join("sandbox").join(format!("{first}.sealed"));
+    let sealed_before = std::fs::read(&sealed).unwrap();
+    let record_before = std::fs::read(data.join("sandbox").join(format!("{first}.json"))).unwrap();
+
+    let cfg = ward.config_path.to_str().unwrap().to_string();
+    let (status, out, err) = ward_cli(&["keys", "rotate", "--destroy-old", "--config", &cfg]);
+    assert!(status.success(), "{err}");
+    assert!(
+        out.contains("in the running Ward") && out.contains("1 sandbox copies"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(&sealed).unwrap(), sealed_before);
+    assert_ne!(
+        std::fs::read(data.join("sandbox").join(format!("{first}.json"))).unwrap(),
+        record_before,
+        "the record's wrapped key was re-wrapped"
+    );
+    let keys: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("master.key"))
+        .collect();
+    assert_eq!(keys, vec!["master.key".to_string()]);
+    assert!(show(&ward, &first).contains(PLAIN_BODY));
+
+    send().await;
+    let list = wait_outbox(&ward, 2).await;
+    let second = list
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .find(|id| *id != first)
+        .unwrap();
+    assert!(show(&ward, second).contains(PLAIN_BODY));
+}
