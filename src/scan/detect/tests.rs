@@ -735,3 +735,38 @@ fn triggers_are_digit_run_starts_with_lengths_and_at_signs_across_blocks_and_spa
     assert_eq!(Triggers::new(&[b'7'; 64]).collect::<Vec<_>>(), vec![(0, 64)]);
     assert_eq!(Triggers::new(&[b'7'; 1024]).collect::<Vec<_>>(), vec![(0, 1024)]);
 }
+
+#[test]
+fn span_masks_match_the_bytes_with_every_classifier_and_a_padded_tail() {
+    // Two spans of random digits, `@` and other bytes, the second cut short
+    // mid-block: the dispatching classifier, the scalar definition and a
+    // byte-by-byte reading agree on every block, NUL padding included.
+    let mut r = Rng(11);
+    let text: Vec<u8> = (0..SPAN + 700)
+        .map(|_| b"0123456789@ ax-\xc3"[r.below(16)])
+        .collect();
+    for base in [0, SPAN] {
+        let fast = span_masks(&text, base);
+        let scalar = span_masks_with(bytes::Scalar, &text, base);
+        for b in 0..=SPAN_BLOCKS {
+            let (mut digit, mut at) = (0u64, 0u64);
+            for i in 0..bytes::BLOCK {
+                match text.get(base + b * bytes::BLOCK + i) {
+                    Some(c) if c.is_ascii_digit() => digit |= 1 << i,
+                    Some(b'@') => at |= 1 << i,
+                    _ => {}
+                }
+            }
+            assert_eq!(
+                (fast[b].digit, fast[b].at),
+                (digit, at),
+                "block {b} of span at {base}"
+            );
+            assert_eq!(
+                (scalar[b].digit, scalar[b].at),
+                (digit, at),
+                "block {b} of span at {base}"
+            );
+        }
+    }
+}
