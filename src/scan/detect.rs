@@ -824,7 +824,10 @@ fn may_start_shape(hay: &[u8], t: usize, p: usize, run_end: usize) -> bool {
     let short = || {
         sep_then_digit(b"-./ ")
             || next == b'('
-            || (next == b' ' && (next2 == b'(' || starts_month(hay, run_end + 1)))
+            // "1 (555) ...", "1-(555) ...", "1.(555) ..." (the `1[-. ]?` of
+            // a phone number before its area code).
+            || (matches!(next, b' ' | b'-' | b'.') && next2 == b'(')
+            || (next == b' ' && starts_month(hay, run_end + 1))
             || (next == b'-' && starts_month(hay, run_end + 1))
             || starts_month(hay, run_end)
             || ordinal(next, next2)
