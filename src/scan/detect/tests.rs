@@ -774,3 +774,77 @@ fn span_masks_match_the_bytes_with_every_classifier_and_a_padded_tail() {
         }
     }
 }
+
+#[test]
+fn the_prefilter_accepts_every_start_the_shape_automaton_matches() {
+    // Random strings of digit groups, separators, parentheses, plus signs,
+    // letters and month names: wherever the automaton matches from a
+    // digit run's token (or the `(` or `+` before it), `may_start_shape`
+    // (or the month name before it) must let the run through.
+    const PIECES: &[&str] = &[
+        "1",
+        "5",
+        "12",
+        "078",
+        "555",
+        "2024",
+        "4111",
+        "822463",
+        "1234567",
+        "-",
+        ".",
+        "/",
+        " ",
+        "  ",
+        "(",
+        ")",
+        "+",
+        ",",
+        "A",
+        "E",
+        "AB",
+        "x",
+        "st",
+        "th",
+        "Mar",
+        "March",
+        "Sept.",
+        "of ",
+        "(212) 555-1234",
+        "555-1234",
+        "1111 1111",
+        "-05-",
+        "/05/",
+    ];
+    let automata = automata();
+    let mut r = Rng(0x5EED_0003);
+    for _ in 0..200_000 {
+        let text: String = (0..r.below(12)).map(|_| PIECES[r.below(PIECES.len())]).collect();
+        let hay = text.as_bytes();
+        for p in 0..hay.len() {
+            if !hay[p].is_ascii_digit() || (p > 0 && hay[p - 1].is_ascii_digit()) {
+                continue;
+            }
+            let run_end = p + hay[p..].iter().take_while(|b| b.is_ascii_digit()).count();
+            // The token's first run (a later one is behind the frontier
+            // the first one leaves).
+            let Some(t) = token_start(hay, p, 0).filter(|&t| !hay[t..p].iter().any(u8::is_ascii_digit))
+            else {
+                continue;
+            };
+            let punct = t
+                .checked_sub(1)
+                .filter(|&i| matches!(hay.get(i), Some(b'(' | b'+')));
+            let matched = [punct, Some(t)]
+                .into_iter()
+                .flatten()
+                .any(|c| automata.shapes.dfa.find(hay, c).is_some());
+            if matched {
+                assert!(
+                    month_before(hay, t, 0).is_some() || may_start_shape(hay, t, p, run_end),
+                    "the prefilter drops a shape start in {text:?} at {p}"
+                );
+            }
+        }
+    }
+}
