@@ -59,8 +59,10 @@ COPY --chown=root:ward --chmod=0640 conf/container.toml /etc/ward/ward.toml
 VOLUME ["/var/lib/ward"]
 WORKDIR /var/lib/ward
 
-# 25: SMTP with STARTTLS; 465: implicit TLS; 2525: alternative SMTP port.
-EXPOSE 25 465 2525
+# 25: SMTP with STARTTLS; 465: implicit TLS; 2525: alternative SMTP port;
+# 8443: the pickup portal (HTTPS, when [portal] is enabled); 9465: /metrics
+# and the status API (publish only to the monitoring network).
+EXPOSE 25 465 2525 8443 9465
 
 USER ward:ward
 STOPSIGNAL SIGTERM

@@ -1532,6 +1532,11 @@ impl Config {
                         vec![K("relay"), K("tenant_header"), K("tenant"), I(i), K("secret")],
                         "secret must be at least 24 printable ASCII characters without spaces".into(),
                     );
+                } else if s.to_ascii_uppercase().starts_with("REPLACE") {
+                    bad(
+                        vec![K("relay"), K("tenant_header"), K("tenant"), I(i), K("secret")],
+                        "secret is still the example's placeholder: put the output of `openssl rand -hex 24` here (and the same value in the provider's header rule)".into(),
+                    );
                 }
             }
         }

@@ -284,6 +284,72 @@ async fn queue_commands_against_a_running_server() {
     assert!(!w.log().contains("SECRET-SUBJECT"));
 }
 
+/// Quarantined copies wait for an administrator: `release` and `retry`
+/// leave them alone; `unquarantine` sends them, as `deliver` or (the
+/// default) `protect`, which still demands verified TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantined_mail_leaves_quarantine_only_by_unquarantine() {
+    let mx = TestMx::plain().await;
+    let w = Ward::start(&format!(
+        "{}[[policy.rule]]\nrecipient = \"q@partner.test\"\naction = \"quarantine\"\n",
+        route_config(mx.port(), "1s")
+    ));
+    let one = send(&w, &["q@partner.test", "a@partner.test"], &message("review-one")).await;
+    let two = send(&w, &["q@partner.test"], &message("review-two")).await;
+    mx.wait_for(1, LONG).await;
+    assert_eq!(
+        copy_states(&w, &one),
+        ["quarantined"],
+        "a@ was delivered, q@ waits"
+    );
+    let (code, out, _) = cli(&w, &["queue", "release", &one]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("0 copies released; 1 were not held"), "{out}");
+    let (_, out, _) = cli(&w, &["queue", "retry", &one]);
+    assert!(out.contains("0 copies due now; 1 held or quarantined"), "{out}");
+
+    let (code, out, err) = cli(&w, &["queue", "unquarantine", &one, "--as", "deliver"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("1 copies released from quarantine as deliver"),
+        "{out}"
+    );
+    let deadline = Instant::now() + LONG;
+    while mx
+        .received()
+        .iter()
+        .filter(|m| m.rcpt_to == ["q@partner.test"])
+        .count()
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the released copy was not delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(delivered_to(&mx, "review-one"), 2);
+
+    // The default, protect: no verified TLS here, so it waits, no longer
+    // quarantined, and is not sent in the clear.
+    let (code, out, err) = cli(&w, &["queue", "unquarantine", &two]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("as protect"), "{out}");
+    wait_state(&w, &two, "deferred").await;
+    let v = show_json(&w, &two);
+    assert_eq!(v["copies"][0]["policy"], "protect", "{v}");
+    assert_eq!(delivered_to(&mx, "review-two"), 0);
+    let (_, out, _) = cli(&w, &["queue", "unquarantine", &two]);
+    assert!(
+        out.contains("0 copies released from quarantine as protect; 1 were not quarantined"),
+        "{out}"
+    );
+    let (code, _, err) = cli(&w, &["queue", "unquarantine", "0123456789abcdef0123456789abcdef"]);
+    assert_eq!(code, Some(1), "{err}");
+    let deadline = Instant::now() + LONG;
+    while !(audit_has(&w.dir, "queue_unquarantine", &one) && audit_has(&w.dir, "queue_unquarantine", &two)) {
+        assert!(Instant::now() < deadline, "{}", audit_text(&w.dir));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_commands_with_ward_stopped_and_refusals() {
     let port = dead_port();

@@ -258,6 +258,10 @@ fn check_config_accepts_the_provider_examples() {
             ("/etc/ward/tls/fullchain.pem", cert.cert_file.to_str().unwrap()),
             ("/etc/ward/tls/privkey.pem", cert.key_file.to_str().unwrap()),
             ("/var/lib/ward", tmp.path().to_str().unwrap()),
+            (
+                "REPLACE-with-openssl-rand-hex-24-output",
+                "3f9c2a7d41e8b6c05d92f1a8e4b7c3d6a2f9e1b8c4d7a3e6",
+            ),
         ] {
             assert!(text.contains(from), "{f} no longer names {from}");
             text = text.replace(from, to);
@@ -271,9 +275,18 @@ fn check_config_accepts_the_provider_examples() {
             assert!(text.contains(t), "{f}: {t}");
         }
         let path = tmp.path().join(f);
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, &text).unwrap();
         let (status, out, err) = ward_cli(&["check-config", "--config", path.to_str().unwrap()]);
         assert!(status.success(), "{f}: {err}");
         assert!(out.contains("configuration is valid"), "{out}");
+        // As shipped, the placeholder secret is refused with what to do.
+        let placeholder = text.replace(
+            "3f9c2a7d41e8b6c05d92f1a8e4b7c3d6a2f9e1b8c4d7a3e6",
+            "REPLACE-with-openssl-rand-hex-24-output",
+        );
+        std::fs::write(&path, placeholder).unwrap();
+        let (status, _, err) = ward_cli(&["check-config", "--config", path.to_str().unwrap()]);
+        assert_eq!(status.code(), Some(1), "{f}");
+        assert!(err.contains("openssl rand -hex 24"), "{err}");
     }
 }

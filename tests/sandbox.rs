@@ -357,6 +357,47 @@ async fn reports_are_kept_and_protected_copies_wait_without_the_portal() {
     );
     assert_eq!(list.len(), 2, "{list:?}");
     assert_eq!(mx.connections(), 0);
+
+    // A backup of the running Ward holds the outbox; restored elsewhere
+    // (with the key), the same copies list and open there.
+    let dest = tmp.path().join("backup");
+    let (status, out, err) = ward_cli(&[
+        "backup",
+        dest.to_str().unwrap(),
+        "--include-key",
+        "--config",
+        &cfg,
+    ]);
+    assert!(status.success(), "{out}{err}");
+    let manifest = std::fs::read_to_string(dest.join("manifest.json")).unwrap();
+    assert!(manifest.contains("\"sandbox/"), "{manifest}");
+    let restored = tmp.path().join("restored");
+    let (status, out, err) = ward_cli(&[
+        "restore",
+        dest.to_str().unwrap(),
+        "--data-dir",
+        restored.to_str().unwrap(),
+    ]);
+    assert!(status.success(), "{out}{err}");
+    let cfg2 = tmp.path().join("restored.toml");
+    std::fs::write(
+        &cfg2,
+        format!("[server]\ndata_dir = \"{}\"\n", restored.display()),
+    )
+    .unwrap();
+    let (status, out, err) = ward_cli(&["sandbox", "list", "--json", "--config", cfg2.to_str().unwrap()]);
+    assert!(status.success(), "{err}");
+    let again: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(again, list);
+    let (status, shown, err) = ward_cli(&[
+        "sandbox",
+        "show",
+        report["id"].as_str().unwrap(),
+        "--config",
+        cfg2.to_str().unwrap(),
+    ]);
+    assert!(status.success(), "{err}");
+    assert!(shown.contains("Action: relayed"), "{shown}");
 }
 
 /// `ward keys rotate --destroy-old` against Ward in sandbox mode: the kept

@@ -54,6 +54,23 @@ pub enum QueueCommand {
     /// Remove the message and destroy its key. The sender gets no report;
     /// the audit trail records it.
     Delete { id: String },
+    /// Release a message's quarantined copies after review: they are
+    /// delivered under `--as` (default `protect`: verified TLS or the
+    /// pickup portal; `deliver`: the destination's TLS policy) and are due
+    /// now. Other copies are left as they are.
+    Unquarantine {
+        id: String,
+        /// The action the released copies get.
+        #[arg(long = "as", value_enum, default_value_t = ReleaseAs::Protect)]
+        release_as: ReleaseAs,
+    },
+}
+
+/// What quarantined copies become when released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReleaseAs {
+    Protect,
+    Deliver,
 }
 
 #[derive(Subcommand, Debug)]
@@ -225,6 +242,13 @@ pub fn queue(command: QueueCommand, config: &Config) -> ExitCode {
         QueueCommand::Hold { id } => (action("hold", Some(id.clone())), false),
         QueueCommand::Release { id } => (action("release", Some(id.clone())), false),
         QueueCommand::Delete { id } => (action("delete", Some(id.clone())), false),
+        QueueCommand::Unquarantine { id, release_as } => {
+            let a = match release_as {
+                ReleaseAs::Protect => "unquarantine-protect",
+                ReleaseAs::Deliver => "unquarantine-deliver",
+            };
+            (action(a, Some(id.clone())), false)
+        }
     };
     let v = match request(config, req, timeout) {
         Ok(v) => v,
@@ -284,6 +308,19 @@ pub fn queue(command: QueueCommand, config: &Config) -> ExitCode {
                 o["changed"],
                 note(o, "unchanged", "were not held"),
                 note(o, "quarantined", "still quarantined by policy")
+            );
+        }
+        QueueCommand::Unquarantine { id, release_as } => {
+            let o = &v["outcome"];
+            println!(
+                "{}: {} copies released from quarantine as {}{}",
+                id.trim(),
+                o["changed"],
+                match release_as {
+                    ReleaseAs::Protect => "protect",
+                    ReleaseAs::Deliver => "deliver",
+                },
+                note(o, "unchanged", "were not quarantined")
             );
         }
         QueueCommand::Delete { id } => {

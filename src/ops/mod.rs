@@ -162,6 +162,8 @@ async fn queue_action(ops: &Ops, action: &str, id: Option<&str>) -> Value {
         "hold" => AdminAction::Hold,
         "release" => AdminAction::Release,
         "delete" => AdminAction::Delete,
+        "unquarantine-protect" => AdminAction::Unquarantine(crate::config::PolicyAction::Protect),
+        "unquarantine-deliver" => AdminAction::Unquarantine(crate::config::PolicyAction::Deliver),
         other => return failure(format!("unknown queue action `{other}`")),
     };
     let target = match id {

@@ -64,6 +64,10 @@ pub enum AdminAction {
     Release,
     /// Remove the message, its copies and its wrapped key.
     Delete,
+    /// An administrator reviewed quarantined copies: they leave
+    /// quarantine under this action (`protect` or `deliver`) and are due
+    /// now (unless also held).
+    Unquarantine(crate::config::PolicyAction),
 }
 
 impl AdminAction {
@@ -74,6 +78,7 @@ impl AdminAction {
             AdminAction::Hold => "queue_hold",
             AdminAction::Release => "queue_release",
             AdminAction::Delete => "queue_delete",
+            AdminAction::Unquarantine(_) => "queue_unquarantine",
         }
     }
 }
@@ -245,6 +250,17 @@ impl Writer {
                         batch.insert(&c[..], encode_json(&rec));
                         out.changed += 1;
                     }
+                    AdminAction::Unquarantine(_) if !rec.is_quarantined() => out.unchanged += 1,
+                    AdminAction::Unquarantine(to) => {
+                        rec.policy.action = to;
+                        rec.policy.reason = "released from quarantine by an administrator".into();
+                        if !rec.admin_hold {
+                            rec.next_attempt_ms = now;
+                            batch.insert(&d_key(now, &id, idx)[..], &[][..]);
+                        }
+                        batch.insert(&c[..], encode_json(&rec));
+                        out.changed += 1;
+                    }
                     AdminAction::Delete => unreachable!("handled above"),
                 }
             }
@@ -348,7 +364,11 @@ impl Queue {
             .submit(|tx| Op::Admin(target, action, tx))?
             .await
             .map_err(|_| QueueError::Gone)??;
-        if matches!(action, AdminAction::Retry | AdminAction::Release) && out.changed > 0 {
+        if matches!(
+            action,
+            AdminAction::Retry | AdminAction::Release | AdminAction::Unquarantine(_)
+        ) && out.changed > 0
+        {
             self.inner.arrivals.notify_one();
         }
         Ok(out)

@@ -388,13 +388,16 @@ impl Detector {
         };
         match shape {
             Shape::DateNumeric | Shape::DateIso | Shape::DateText => {
-                if !shapes::date_valid(shape, span) {
-                    return None;
-                }
+                // The label first: most dates in mail have none (meetings,
+                // invoices), and finding that out is cheaper than the
+                // calendar check.
                 let keyword = match label {
                     Label::Anchor(kinds, k) if kinds & bit(Kind::Dob) != 0 => Some(k),
                     _ => ctx.label_after(end, Kind::Dob),
                 }?;
+                if !shapes::date_valid(shape, span) {
+                    return None;
+                }
                 found(Kind::Dob, Confidence::High, Some(keyword))
             }
             Shape::Mbi => graded(Kind::Mbi),
@@ -821,7 +824,10 @@ fn may_start_shape(hay: &[u8], t: usize, p: usize, run_end: usize) -> bool {
     let short = || {
         sep_then_digit(b"-./ ")
             || next == b'('
-            || (next == b' ' && (next2 == b'(' || starts_month(hay, run_end + 1)))
+            // "1 (555) ...", "1-(555) ...", "1.(555) ..." (the `1[-. ]?` of
+            // a phone number before its area code).
+            || (matches!(next, b' ' | b'-' | b'.') && next2 == b'(')
+            || (next == b' ' && starts_month(hay, run_end + 1))
             || (next == b'-' && starts_month(hay, run_end + 1))
             || starts_month(hay, run_end)
             || ordinal(next, next2)
@@ -1006,25 +1012,58 @@ fn isolated(hay: &[u8], start: usize, end: usize) -> bool {
     !glued_before && !glued_after
 }
 
-/// The masks of the block at `base`; past the end of the text, a partial
-/// block is padded with NULs (not word bytes, so they start and continue
-/// nothing).
-#[inline]
-fn block_masks(hay: &[u8], base: usize) -> bytes::Masks {
+/// The masks of the block at `base`, by classifier `c`; past the end of
+/// the text, a partial block is padded with NULs (not word bytes, so they
+/// start and continue nothing).
+#[inline(always)]
+fn block_masks<C: bytes::Classify>(c: C, hay: &[u8], base: usize) -> bytes::Masks {
     match hay
         .get(base..base + bytes::BLOCK)
         .and_then(|s| <&[u8; bytes::BLOCK]>::try_from(s).ok())
     {
-        Some(block) => bytes::classify(block),
+        Some(block) => c.classify(block),
         None => {
             let rest = hay.get(base..).unwrap_or_default();
             let mut tail = [0u8; bytes::BLOCK];
             for (t, b) in tail.iter_mut().zip(rest) {
                 *t = *b;
             }
-            bytes::classify(&tail)
+            c.classify(&tail)
         }
     }
+}
+
+/// The masks of a span's blocks and of the block after it, with the
+/// fastest classifier this CPU has (one dispatch per span, so the
+/// classifier inlines into the loop).
+fn span_masks(hay: &[u8], base: usize) -> [DigitsAt; SPAN_BLOCKS + 1] {
+    struct Span<'h>(&'h [u8], usize);
+    impl bytes::Task for Span<'_> {
+        type Out = [DigitsAt; SPAN_BLOCKS + 1];
+        #[inline(always)]
+        fn run<C: bytes::Classify>(self, c: C) -> Self::Out {
+            span_masks_with(c, self.0, self.1)
+        }
+    }
+    bytes::with_fastest(Span(hay, base))
+}
+
+#[inline(always)]
+fn span_masks_with<C: bytes::Classify>(c: C, hay: &[u8], base: usize) -> [DigitsAt; SPAN_BLOCKS + 1] {
+    std::array::from_fn(|b| {
+        let m = block_masks(c, hay, base + b * bytes::BLOCK);
+        DigitsAt {
+            digit: m.digit,
+            at: m.at,
+        }
+    })
+}
+
+/// The masks `Triggers` uses of a block: digits and `@`.
+#[derive(Clone, Copy)]
+struct DigitsAt {
+    digit: u64,
+    at: u64,
 }
 
 /// The identifier triggers of a text, in order: the first digit of each
@@ -1075,9 +1114,8 @@ impl<'h> Triggers<'h> {
     fn fill(&mut self) {
         self.n = 0;
         self.next = 0;
-        let mut masks = block_masks(self.hay, self.span);
-        for b in 0..SPAN_BLOCKS {
-            let next = block_masks(self.hay, self.span + (b + 1) * bytes::BLOCK);
+        let all = span_masks(self.hay, self.span);
+        for (b, masks) in all.iter().take(SPAN_BLOCKS).enumerate() {
             self.digits[b * 8..b * 8 + 8].copy_from_slice(&masks.digit.to_le_bytes());
             let starts = masks.digit & !((masks.digit << 1) | self.prev_digit);
             self.prev_digit = masks.digit >> 63;
@@ -1087,9 +1125,8 @@ impl<'h> Triggers<'h> {
                 &mut self.list,
                 self.n,
             );
-            masks = next;
         }
-        self.digits[SPAN_BLOCKS * 8..].copy_from_slice(&masks.digit.to_le_bytes());
+        self.digits[SPAN_BLOCKS * 8..].copy_from_slice(&all[SPAN_BLOCKS].digit.to_le_bytes());
     }
 
     /// Length of the digit run at span offset `s` (0 for an `@`).

@@ -39,15 +39,36 @@ pub(super) trait Classify: Copy {
     fn classify(self, block: &[u8; BLOCK]) -> Masks;
 }
 
-/// Classifies one block with the baseline instruction set of the build
-/// (SSE2 on x86-64, else the scalar loop): for passes that touch each block
-/// once and need no runtime detection.
-#[inline]
-pub(super) fn classify(block: &[u8; BLOCK]) -> Masks {
+/// Work generic over the classifier, for [`with_fastest`].
+pub(super) trait Task {
+    type Out;
+    fn run<C: Classify>(self, c: C) -> Self::Out;
+}
+
+/// Runs `task` with the fastest classifier this CPU has: AVX2 when the CPU
+/// has it (asked once per call: a load and a test), else the baseline of
+/// the build. The AVX2 case runs in a function compiled for AVX2, so the
+/// task (`#[inline(always)]` down to the classifier) inlines into it and
+/// its bit loops use `tzcnt`, `popcnt` and `shlx`.
+#[inline(always)]
+pub(super) fn with_fastest<T: Task>(task: T) -> T::Out {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(avx2) = Avx2::detect() {
+        // SAFETY: an `Avx2` value exists only when the CPU has AVX2, BMI1,
+        // BMI2, POPCNT and LZCNT (`Avx2::detect`), which is all that
+        // `run_avx2` requires.
+        return unsafe { run_avx2(avx2, task) };
+    }
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    return Sse2.classify(block);
+    return task.run(Sse2);
     #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-    return Scalar.classify(block);
+    return task.run(Scalar);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,bmi1,bmi2,popcnt,lzcnt")]
+fn run_avx2<T: Task>(avx2: Avx2, task: T) -> T::Out {
+    task.run(avx2)
 }
 
 /// The portable definition the SIMD paths must agree with (used by the

@@ -309,6 +309,9 @@ fn phones() {
         ("1-800-555-0199", "1-800-555-0199"),
         ("+12125551234", "+12125551234"),
         ("(212)555-1234", "(212)555-1234"),
+        ("call 1-(212) 555-1234", "1-(212) 555-1234"),
+        ("call 1.(212) 555-1234", "1.(212) 555-1234"),
+        ("call 1 (212) 555-1234", "1 (212) 555-1234"),
     ] {
         finds(text, Kind::Phone, value);
     }
@@ -686,6 +689,7 @@ fn prefilter_loses_nothing_on_realistic_text() {
         "Patient DOB: 03/05/1980, MRN: 00123456. ",
         "SSN 536-22-8726; NPI 1234567893; DEA AB1234563. ",
         "Call (212) 555-1234 or +1 800 555 0199. ",
+        "Or 1-(212) 555-1234, 1.(212) 555-1234 or 1 (212) 555-1234. ",
         "Card 4111 1111 1111 1111 exp 09/27. ",
         "Dx: E11.9, I10; part A12.3 on order #4829301847. ",
         "Version 3.6.8 shipped 2024-03-05. ",
@@ -734,4 +738,113 @@ fn triggers_are_digit_run_starts_with_lengths_and_at_signs_across_blocks_and_spa
     assert_eq!(Triggers::new(b"").count(), 0);
     assert_eq!(Triggers::new(&[b'7'; 64]).collect::<Vec<_>>(), vec![(0, 64)]);
     assert_eq!(Triggers::new(&[b'7'; 1024]).collect::<Vec<_>>(), vec![(0, 1024)]);
+}
+
+#[test]
+fn span_masks_match_the_bytes_with_every_classifier_and_a_padded_tail() {
+    // Two spans of random digits, `@` and other bytes, the second cut short
+    // mid-block: the dispatching classifier, the scalar definition and a
+    // byte-by-byte reading agree on every block, NUL padding included.
+    let mut r = Rng(11);
+    let text: Vec<u8> = (0..SPAN + 700)
+        .map(|_| b"0123456789@ ax-\xc3"[r.below(16)])
+        .collect();
+    for base in [0, SPAN] {
+        let fast = span_masks(&text, base);
+        let scalar = span_masks_with(bytes::Scalar, &text, base);
+        for b in 0..=SPAN_BLOCKS {
+            let (mut digit, mut at) = (0u64, 0u64);
+            for i in 0..bytes::BLOCK {
+                match text.get(base + b * bytes::BLOCK + i) {
+                    Some(c) if c.is_ascii_digit() => digit |= 1 << i,
+                    Some(b'@') => at |= 1 << i,
+                    _ => {}
+                }
+            }
+            assert_eq!(
+                (fast[b].digit, fast[b].at),
+                (digit, at),
+                "block {b} of span at {base}"
+            );
+            assert_eq!(
+                (scalar[b].digit, scalar[b].at),
+                (digit, at),
+                "block {b} of span at {base}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_prefilter_accepts_every_start_the_shape_automaton_matches() {
+    // Random strings of digit groups, separators, parentheses, plus signs,
+    // letters and month names: wherever the automaton matches from a
+    // digit run's token (or the `(` or `+` before it), `may_start_shape`
+    // (or the month name before it) must let the run through.
+    const PIECES: &[&str] = &[
+        "1",
+        "5",
+        "12",
+        "078",
+        "555",
+        "2024",
+        "4111",
+        "822463",
+        "1234567",
+        "-",
+        ".",
+        "/",
+        " ",
+        "  ",
+        "(",
+        ")",
+        "+",
+        ",",
+        "A",
+        "E",
+        "AB",
+        "x",
+        "st",
+        "th",
+        "Mar",
+        "March",
+        "Sept.",
+        "of ",
+        "(212) 555-1234",
+        "555-1234",
+        "1111 1111",
+        "-05-",
+        "/05/",
+    ];
+    let automata = automata();
+    let mut r = Rng(0x5EED_0003);
+    for _ in 0..200_000 {
+        let text: String = (0..r.below(12)).map(|_| PIECES[r.below(PIECES.len())]).collect();
+        let hay = text.as_bytes();
+        for p in 0..hay.len() {
+            if !hay[p].is_ascii_digit() || (p > 0 && hay[p - 1].is_ascii_digit()) {
+                continue;
+            }
+            let run_end = p + hay[p..].iter().take_while(|b| b.is_ascii_digit()).count();
+            // The token's first run (a later one is behind the frontier
+            // the first one leaves).
+            let Some(t) = token_start(hay, p, 0).filter(|&t| !hay[t..p].iter().any(u8::is_ascii_digit))
+            else {
+                continue;
+            };
+            let punct = t
+                .checked_sub(1)
+                .filter(|&i| matches!(hay.get(i), Some(b'(' | b'+')));
+            let matched = [punct, Some(t)]
+                .into_iter()
+                .flatten()
+                .any(|c| automata.shapes.dfa.find(hay, c).is_some());
+            if matched {
+                assert!(
+                    month_before(hay, t, 0).is_some() || may_start_shape(hay, t, p, run_end),
+                    "the prefilter drops a shape start in {text:?} at {p}"
+                );
+            }
+        }
+    }
 }

@@ -74,25 +74,15 @@ pub(super) struct Words {
 
 /// Pass one, with the fastest classifier this CPU has.
 pub(super) fn scan(lexicon: &Lexicon, hay: &[u8]) -> Words {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(avx2) = bytes::Avx2::detect() {
-        // SAFETY: an `Avx2` value exists only when the CPU has AVX2, BMI1,
-        // BMI2, POPCNT and LZCNT (`Avx2::detect`), which is all that
-        // `scan_avx2` requires.
-        return unsafe { scan_avx2(avx2, lexicon, hay) };
+    struct Pass<'a>(&'a Lexicon, &'a [u8]);
+    impl bytes::Task for Pass<'_> {
+        type Out = Words;
+        #[inline(always)]
+        fn run<C: Classify>(self, c: C) -> Words {
+            scan_with(c, self.0, self.1)
+        }
     }
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    return scan_with(bytes::Sse2, lexicon, hay);
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-    return scan_with(bytes::Scalar, lexicon, hay);
-}
-
-/// The whole pass compiled for AVX2 CPUs, so that the classifier inlines
-/// and the bit loops use `tzcnt`, `popcnt` and `shlx`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,bmi1,bmi2,popcnt,lzcnt")]
-fn scan_avx2(avx2: bytes::Avx2, lexicon: &Lexicon, hay: &[u8]) -> Words {
-    scan_with(avx2, lexicon, hay)
+    bytes::with_fastest(Pass(lexicon, hay))
 }
 
 /// What carries from one chunk to the next.
