@@ -250,7 +250,12 @@ async fn a_retired_key_file_beside_the_key_still_reads_its_records() {
     assert_ne!(std::fs::read_to_string(data.join("master.key")).unwrap(), old);
     w.terminate();
 
-    // Without it, Ward refuses to start and names the missing key.
+    // Without it, Ward refuses to start and names the missing key (the
+    // destination down again, so the message stays queued).
+    drop(mx);
+    let moved = config.replace(&format!(":{port}\""), &format!(":{}\"", dead_port()));
+    assert_ne!(moved, config);
+    let config = moved;
     let mut w2 = common::process::Ward::start(&config);
     let mut c = SmtpClient::connect(w2.smtp()).await;
     c.ehlo("client.test").await;
