@@ -1159,4 +1159,38 @@ mod tests {
         assert!(!store.content_path(&stray).exists() && !store.key_path(&stray).exists());
         assert_eq!(store.open_message(&rec.id).unwrap(), BODY);
     }
+
+    /// Escrows keep running while the keyring switches and the pass runs,
+    /// each old key dropped as soon as its pass returned: every pickup
+    /// still opens (no escrow sealed under an old key was missed), and
+    /// every key file names the current key.
+    #[test]
+    fn rewrap_during_escrows_leaves_nothing_under_a_dropped_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ring = master();
+        let store = PickupStore::open(tmp.path(), ring.clone(), settings()).unwrap();
+        let escrows: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..25)
+                        .map(|_| store.escrow(new_pickup(), 1_000).unwrap().0.id)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut rewrapped = 0;
+        for round in 0..12u8 {
+            std::thread::sleep(Duration::from_millis(3));
+            let old = ring.make_current(MasterKey::from_bytes(&[20 + round; 32]));
+            rewrapped += store.rewrap_keys().unwrap();
+            assert!(ring.forget(old));
+        }
+        let ids: Vec<PickupId> = escrows.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        assert!(rewrapped > 0);
+        assert_eq!(store.key_ids().unwrap(), vec![(ring.id(), ids.len())]);
+        for id in &ids {
+            assert_eq!(store.open_message(id).unwrap(), BODY);
+        }
+    }
 }
