@@ -20,18 +20,24 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 
 # Dependency cache: compile every dependency against stub sources, so this
-# layer is rebuilt only when Cargo.toml or Cargo.lock change. (If Cargo.toml
-# ever names explicit [[bench]]/[[test]]/[[example]] targets, stub them here
-# too.)
+# layer is rebuilt only when Cargo.toml or Cargo.lock change. Cargo refuses a
+# manifest whose explicit targets are missing, so the [[bench]] targets of
+# Cargo.toml are stubbed too (tests/packaging.rs checks this list).
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+RUN mkdir src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
+    && echo 'fn main() {}' > benches/scan.rs \
     && cargo build --release --locked \
-    && rm -rf src target/release/ward target/release/deps/ward-* \
+    && rm -rf src benches target/release/ward target/release/deps/ward-* \
         target/release/deps/libward-* target/release/.fingerprint/ward-*
 
+# What the build reads: the sources, the portal's templates (compiled in by
+# askama and include_str!), the benchmark targets the manifest names, and
+# the configuration files.
 COPY src ./src
+COPY templates ./templates
+COPY benches ./benches
 COPY conf ./conf
 RUN cargo build --release --locked \
     && install -m 0755 target/release/ward /usr/local/bin/ward
