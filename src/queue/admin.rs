@@ -553,7 +553,7 @@ mod tests {
     }
 
     fn open(dir: &Path) -> Queue {
-        Queue::open(dir, 8 << 20, Arc::new(MasterKey::from_bytes(&[5u8; 32]))).unwrap()
+        crate::queue::tests::open_when_free(dir, Arc::new(MasterKey::from_bytes(&[5u8; 32])))
     }
 
     async fn claim(q: &Queue) -> Vec<(QueueId, u32, CopyRecord)> {

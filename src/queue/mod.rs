@@ -1275,6 +1275,28 @@ mod tests {
         c.into_iter().map(|c| (c.id, c.idx)).collect()
     }
 
+    fn open(dir: &Path) -> Queue {
+        open_when_free(dir, key())
+    }
+
+    /// Opens the queue in `dir`, waiting while a queue this process
+    /// closed a moment ago still holds the database lock (sled's I/O
+    /// threads let go of it shortly after the last handle; a restart in a
+    /// new process never meets this).
+    pub(crate) fn open_when_free(dir: &Path, key: Arc<MasterKey>) -> Queue {
+        let mut tries = 0;
+        loop {
+            match Queue::open(dir, 8 << 20, key.clone()) {
+                Ok(q) => return q,
+                Err(QueueError::Db(sled::Error::Io(e))) if tries < 500 && e.to_string().contains("lock") => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("queue open: {e}"),
+            }
+        }
+    }
+
     fn key() -> Arc<MasterKey> {
         Arc::new(MasterKey::from_bytes(&[9u8; 32]))
     }
@@ -1306,7 +1328,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn message_ids_find_their_messages_until_the_statuses_are_purged() {
         let dir = temp_dir("msgid");
-        let q = Queue::open(&dir, 8 << 20, key()).unwrap();
+        let q = open(&dir);
         let body = b"Message-ID: <same@h.example>\r\nSubject: x\r\n\r\nbody\r\n";
         let a = q.enqueue(message(body, &["a@x.example"])).await.unwrap();
         let b = q.enqueue(message(body, &["b@x.example"])).await.unwrap();
@@ -1363,7 +1385,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn enqueue_claim_finish_and_shred() {
         let dir = temp_dir("cycle");
-        let q = Queue::open(&dir, 8 << 20, key()).unwrap();
+        let q = open(&dir);
         let body = b"Subject: x\r\n\r\nPLAINTEXT-MARKER-4242\r\n";
         let id = q
             .enqueue(message(body, &["a@x.example", "b@y.example"]))
@@ -1436,12 +1458,12 @@ mod tests {
         let dir = temp_dir("reopen");
         let id;
         {
-            let q = Queue::open(&dir, 8 << 20, key()).unwrap();
+            let q = open(&dir);
             id = q.enqueue(message(b"hello\r\n", &["a@x.example"])).await.unwrap();
             assert_eq!(ids(q.claim_due(now_ms() + 1, 10).await.unwrap()), vec![(id, 0)]);
             q.close();
         }
-        let q = Queue::open(&dir, 8 << 20, key()).unwrap();
+        let q = open(&dir);
         assert_eq!(ids(q.claim_due(now_ms() + 1, 10).await.unwrap()), vec![(id, 0)]);
         q.close();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -1450,7 +1472,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reschedule_moves_due_time() {
         let dir = temp_dir("resched");
-        let q = Queue::open(&dir, 8 << 20, key()).unwrap();
+        let q = open(&dir);
         let id = q.enqueue(message(b"hello\r\n", &["a@x.example"])).await.unwrap();
         q.claim_due(now_ms() + 1, 10).await.unwrap();
         let mut rec = q.copy(id, 0).await.unwrap().unwrap();
@@ -1475,10 +1497,12 @@ mod tests {
             ..CopyPolicy::default()
         };
         {
-            let q = Queue::open(&dir, 8 << 20, key()).unwrap();
+            let q = open(&dir);
+            // Before the message (and its id, which holds the arrival
+            // time) is made.
+            let before = now_ms();
             let mut m = message(b"x\r\n", &["a@x.example", "b@y.example"]);
             m.policies = vec![held.clone(), CopyPolicy::default()];
-            let before = now_ms();
             q.enqueue(m).await.unwrap();
             let oldest = q.counts().await.unwrap().oldest_received_ms.unwrap();
             assert!(oldest >= before && oldest <= now_ms(), "{oldest}");
@@ -1487,7 +1511,7 @@ mod tests {
             assert_eq!(claimed[0].copy.recipient.address, "b@y.example");
             q.close();
         }
-        let q = Queue::open(&dir, 8 << 20, key()).unwrap();
+        let q = open(&dir);
         let claimed = q.claim_due(now_ms() + 1, 10).await.unwrap();
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].copy.recipient.address, "b@y.example");
@@ -1499,7 +1523,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn large_messages_are_chunked_and_round_trip() {
         let dir = temp_dir("large");
-        let q = Queue::open(&dir, 8 << 20, key()).unwrap();
+        let q = open(&dir);
         let body: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i| (i % 251) as u8).collect();
         let id = q.enqueue(message(&body, &["a@x.example"])).await.unwrap();
         assert_eq!(q.load(id).await.unwrap().1, body);
@@ -1516,7 +1540,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn content_is_not_on_disk_in_the_clear() {
         let dir = temp_dir("grep");
-        let q = Queue::open(&dir, 8 << 20, key()).unwrap();
+        let q = open(&dir);
         let marker = b"PHI-MARKER-123-45-6789-UNIQUE";
         let mut body = b"Subject: test\r\n\r\n".to_vec();
         for _ in 0..50 {
