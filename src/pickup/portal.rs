@@ -760,19 +760,26 @@ async fn reply(
         "Your reply is too long: it can have at most {} characters.",
         p.max_reply
     );
+    // The message page again, with a notice or an error.
+    let page = |status: StatusCode, notice: Option<&'static str>, error: Option<&str>| {
+        let error = error.map(str::to_string);
+        let (p, token, rec, csrf) = (&p, &token, &rec, &csrf);
+        async move {
+            p.message_page(token, rec, csrf, status, notice, error.as_deref())
+                .await
+        }
+    };
+    let no_replies = || {
+        p.status(
+            StatusCode::FORBIDDEN,
+            "Replies are not possible here",
+            "Reply to the sender by other means.",
+        )
+    };
     let form = match form {
         Ok(Form(f)) => f,
         Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return p
-                .message_page(
-                    &token,
-                    &rec,
-                    &csrf,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    None,
-                    Some(&too_long),
-                )
-                .await;
+            return page(StatusCode::PAYLOAD_TOO_LARGE, None, Some(&too_long)).await;
         }
         Err(_) => {
             return p.status(
@@ -794,35 +801,13 @@ async fn reply(
         );
     }
     if p.max_reply == 0 || rec.sender.is_empty() {
-        return p.status(
-            StatusCode::FORBIDDEN,
-            "Replies are not possible here",
-            "Reply to the sender by other means.",
-        );
+        return no_replies();
     }
     if form.reply.len() > p.max_reply {
-        return p
-            .message_page(
-                &token,
-                &rec,
-                &csrf,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                None,
-                Some(&too_long),
-            )
-            .await;
+        return page(StatusCode::PAYLOAD_TOO_LARGE, None, Some(&too_long)).await;
     }
     if form.reply.trim().is_empty() {
-        return p
-            .message_page(
-                &token,
-                &rec,
-                &csrf,
-                StatusCode::BAD_REQUEST,
-                None,
-                Some("Write your reply first."),
-            )
-            .await;
+        return page(StatusCode::BAD_REQUEST, None, Some("Write your reply first.")).await;
     }
     let size = form.reply.len();
     match p.pickup.send_reply(&rec, &form.reply).await {
@@ -831,32 +816,17 @@ async fn reply(
                 pickup_id = %rec.id, reply_queue_id = %queue_id, from = %rec.recipient, to = %rec.sender,
                 size, client = %ip, "portal reply queued to the sender"
             );
-            p.message_page(
-                &token,
-                &rec,
-                &csrf,
-                StatusCode::OK,
-                Some("Your reply was sent."),
-                None,
-            )
-            .await
+            page(StatusCode::OK, Some("Your reply was sent."), None).await
         }
         Ok(ReplyOutcome::TooMany) => {
-            p.message_page(
-                &token,
-                &rec,
-                &csrf,
+            page(
                 StatusCode::TOO_MANY_REQUESTS,
                 None,
                 Some("No more replies can be sent from this link."),
             )
             .await
         }
-        Ok(ReplyOutcome::NoSender) => p.status(
-            StatusCode::FORBIDDEN,
-            "Replies are not possible here",
-            "Reply to the sender by other means.",
-        ),
+        Ok(ReplyOutcome::NoSender) => no_replies(),
         Err(PickupError::Gone(_)) => p.gone(),
         Err(e) => p.internal(&e),
     }
