@@ -332,6 +332,7 @@ impl Reporter {
             }],
             findings: Vec::new(),
             unscanned: Vec::new(),
+            message_id: None,
         };
         self.queue.enqueue(msg).await
     }

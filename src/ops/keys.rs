@@ -404,6 +404,7 @@ mod tests {
                     policies: Vec::new(),
                     findings: Vec::new(),
                     unscanned: Vec::new(),
+                    message_id: None,
                 })
                 .await
                 .unwrap();

@@ -336,6 +336,7 @@ impl Pickup {
             policies: vec![policy],
             findings: Vec::new(),
             unscanned: Vec::new(),
+            message_id: None,
         };
         Ok(self.queue.enqueue(msg).await?)
     }

@@ -269,6 +269,9 @@ pub struct NewMessage {
     /// The scan's findings and unscanned parts (content-free).
     pub findings: Vec<Finding>,
     pub unscanned: Vec<Unscanned>,
+    /// The Message-ID (normalized, [`message_id_in`]) when the caller has
+    /// already read it; `None`: the queue reads it from the content.
+    pub message_id: Option<String>,
 }
 
 /// The longest Message-ID the queue indexes (RFC 5322 sets no limit; a
@@ -1145,9 +1148,10 @@ fn seal_message(master: &MasterKey, msg: NewMessage) -> Sealed {
         policies,
         findings,
         unscanned,
+        message_id,
     } = msg;
     let size = content.len() as u64;
-    let message_id = message_id_in(&content);
+    let message_id = message_id.or_else(|| message_id_in(&content));
     let recipients = std::mem::take(&mut envelope.recipients);
     let seal = crypto::seal(master, &id.0, &mut content);
     let meta = MessageMeta {
@@ -1268,6 +1272,7 @@ mod tests {
             policies: Vec::new(),
             findings: Vec::new(),
             unscanned: Vec::new(),
+            message_id: None,
         }
     }
 

@@ -984,6 +984,7 @@ impl Session {
             policies,
             findings: verdict.findings,
             unscanned: verdict.unscanned,
+            message_id: message_id.clone(),
         };
         match self.ctx.queue.enqueue(msg).await {
             Ok(id) => {
