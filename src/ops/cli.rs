@@ -73,6 +73,15 @@ pub enum ReleaseAs {
     Deliver,
 }
 
+impl ReleaseAs {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReleaseAs::Protect => "protect",
+            ReleaseAs::Deliver => "deliver",
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     /// New master key; every message's key re-wrapped under it, while Ward
@@ -242,13 +251,10 @@ pub fn queue(command: QueueCommand, config: &Config) -> ExitCode {
         QueueCommand::Hold { id } => (action("hold", Some(id.clone())), false),
         QueueCommand::Release { id } => (action("release", Some(id.clone())), false),
         QueueCommand::Delete { id } => (action("delete", Some(id.clone())), false),
-        QueueCommand::Unquarantine { id, release_as } => {
-            let a = match release_as {
-                ReleaseAs::Protect => "unquarantine-protect",
-                ReleaseAs::Deliver => "unquarantine-deliver",
-            };
-            (action(a, Some(id.clone())), false)
-        }
+        QueueCommand::Unquarantine { id, release_as } => (
+            action(&format!("unquarantine-{}", release_as.as_str()), Some(id.clone())),
+            false,
+        ),
     };
     let v = match request(config, req, timeout) {
         Ok(v) => v,
@@ -316,10 +322,7 @@ pub fn queue(command: QueueCommand, config: &Config) -> ExitCode {
                 "{}: {} copies released from quarantine as {}{}",
                 id.trim(),
                 o["changed"],
-                match release_as {
-                    ReleaseAs::Protect => "protect",
-                    ReleaseAs::Deliver => "deliver",
-                },
+                release_as.as_str(),
                 note(o, "unchanged", "were not quarantined")
             );
         }
