@@ -12,13 +12,17 @@
 //! - Any `&str` is safe: no indexing that can panic on input, offsets are
 //!   always `char` boundaries (every match starts and ends next to an ASCII
 //!   byte), matches come sorted by start and never overlap.
-//! - Linear time, one pass over the text and one over its digit runs.
-//!   64-byte blocks are classified with SIMD ([`bytes`]); only word starts
+//! - Linear time, one pass over the text and one over its digit runs,
+//!   interleaved: pass one runs 16 KiB ahead, and pass two follows once
+//!   everything a value may consult is known, so the bytes it rereads are
+//!   still in the core's cache (`Detector::detect_with`).
+//!   64-byte blocks are classified with SIMD ([`bytes`]) once; only word starts
 //!   (for keywords and health terms: a bit-table filter, then a first-word
 //!   index, [`lexicon`]) and digit runs and `@` (for identifiers,
 //!   [`shapes`]) are looked at further. Digit runs that cannot start any
-//!   identifier ("93%", "$1,250", "10:30") are dropped by a look at their
-//!   length and next bytes; the rest go through one anchored multi-pattern
+//!   identifier ("93%", "$1,250.00", "10:30", "v1.2.3") are dropped by a
+//!   look at their length and the digit groups after them; the rest go
+//!   through one anchored multi-pattern
 //!   DFA holding every identifier shape, which stops as soon as no shape
 //!   can match. Lowercase words of one or two letters (a fifth of all
 //!   words: "a", "to", "of") are skipped by the first pass; the few
@@ -87,6 +91,7 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 
 use super::Kind;
+use bytes::DigitsAt;
 use lexicon::{Lexicon, WordKind, bit, is_word};
 use shapes::{Shape, Shapes};
 use words::{Short, Words};
@@ -190,35 +195,76 @@ impl Detector {
 
     /// Every match in `text`, sorted by start, not overlapping.
     pub fn detect(&self, text: &str) -> Vec<Match> {
-        let hay = text.as_bytes();
-        let lexicon = &self.automata.lexicon;
-        let words = if self.reference {
-            words::scan_reference(lexicon, hay)
-        } else {
-            words::scan(lexicon, hay)
-        };
-        let ids = self.scan_identifiers(hay, &words);
-        merge(ids, words.terms)
+        // Both passes run in one function compiled for the fastest
+        // instruction set this CPU has ([`bytes::with_fastest`]): pass
+        // one's classifier, and pass two's bit counting (`tzcnt`, `popcnt`)
+        // and byte compares, inline into it.
+        struct Detect<'a>(&'a Detector, &'a [u8]);
+        impl bytes::Task for Detect<'_> {
+            type Out = Vec<Match>;
+            #[inline(always)]
+            fn run<C: bytes::Classify>(self, c: C) -> Vec<Match> {
+                self.0.detect_with(c, self.1)
+            }
+        }
+        bytes::with_fastest(Detect(self, text.as_bytes()))
     }
 
-    /// Pass two: identifiers at the triggers (`Triggers`), left to right.
-    /// `frontier` is the end of the last span looked at, so no byte is
-    /// claimed twice.
-    fn scan_identifiers(&self, hay: &[u8], words: &Words) -> Vec<Match> {
+    /// Both passes over `hay`, pass one with classifier `c`, interleaved:
+    /// pass one runs [`SEGMENT`] bytes ahead, then pass two takes the
+    /// values that start far enough behind it that everything they may
+    /// ask about (keywords up to `after` bytes past them, the masks of the
+    /// next span) is known. The bytes pass two rereads are then still in
+    /// the core's cache; over a whole megabyte they would come from L3.
+    #[inline(always)]
+    fn detect_with<C: bytes::Classify>(&self, c: C, hay: &[u8]) -> Vec<Match> {
+        let lexicon = &self.automata.lexicon;
+        let mut two = PassTwo::new();
+        if self.reference {
+            let words = words::scan_reference(lexicon, hay);
+            self.scan_identifiers(hay, &words, &mut two, hay.len(), hay.len());
+            return merge(two.out, words.terms);
+        }
+        // How far past a value's first digit pass two may look: the value
+        // itself (at most `VALUE_REACH`), then the context after it.
+        let reach = VALUE_REACH + self.after;
+        let mut one = words::PassOne::new(c, lexicon, hay);
+        loop {
+            one.advance(one.done() + SEGMENT.max(reach));
+            let avail = one.done();
+            let safe = if avail >= hay.len() {
+                hay.len()
+            } else {
+                avail.saturating_sub(reach)
+            };
+            self.scan_identifiers(hay, &one.out, &mut two, avail, safe);
+            if avail >= hay.len() {
+                break;
+            }
+        }
+        merge(two.out, one.into_words().terms)
+    }
+
+    /// Pass two: identifiers at the triggers (`Triggers`) before `safe`,
+    /// left to right, with pass one's findings up to `avail`. `frontier`
+    /// is the end of the last span looked at, so no byte is claimed twice.
+    #[inline(always)]
+    fn scan_identifiers(&self, hay: &[u8], words: &Words, two: &mut PassTwo, avail: usize, safe: usize) {
         let ctx = Context {
             hay,
             hits: &words.keywords,
             shorts: &words.shorts,
             lexicon: &self.automata.lexicon,
             detector: self,
-            ends_before: Cell::new(0),
-            window_from: Cell::new(0),
-            starts_before: Cell::new(0),
-            short: RefCell::new((0, 0, Vec::new())),
+            avail,
+            ends_before: Cell::new(two.cursors[0]),
+            window_from: Cell::new(two.cursors[1]),
+            starts_before: Cell::new(two.cursors[2]),
+            short: RefCell::new(std::mem::take(&mut two.short)),
         };
-        let mut out: Vec<Match> = Vec::new();
-        let mut frontier = 0;
-        for (p, run) in Triggers::new(hay) {
+        let out = &mut two.out;
+        let mut frontier = two.frontier;
+        while let Some((p, run)) = two.triggers.next_before(hay, &words.marks, avail, safe) {
             if p < frontier {
                 continue;
             }
@@ -244,7 +290,13 @@ impl Detector {
             out.extend(found);
             frontier = next;
         }
-        out
+        two.frontier = frontier;
+        two.cursors = [
+            ctx.ends_before.get(),
+            ctx.window_from.get(),
+            ctx.starts_before.get(),
+        ];
+        two.short = ctx.short.into_inner();
     }
 
     /// The identifier around the digit run `p..run_end`, if any, and where
@@ -456,6 +508,39 @@ impl Detector {
     }
 }
 
+/// Bytes pass one runs ahead of pass two between turns.
+const SEGMENT: usize = 16 << 10;
+
+/// How far past the first digit of a digit run a value found there can
+/// end, with the bytes after it that `Context::label_after` reads: the
+/// longest shape is about 25 bytes ("September 30th, 2024"), a labelled
+/// value at most 41; this bound has room to spare (`Context` asserts it in
+/// debug builds).
+const VALUE_REACH: usize = 128;
+
+/// Pass two's progress between turns: its matches so far, the end of the
+/// last span it looked at, its place among the triggers, and `Context`'s
+/// cursors and short-keyword cache.
+struct PassTwo {
+    out: Vec<Match>,
+    frontier: usize,
+    triggers: Triggers,
+    cursors: [usize; 3],
+    short: (usize, usize, Vec<KeywordHit>),
+}
+
+impl PassTwo {
+    fn new() -> PassTwo {
+        PassTwo {
+            out: Vec::new(),
+            frontier: 0,
+            triggers: Triggers::new(),
+            cursors: [0; 3],
+            short: (0, 0, Vec::new()),
+        }
+    }
+}
+
 /// The keywords of one text, with the window settings.
 struct Context<'a> {
     hay: &'a [u8],
@@ -465,6 +550,9 @@ struct Context<'a> {
     shorts: &'a [Short],
     lexicon: &'a Lexicon,
     detector: &'a Detector,
+    /// Pass one has looked at the text up to here: `hits` and `shorts`
+    /// are complete before it (pass two never asks past it).
+    avail: usize,
     // Positions in `hits` where the last lookups ended. Lookups move left to
     // right with the scan, so walking from there is amortised O(1); a
     // binary search per digit run cost a third of the scan time.
@@ -490,6 +578,12 @@ fn seek(hits: &[KeywordHit], cursor: &Cell<usize>, before: impl Fn(&KeywordHit) 
 }
 
 impl Context<'_> {
+    /// Whether pass one's keywords and short words starting before `to`
+    /// are all in `hits` and `shorts`.
+    fn known_before(&self, to: usize) -> bool {
+        to <= self.avail || self.avail >= self.hay.len()
+    }
+
     /// The nearest keyword supporting one of `kinds` within the window
     /// around `start..end`: ending at most `before` bytes before the value
     /// or starting at most `after` bytes after it. Returns the kind it
@@ -501,6 +595,7 @@ impl Context<'_> {
         }
         let lo = start.saturating_sub(self.detector.before);
         let hi = end.saturating_add(self.detector.after);
+        debug_assert!(self.known_before(hi + 1), "pass two asked past pass one");
         let mut best: Option<(usize, Kind, &'static str)> = None;
         let consider = |best: &mut Option<(usize, Kind, &'static str)>, h: &KeywordHit| {
             let distance = if h.end <= start {
@@ -560,6 +655,7 @@ impl Context<'_> {
     /// to right, so what lies behind is not asked for again).
     fn short_hits(&self, lo: usize, hi: usize) -> Vec<KeywordHit> {
         let hi = hi.min(self.hay.len());
+        debug_assert!(self.known_before(hi), "pass two asked past pass one");
         if lo >= hi {
             return Vec::new();
         }
@@ -690,6 +786,7 @@ impl Context<'_> {
 
     /// A label of `kind` right after `end` ("03/05/1980 (DOB)").
     fn label_after(&self, end: usize, kind: Kind) -> Option<&'static str> {
+        debug_assert!(self.known_before(end + 9), "pass two asked past pass one");
         let i = seek(self.hits, &self.starts_before, |h| h.start < end);
         let h = self.hits.get(i)?;
         let k = self.lexicon.keywords.get(h.keyword)?;
@@ -805,11 +902,11 @@ fn gap_is_label(hay: &[u8], from: usize, to: usize) -> bool {
 }
 
 /// Whether a shape can start at token `t` whose first digit run is
-/// `p..run_end`: a cheap look at the run's length and the bytes after it,
-/// so that most numbers in prose ("93%", "$1,250", "2025,", "10:30") cost
-/// no automaton walk. It must accept every start the shape automaton
-/// would match (a test compares the two on random text); month-first dates
-/// are checked by the caller.
+/// `p..run_end`: a cheap look at the run's length and the digit groups
+/// after it, so that most numbers in prose ("93%", "$1,250.00", "2025,",
+/// "10:30", "INV-2024-00123", "v1.2.3") cost no automaton walk. It must
+/// accept every start the shape automaton would match (a test compares
+/// the two on random text); month-first dates are checked by the caller.
 fn may_start_shape(hay: &[u8], t: usize, p: usize, run_end: usize) -> bool {
     let n = run_end - p;
     let at = |i: usize| hay.get(i).copied().unwrap_or(0);
@@ -819,30 +916,68 @@ fn may_start_shape(hay: &[u8], t: usize, p: usize, run_end: usize) -> bool {
         let k = p - t;
         return (k == 1 && (n >= 2 || matches!(next, b'A' | b'B'))) || (k == 2 && n == 7);
     }
-    let sep_then_digit = |seps: &[u8]| seps.contains(&next) && next2.is_ascii_digit();
-    // What may follow the day of a date or the "1" of a phone number.
-    let short = || {
-        sep_then_digit(b"-./ ")
-            || next == b'('
-            // "1 (555) ...", "1-(555) ...", "1.(555) ..." (the `1[-. ]?` of
-            // a phone number before its area code).
-            || (matches!(next, b' ' | b'-' | b'.') && next2 == b'(')
-            || (next == b' ' && starts_month(hay, run_end + 1))
-            || (next == b'-' && starts_month(hay, run_end + 1))
-            || starts_month(hay, run_end)
-            || ordinal(next, next2)
+    // The number of digits from `from` (up to 8).
+    let digits_at = |from: usize| {
+        hay.get(from..)
+            .unwrap_or_default()
+            .iter()
+            .take(8)
+            .take_while(|b| b.is_ascii_digit())
+            .count()
+    };
+    // The digit group after the separator at `run_end`.
+    let group = || digits_at(run_end + 1);
+    // The third group of a numeric date after its second separator:
+    // exactly `lens` digits, then no word byte.
+    let third = |sep2: usize, lens: &[usize]| {
+        let len = digits_at(sep2 + 1);
+        matches!(at(sep2), b'-' | b'/' | b'.') && lens.contains(&len) && !is_word(at(sep2 + 1 + len))
     };
     match n {
         9 | 10 | 13..=19 => !is_word(next),
         // "+12125551234"
         11 => t > 0 && at(t - 1) == b'+',
-        // MBI "1EG4TE5MK73" (a letter, then a letter or digit).
-        1 => short() || (next.is_ascii_alphabetic() && next2.is_ascii_alphanumeric()),
-        2 => short(),
-        // SSN, phone: "078-05-1120", "555.123.4567", "(555) 123-4567".
-        3 => sep_then_digit(b"-. ") || next == b')',
-        // ISO dates, grouped card numbers: "1980-03-05", "4111 1111 ...".
-        4 => sep_then_digit(b"-/. "),
+        1 | 2 => {
+            let len2 = group();
+            // Numeric dates: "03/05/1980", "3-5-80", "05.03.1980".
+            (matches!(next, b'-' | b'/' | b'.') && matches!(len2, 1 | 2) && third(run_end + 1 + len2, &[2, 4]))
+                // The "1" of a phone number before its area code: "1-555-",
+                // "1 555 ", "1.555.", "1 (555) ", "1(555) ".
+                || (n == 1 && matches!(next, b'-' | b'.' | b' ') && len2 == 3)
+                || next == b'('
+                || (matches!(next, b' ' | b'-' | b'.') && next2 == b'(')
+                // Dates with a month name: "5 March", "05-Mar-1980",
+                // "5March", "5th of March", "5 of March".
+                || (matches!(next, b' ' | b'-') && starts_month(hay, run_end + 1))
+                || (next == b' '
+                    && hay
+                        .get(run_end + 1..run_end + 4)
+                        .is_some_and(|w| w.eq_ignore_ascii_case(b"of "))
+                    && starts_month(hay, run_end + 4))
+                || starts_month(hay, run_end)
+                || ordinal(next, next2)
+                // MBI "1EG4TE5MK73" (a letter, then a letter or digit).
+                || (n == 1 && next.is_ascii_alphabetic() && next2.is_ascii_alphanumeric())
+        }
+        3 => {
+            // SSN "078-05-1120", "078 05 1120"; phone "555.123.4567",
+            // "555-123-4567", "(555) 123-4567".
+            let len2 = group();
+            (matches!(next, b'-' | b'.' | b' ') && len2 == 3)
+                || (matches!(next, b'-' | b' ') && len2 == 2)
+                || next == b')'
+        }
+        4 => {
+            let len2 = group();
+            // ISO dates "1980-03-05"; grouped card numbers "4111 1111 ...",
+            // "3782-822463-10005"; a phone number with its "1" glued on
+            // ("1555-123-4567").
+            (matches!(next, b'-' | b'/' | b'.')
+                && matches!(len2, 1 | 2)
+                && third(run_end + 1 + len2, &[1, 2]))
+                || (matches!(next, b'-' | b' ') && matches!(len2, 4 | 6))
+                || (matches!(next, b'-' | b'.' | b' ') && len2 == 3)
+        }
         _ => false,
     }
 }
@@ -855,32 +990,53 @@ fn ordinal(a: u8, b: u8) -> bool {
     )
 }
 
+/// Three bytes as one number, for comparing against month prefixes and
+/// endings: twelve or twenty integer compares the compiler can vectorise,
+/// not that many slice compares.
+const fn month_key(m: &[u8; 3]) -> u32 {
+    u32::from_le_bytes([m[0], m[1], m[2], 0])
+}
+
+/// [`month_key`] of each of `words`.
+const fn month_keys<const N: usize>(words: [&[u8; 3]; N]) -> [u32; N] {
+    let mut out = [0; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = month_key(words[i]);
+        i += 1;
+    }
+    out
+}
+
+/// The three bytes at `i..i + 3`, lowercased with `| 0x20` (a byte lands
+/// in `a..=z` that way only if it is a letter), as a [`month_key`].
+fn month_key_at(hay: &[u8], i: usize) -> Option<u32> {
+    match hay.get(i..i.checked_add(3)?) {
+        Some(&[a, b, c]) => Some(month_key(&[a | 0x20, b | 0x20, c | 0x20])),
+        _ => None,
+    }
+}
+
 /// Whether a month name (its first three letters) starts at `i`.
 fn starts_month(hay: &[u8], i: usize) -> bool {
-    // The three bytes as one number, lowercased with `| 0x20` (a byte
-    // lands in `a..=z` that way only if it is a letter): twelve integer
-    // compares the compiler can vectorise, not twelve slice compares.
-    const fn key(m: &[u8; 3]) -> u32 {
-        u32::from_le_bytes([m[0], m[1], m[2], 0])
-    }
-    const MONTHS: [u32; 12] = [
-        key(b"jan"),
-        key(b"feb"),
-        key(b"mar"),
-        key(b"apr"),
-        key(b"may"),
-        key(b"jun"),
-        key(b"jul"),
-        key(b"aug"),
-        key(b"sep"),
-        key(b"oct"),
-        key(b"nov"),
-        key(b"dec"),
-    ];
-    match hay.get(i..i + 3) {
-        Some(&[a, b, c]) => MONTHS.contains(&key(&[a | 0x20, b | 0x20, c | 0x20])),
-        _ => false,
-    }
+    const MONTHS: [u32; 12] = month_keys([
+        b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov", b"dec",
+    ]);
+    month_key_at(hay, i).is_some_and(|k| MONTHS.contains(&k))
+}
+
+/// Whether the three bytes before `end` can end a month name as the shape
+/// automaton spells them (`shapes::MONTH`: "jan", "january", "sept",
+/// "september", ...): the last three letters of each spelling. Most words
+/// before a number ("for 25", "Level 3") fail this without being walked.
+fn ends_month(hay: &[u8], end: usize) -> bool {
+    const ENDINGS: [u32; 20] = month_keys([
+        b"jan", b"ary", b"feb", b"mar", b"rch", b"apr", b"ril", b"may", b"jun", b"une", b"jul", b"uly",
+        b"aug", b"ust", b"sep", b"ept", b"ber", b"oct", b"nov", b"dec",
+    ]);
+    end.checked_sub(3)
+        .and_then(|i| month_key_at(hay, i))
+        .is_some_and(|k| ENDINGS.contains(&k))
 }
 
 /// Letters and digits in the dash-joined group around `p` (at most 40).
@@ -989,6 +1145,11 @@ fn month_before(hay: &[u8], t: usize, frontier: usize) -> Option<usize> {
         i -= 1;
     }
     let end = i;
+    // A month name the automaton could match ends in one of a few
+    // letter triples; anything else needs no walk back over its word.
+    if !ends_month(hay, end) {
+        return None;
+    }
     while i > frontier && end - i < 9 && hay.get(i - 1).is_some_and(u8::is_ascii_alphabetic) {
         i -= 1;
     }
@@ -1012,69 +1173,17 @@ fn isolated(hay: &[u8], start: usize, end: usize) -> bool {
     !glued_before && !glued_after
 }
 
-/// The masks of the block at `base`, by classifier `c`; past the end of
-/// the text, a partial block is padded with NULs (not word bytes, so they
-/// start and continue nothing).
-#[inline(always)]
-fn block_masks<C: bytes::Classify>(c: C, hay: &[u8], base: usize) -> bytes::Masks {
-    match hay
-        .get(base..base + bytes::BLOCK)
-        .and_then(|s| <&[u8; bytes::BLOCK]>::try_from(s).ok())
-    {
-        Some(block) => c.classify(block),
-        None => {
-            let rest = hay.get(base..).unwrap_or_default();
-            let mut tail = [0u8; bytes::BLOCK];
-            for (t, b) in tail.iter_mut().zip(rest) {
-                *t = *b;
-            }
-            c.classify(&tail)
-        }
-    }
-}
-
-/// The masks of a span's blocks and of the block after it, with the
-/// fastest classifier this CPU has (one dispatch per span, so the
-/// classifier inlines into the loop).
-fn span_masks(hay: &[u8], base: usize) -> [DigitsAt; SPAN_BLOCKS + 1] {
-    struct Span<'h>(&'h [u8], usize);
-    impl bytes::Task for Span<'_> {
-        type Out = [DigitsAt; SPAN_BLOCKS + 1];
-        #[inline(always)]
-        fn run<C: bytes::Classify>(self, c: C) -> Self::Out {
-            span_masks_with(c, self.0, self.1)
-        }
-    }
-    bytes::with_fastest(Span(hay, base))
-}
-
-#[inline(always)]
-fn span_masks_with<C: bytes::Classify>(c: C, hay: &[u8], base: usize) -> [DigitsAt; SPAN_BLOCKS + 1] {
-    std::array::from_fn(|b| {
-        let m = block_masks(c, hay, base + b * bytes::BLOCK);
-        DigitsAt {
-            digit: m.digit,
-            at: m.at,
-        }
-    })
-}
-
-/// The masks `Triggers` uses of a block: digits and `@`.
-#[derive(Clone, Copy)]
-struct DigitsAt {
-    digit: u64,
-    at: u64,
-}
-
 /// The identifier triggers of a text, in order: the first digit of each
-/// digit run (with the run's length) and each `@` (length 0). Found a span
-/// of 1 KiB at a time as pass two walks, so a digit-heavy attachment costs
-/// no memory per number, and listed per span without a branch per trigger
-/// (`words::flatten`), so walking them costs no mispredicted loop exit.
-struct Triggers<'h> {
-    hay: &'h [u8],
-    /// Start of the span `list` holds.
+/// digit run (with the run's length) and each `@` (length 0). Listed a
+/// span of 1 KiB at a time as pass two walks, from the block masks pass
+/// one kept (`Words::marks`), so a digit-heavy attachment costs no memory
+/// per number, and without a branch per trigger (`words::flatten`), so
+/// walking them costs no mispredicted loop exit. Holds no borrow: pass one
+/// keeps adding to the masks between calls ([`Triggers::next_before`]).
+struct Triggers {
+    /// Start of the span `list` holds, once `started`.
     span: usize,
+    started: bool,
     /// Whether the byte before the next span is a digit (0 or 1).
     prev_digit: u64,
     /// Trigger offsets in the span (`n` of them); `next` is the next one
@@ -1095,26 +1204,65 @@ const TRIGGER_SLOTS: usize = SPAN + bytes::BLOCK;
 /// Triggers written per block unconditionally (prose has about one).
 const TRIGGER_WRITES: usize = 4;
 
-impl<'h> Triggers<'h> {
-    fn new(hay: &'h [u8]) -> Triggers<'h> {
-        let mut t = Triggers {
-            hay,
+impl Triggers {
+    fn new() -> Triggers {
+        Triggers {
             span: 0,
+            started: false,
             prev_digit: 0,
             list: [0; TRIGGER_SLOTS],
             n: 0,
             next: 0,
             digits: [0; (SPAN_BLOCKS + 1) * 8],
-        };
-        t.fill();
-        t
+        }
+    }
+
+    /// Every trigger of `hay`, whose masks are all in `marks` (tests).
+    #[cfg(test)]
+    fn all(hay: &[u8], marks: &[DigitsAt]) -> Vec<(usize, usize)> {
+        let mut t = Triggers::new();
+        std::iter::from_fn(|| t.next_before(hay, marks, hay.len(), hay.len())).collect()
+    }
+
+    /// The next trigger, if it lies before `safe`; otherwise `None`, and
+    /// it stays next. `marks` holds the masks of `hay`'s blocks up to byte
+    /// `avail` (all of them once `avail` reaches the end); a span is
+    /// listed only once its blocks and the block after it are there.
+    #[inline(always)]
+    fn next_before(
+        &mut self,
+        hay: &[u8],
+        marks: &[DigitsAt],
+        avail: usize,
+        safe: usize,
+    ) -> Option<(usize, usize)> {
+        while self.next == self.n {
+            let span = if self.started { self.span + SPAN } else { 0 };
+            if span >= hay.len() || (avail < hay.len() && span + SPAN + bytes::BLOCK > avail) {
+                return None;
+            }
+            self.span = span;
+            self.started = true;
+            self.fill(marks);
+        }
+        let s = usize::from(*self.list.get(self.next)?);
+        let p = self.span + s;
+        if p >= safe {
+            return None;
+        }
+        self.next += 1;
+        Some((p, self.run_len(hay, s)))
     }
 
     /// Lists the triggers of the span at `self.span`.
-    fn fill(&mut self) {
+    #[inline(always)]
+    fn fill(&mut self, marks: &[DigitsAt]) {
         self.n = 0;
         self.next = 0;
-        let all = span_masks(self.hay, self.span);
+        // Blocks past the end of the text read as no digits and no `@`.
+        let first = self.span / bytes::BLOCK;
+        let all: [DigitsAt; SPAN_BLOCKS + 1] =
+            std::array::from_fn(|b| marks.get(first + b).copied().unwrap_or_default());
         for (b, masks) in all.iter().take(SPAN_BLOCKS).enumerate() {
             self.digits[b * 8..b * 8 + 8].copy_from_slice(&masks.digit.to_le_bytes());
             let starts = masks.digit & !((masks.digit << 1) | self.prev_digit);
@@ -1130,7 +1278,8 @@ impl<'h> Triggers<'h> {
     }
 
     /// Length of the digit run at span offset `s` (0 for an `@`).
-    fn run_len(&self, s: usize) -> usize {
+    #[inline(always)]
+    fn run_len(&self, hay: &[u8], s: usize) -> usize {
         let at = (s / 8) % (SPAN_BLOCKS * 8);
         let mut word = [0u8; 8];
         word.copy_from_slice(&self.digits[at..at + 8]);
@@ -1140,30 +1289,11 @@ impl<'h> Triggers<'h> {
         }
         // Past what one load sees: count the rest.
         let p = self.span + s;
-        self.hay
-            .get(p..)
+        hay.get(p..)
             .unwrap_or_default()
             .iter()
             .take_while(|b| b.is_ascii_digit())
             .count()
-    }
-}
-
-impl Iterator for Triggers<'_> {
-    /// (position, digit-run length; 0 for an `@`).
-    type Item = (usize, usize);
-
-    fn next(&mut self) -> Option<(usize, usize)> {
-        while self.next == self.n {
-            self.span += SPAN;
-            if self.span >= self.hay.len() {
-                return None;
-            }
-            self.fill();
-        }
-        let s = usize::from(*self.list.get(self.next)?);
-        self.next += 1;
-        Some((self.span + s, self.run_len(s)))
     }
 }
 

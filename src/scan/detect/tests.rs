@@ -734,45 +734,144 @@ fn triggers_are_digit_run_starts_with_lengths_and_at_signs_across_blocks_and_spa
         .map(|i| (i, hay[i..].iter().take_while(|b| b.is_ascii_digit()).count()))
         .collect();
     assert!(naive.len() > 800);
-    assert_eq!(Triggers::new(hay).collect::<Vec<_>>(), naive);
-    assert_eq!(Triggers::new(b"").count(), 0);
-    assert_eq!(Triggers::new(&[b'7'; 64]).collect::<Vec<_>>(), vec![(0, 64)]);
-    assert_eq!(Triggers::new(&[b'7'; 1024]).collect::<Vec<_>>(), vec![(0, 1024)]);
+    let triggers = |hay: &[u8]| {
+        let words = words::scan(&automata().lexicon, hay);
+        Triggers::all(hay, &words.marks)
+    };
+    assert_eq!(triggers(hay), naive);
+    assert_eq!(triggers(b""), vec![]);
+    assert_eq!(triggers(&[b'7'; 64]), vec![(0, 64)]);
+    assert_eq!(triggers(&[b'7'; 1024]), vec![(0, 1024)]);
+    // A run that ends the text exactly at a block or span edge.
+    for n in [63, 64, 128, 1023, 1024, 1025, 2048] {
+        let mut text = vec![b'x'; n - 10];
+        text.extend_from_slice(b" 123456789");
+        assert_eq!(triggers(&text), vec![(n - 9, 9)], "length {n}");
+    }
 }
 
 #[test]
-fn span_masks_match_the_bytes_with_every_classifier_and_a_padded_tail() {
-    // Two spans of random digits, `@` and other bytes, the second cut short
-    // mid-block: the dispatching classifier, the scalar definition and a
-    // byte-by-byte reading agree on every block, NUL padding included.
-    let mut r = Rng(11);
-    let text: Vec<u8> = (0..SPAN + 700)
-        .map(|_| b"0123456789@ ax-\xc3"[r.below(16)])
-        .collect();
-    for base in [0, SPAN] {
-        let fast = span_masks(&text, base);
-        let scalar = span_masks_with(bytes::Scalar, &text, base);
-        for b in 0..=SPAN_BLOCKS {
+fn pass_one_agrees_with_the_reference_scan_with_every_classifier() {
+    // Random bytes of every class, adversarial strings, realistic mail and
+    // lengths around block and chunk edges: the chunked scan with each
+    // classifier this machine has gives the byte-by-byte definition's
+    // keywords, terms, short words and block masks.
+    let lexicon = &automata().lexicon;
+    let mut texts: Vec<Vec<u8>> = Vec::new();
+    let mut r = Rng(0x0BAD_5EED);
+    for len in [
+        0, 1, 7, 63, 64, 65, 1000, 1023, 1024, 1025, 1087, 1088, 1089, 3000,
+    ] {
+        texts.push(
+            (0..len)
+                .map(|_| b"0123456789@ aZx-_.:#\n\xc3\xa9Dx"[r.below(25)])
+                .collect(),
+        );
+    }
+    let prose = "Patient DOB: 03/05/1980, MRN: 00123456, dx E11.9 (type 2 diabetes), \
+        on metformin; SSN 536-22-8726, member id XJH123456789. Order #12345 shipped \
+        on March 5, 2024. d.o.b. 1/2/1950, pt id 4455667, ph 212-555-0187. ";
+    for n in [1, 3, 17, 40] {
+        texts.push(prose.repeat(n).into_bytes());
+    }
+    for _ in 0..300 {
+        texts.push(adversarial(&mut r).into_bytes());
+    }
+    for text in &texts {
+        let want = words::scan_reference(lexicon, text);
+        assert_eq!(want.marks.len(), text.len().div_ceil(bytes::BLOCK));
+        for (b, m) in want.marks.iter().enumerate() {
             let (mut digit, mut at) = (0u64, 0u64);
             for i in 0..bytes::BLOCK {
-                match text.get(base + b * bytes::BLOCK + i) {
+                match text.get(b * bytes::BLOCK + i) {
                     Some(c) if c.is_ascii_digit() => digit |= 1 << i,
                     Some(b'@') => at |= 1 << i,
                     _ => {}
                 }
             }
+            assert_eq!((m.digit, m.at), (digit, at), "block {b}");
+        }
+        // The reference lists every short lowercase word; the scan only
+        // those its filter lets through, which must include every one that
+        // is a keyword.
+        let agrees = |got: Words, name: &str| {
             assert_eq!(
-                (fast[b].digit, fast[b].at),
-                (digit, at),
-                "block {b} of span at {base}"
+                (&got.keywords, &got.terms, &got.marks),
+                (&want.keywords, &want.terms, &want.marks),
+                "{name}"
             );
-            assert_eq!(
-                (scalar[b].digit, scalar[b].at),
-                (digit, at),
-                "block {b} of span at {base}"
-            );
+            assert!(got.shorts.iter().all(|s| want.shorts.contains(s)), "{name}");
+            for s in &want.shorts {
+                if lexicon.find(text, s.start, s.len, s.hash).is_some() {
+                    assert!(got.shorts.contains(s), "{name}: short keyword at {}", s.start);
+                }
+            }
+        };
+        agrees(words::scan_with(bytes::Scalar, lexicon, text), "scalar");
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        agrees(words::scan_with(bytes::Sse2, lexicon, text), "sse2");
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = bytes::Avx2::detect() {
+            agrees(words::scan_with(avx2, lexicon, text), "avx2");
+        }
+        agrees(words::scan(lexicon, text), "dispatch");
+        // And the whole detector, with pass one either way.
+        if let Ok(text) = std::str::from_utf8(text) {
+            let reference = Detector {
+                reference: true,
+                ..detector()
+            };
+            assert_eq!(detector().detect(text), reference.detect(text));
         }
     }
+    // Not vacuous: the realistic texts hold keywords, terms and short words.
+    let w = words::scan(lexicon, prose.as_bytes());
+    assert!(w.keywords.len() >= 5 && !w.terms.is_empty() && !w.shorts.is_empty());
+}
+
+#[test]
+fn every_month_spelling_of_the_shape_automaton_is_found_before_a_number() {
+    // The ending check in `month_before` must let every spelling through.
+    for m in [
+        "jan",
+        "january",
+        "feb",
+        "february",
+        "mar",
+        "march",
+        "apr",
+        "april",
+        "may",
+        "jun",
+        "june",
+        "jul",
+        "july",
+        "aug",
+        "august",
+        "sep",
+        "sept",
+        "september",
+        "oct",
+        "october",
+        "nov",
+        "november",
+        "dec",
+        "december",
+    ] {
+        for spelled in [
+            m.to_string(),
+            m.to_uppercase(),
+            format!("{}{}", m[..1].to_uppercase(), &m[1..]),
+        ] {
+            for gap in [" ", ". ", "  "] {
+                let text = format!("on {spelled}{gap}5, 1980");
+                let t = text.len() - "5, 1980".len();
+                assert_eq!(month_before(text.as_bytes(), t, 0), Some(3), "{text}");
+            }
+        }
+    }
+    assert_eq!(month_before(b"for 5 units", 4, 0), None);
+    assert_eq!(month_before(b"number 5", 7, 0), None);
 }
 
 #[test]
@@ -815,6 +914,20 @@ fn the_prefilter_accepts_every_start_the_shape_automaton_matches() {
         "1111 1111",
         "-05-",
         "/05/",
+        // Whole shapes and near misses, so that rare orders of pieces
+        // are not left to chance.
+        "5 of March 1980",
+        "12th of Sept. 2024",
+        "03/05/1980",
+        "3-5-80",
+        "1980-03-05",
+        "1.2.3",
+        "12.50",
+        "1555-123-4567",
+        "1 555 123 4567",
+        "4111-111111-11111",
+        "078 05 1120",
+        "2024-12345",
     ];
     let automata = automata();
     let mut r = Rng(0x5EED_0003);
@@ -845,6 +958,49 @@ fn the_prefilter_accepts_every_start_the_shape_automaton_matches() {
                     "the prefilter drops a shape start in {text:?} at {p}"
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn interleaved_passes_find_what_the_whole_text_passes_find() {
+    // Texts of several segments, PHI with its context and labels falling
+    // on every kind of boundary, with the default window, a wide one and
+    // one wider than a segment: the interleaved scan agrees with pass one
+    // over the whole text followed by pass two.
+    const PIECES: &[&str] = &[
+        "Patient DOB: 03/05/1980, MRN: 00123456. ",
+        "SSN 536-22-8726; NPI 1234567893; DEA AB1234563. ",
+        "Call (212) 555-1234 or write to j.doe@example.org. ",
+        "Dx: E11.9, I10; on metformin for type 2 diabetes. ",
+        "Medicare 1EG4-TE5-MK73, Member ID: XJH123456789. ",
+        "pt id 4455667 and mr no 99887766, d.o.b. 1/2/1950. ",
+        "The quarterly review is on March 5, 2024 at 10:30 in Room 401. ",
+        "Invoice INV-2024-00123 for $1,250.00 is due 04/15/2024. ",
+        "Order #4829301847 shipped; tracking 1Z999AA10123456784. ",
+        "Please review the attached draft and send me your comments by Friday. ",
+        "\n",
+        " ",
+        "536-22-8726",
+        "1234567893",
+        "NPI",
+        "social security number",
+    ];
+    let mut r = Rng(0x1417_E55E);
+    for window in [300, 3000, 100_000] {
+        let fast = Detector::new(window);
+        let whole = Detector {
+            reference: true,
+            ..Detector::new(window)
+        };
+        for _ in 0..6 {
+            let mut text = String::new();
+            while text.len() < 3 * SEGMENT + r.below(SEGMENT) {
+                text.push_str(PIECES[r.below(PIECES.len())]);
+            }
+            let got = fast.detect(&text);
+            assert!(got.len() > 100, "window {window}: {} matches", got.len());
+            assert_eq!(got, whole.detect(&text), "window {window}");
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Pass one: keywords and health terms at word starts, and short lowercase
-//! words that may be keywords. (The identifier triggers, the first digit of
-//! each digit run and each `@`, are found by pass two as it walks:
-//! `Triggers` in the parent module, so they cost no memory.)
+//! words that may be keywords; and, for pass two, the digit and `@` masks
+//! of every 64-byte block (`Words::marks`), from which pass two lists its
+//! identifier triggers (`Triggers` in the parent module) without reading
+//! the text again.
 //!
 //! Owns: the hot loop of PHI-free prose. A megabyte of mail is about 160K
 //! words and 16K digit runs, and the budget at 1 GB/s is about 2.3 cycles a
@@ -21,16 +22,22 @@
 //!    words that pass are written to a second list, again without a branch;
 //! 3. only those (1-10% of words) are looked up in the lexicon.
 //!
+//! [`PassOne`] runs the chunks in steps, so that pass two can follow close
+//! behind.
+//!
 //! [`scan_reference`] is the same pass written byte by byte, without
 //! masks, lists or filter; the tests hold the fast scan to it on random
-//! and adversarial text, with every classifier the machine has.
+//! and adversarial text, with every classifier the machine has
+//! (`pass_one_agrees_with_the_reference_scan_with_every_classifier`).
 //!
-//! Guarantees: the same output as [`scan_reference`] for every `&str`;
+//! Guarantees: the same keywords, terms and masks as [`scan_reference`]
+//! for every `&str`, and every short lowercase word of it that is a
+//! keyword (the reference lists all of them; the filter drops the rest);
 //! positions are those of ASCII bytes, so char boundaries; no reads past
 //! the text (the last chunk is scanned from a zero-padded copy, and zero
 //! bytes start and continue nothing).
 
-use super::bytes::{self, BLOCK, Classify};
+use super::bytes::{self, BLOCK, Classify, DigitsAt, Scalar};
 use super::lexicon::{Lexicon, WordFilter, WordKind, is_word};
 use super::{Confidence, KeywordHit, Kind, Match};
 
@@ -70,9 +77,15 @@ pub(super) struct Words {
     pub terms: Vec<Match>,
     /// Short lowercase words that may be keywords, sorted.
     pub shorts: Vec<Short>,
+    /// The digit and `@` masks of each 64-byte block of the text, the last
+    /// one zero-padded: `len.div_ceil(64)` entries, a quarter of the
+    /// text's size.
+    pub marks: Vec<DigitsAt>,
 }
 
-/// Pass one, with the fastest classifier this CPU has.
+/// Pass one, with the fastest classifier this CPU has (the tests' entry;
+/// `Detector::detect` runs [`scan_with`] inside its own dispatch).
+#[cfg(test)]
 pub(super) fn scan(lexicon: &Lexicon, hay: &[u8]) -> Words {
     struct Pass<'a>(&'a Lexicon, &'a [u8]);
     impl bytes::Task for Pass<'_> {
@@ -97,40 +110,111 @@ struct Carry {
     frontier: usize,
 }
 
-/// Pass one with classifier `c`.
-#[inline(always)]
+/// Pass one with classifier `c`, over the whole text at once (the tests;
+/// `Detector::detect` interleaves [`PassOne`] with pass two).
+#[cfg(test)]
 pub(super) fn scan_with<C: Classify>(c: C, lexicon: &Lexicon, hay: &[u8]) -> Words {
-    let mut out = Words::default();
-    let mut carry = Carry {
-        next: None,
-        prev_word: 0,
-        frontier: 0,
-    };
-    let mut padded = [0u8; VIEW];
-    // The per-chunk lists, allocated once: their contents never carry
-    // over (each chunk writes before it reads).
-    let mut lists = Lists {
-        starts: [0; WORD_SLOTS],
-        passed: [0; CHUNK],
-    };
-    let mut base = 0;
-    while base < hay.len() {
-        let view: &[u8; VIEW] = match hay.get(base..base + VIEW).and_then(|s| s.try_into().ok()) {
-            Some(view) => view,
-            None => {
-                // The end of the text: scan a zero-padded copy.
-                let rest = hay.get(base..).unwrap_or_default();
-                padded.fill(0);
-                for (p, b) in padded.iter_mut().zip(rest) {
-                    *p = *b;
-                }
-                &padded
-            }
-        };
-        scan_chunk(c, lexicon, hay, base, view, &mut carry, &mut lists, &mut out);
-        base += CHUNK;
+    let mut one = PassOne::new(c, lexicon, hay);
+    one.advance(hay.len());
+    one.into_words()
+}
+
+/// Pass one in steps: [`PassOne::advance`] scans whole chunks up to a
+/// point, so that pass two can follow close behind while the text is
+/// still in cache. The result is the same however the steps fall.
+pub(super) struct PassOne<'a, C: Classify> {
+    c: C,
+    lexicon: &'a Lexicon,
+    hay: &'a [u8],
+    carry: Carry,
+    /// The last chunk, zero-padded.
+    padded: [u8; VIEW],
+    /// The per-chunk lists, allocated once: their contents never carry
+    /// over (each chunk writes before it reads).
+    lists: Lists,
+    /// Start of the next chunk.
+    base: usize,
+    /// What it found so far: keywords, terms and short words starting
+    /// before `done()`, and the masks of the blocks before it.
+    pub out: Words,
+}
+
+impl<'a, C: Classify> PassOne<'a, C> {
+    #[inline(always)]
+    pub(super) fn new(c: C, lexicon: &'a Lexicon, hay: &'a [u8]) -> PassOne<'a, C> {
+        PassOne {
+            c,
+            lexicon,
+            hay,
+            carry: Carry {
+                next: None,
+                prev_word: 0,
+                frontier: 0,
+            },
+            padded: [0u8; VIEW],
+            lists: Lists {
+                starts: [0; WORD_SLOTS],
+                passed: [0; CHUNK],
+            },
+            base: 0,
+            out: Words {
+                marks: vec![DigitsAt::default(); hay.len().div_ceil(BLOCK)],
+                ..Words::default()
+            },
+        }
     }
-    out
+
+    /// How far the text has been scanned: everything found at a word
+    /// start before this is in `out` (a phrase may run past it).
+    #[inline(always)]
+    pub(super) fn done(&self) -> usize {
+        self.base.min(self.hay.len())
+    }
+
+    /// Scans chunks until `until` (or the end of the text) is reached.
+    #[inline(always)]
+    pub(super) fn advance(&mut self, until: usize) {
+        let hay = self.hay;
+        // Locals while the chunks run, so the loop keeps them in registers
+        // and on its own stack frame, not behind `self`.
+        let (c, lexicon) = (self.c, self.lexicon);
+        let mut base = self.base;
+        let mut carry = std::mem::replace(
+            &mut self.carry,
+            Carry {
+                next: None,
+                prev_word: 0,
+                frontier: 0,
+            },
+        );
+        let mut out = std::mem::take(&mut self.out);
+        let lists = &mut self.lists;
+        let padded = &mut self.padded;
+        while base < hay.len() && base < until {
+            let view: &[u8; VIEW] = match hay.get(base..base + VIEW).and_then(|s| s.try_into().ok()) {
+                Some(view) => view,
+                None => {
+                    // The end of the text: scan a zero-padded copy.
+                    let rest = hay.get(base..).unwrap_or_default();
+                    padded.fill(0);
+                    for (p, b) in padded.iter_mut().zip(rest) {
+                        *p = *b;
+                    }
+                    padded
+                }
+            };
+            scan_chunk(c, lexicon, hay, base, view, &mut carry, lists, &mut out);
+            base += CHUNK;
+        }
+        self.base = base;
+        self.carry = carry;
+        self.out = out;
+    }
+
+    /// What pass one found.
+    pub(super) fn into_words(self) -> Words {
+        self.out
+    }
 }
 
 /// Positions in a chunk (offsets from its start).
@@ -181,6 +265,11 @@ fn scan_chunk<C: Classify>(
         carry.prev_word = masks.word >> 63;
         let at = (b * BLOCK) as u16;
         n_starts = flatten::<WORD_SLOTS, WORD_WRITES>(word_starts, at, starts, n_starts);
+        // Blocks past the end (the zero padding of the last chunk) have no
+        // entry.
+        if let Some(m) = out.marks.get_mut(base / BLOCK + b) {
+            *m = masks.into();
+        }
         masks = next;
     }
     word_masks[BLOCKS * 8..].copy_from_slice(&masks.word.to_le_bytes());
@@ -300,7 +389,19 @@ fn head(view: &[u8; VIEW], s: usize) -> u64 {
 /// Every word start goes to the lexicon (no filter), and every short
 /// lowercase word is listed.
 pub(super) fn scan_reference(lexicon: &Lexicon, hay: &[u8]) -> Words {
-    let mut out = Words::default();
+    let mut out = Words {
+        marks: hay
+            .chunks(BLOCK)
+            .map(|bytes| {
+                let mut block = [0u8; BLOCK];
+                for (b, x) in block.iter_mut().zip(bytes) {
+                    *b = *x;
+                }
+                Scalar.classify(&block).into()
+            })
+            .collect(),
+        ..Words::default()
+    };
     let mut frontier = 0;
     for (i, &b) in hay.iter().enumerate() {
         let prev = i.checked_sub(1).and_then(|p| hay.get(p)).copied();
