@@ -760,7 +760,7 @@ fn pass_one_agrees_with_the_reference_scan_with_every_classifier() {
     let mut texts: Vec<Vec<u8>> = Vec::new();
     let mut r = Rng(0x0BAD_5EED);
     for len in [
-        0, 1, 7, 63, 64, 65, 1000, 1023, 1024, 1025, 1087, 1088, 1089, 3000,
+        0, 1, 7, 63, 64, 65, 1000, 1023, 1024, 1025, 2047, 2048, 2049, 2111, 2112, 2113, 5000,
     ] {
         texts.push(
             (0..len)

@@ -9,7 +9,7 @@
 //! byte, so each word may cost a handful of instructions and no
 //! mispredicted branch.
 //!
-//! How: the text goes in chunks of 1 KiB. Each chunk is classified 64 bytes
+//! How: the text goes in chunks of 2 KiB. Each chunk is classified 64 bytes
 //! at a time ([`bytes`]: SSE2, or AVX2 when the CPU has it) into bit masks;
 //! word starts fall out of the masks with a shift and
 //! a mask. Then, per chunk, three loops with no data-dependent branch in
@@ -42,7 +42,7 @@ use super::lexicon::{Lexicon, WordFilter, WordKind, is_word};
 use super::{Confidence, KeywordHit, Kind, Match};
 
 /// Bytes per chunk.
-const CHUNK: usize = 1024;
+const CHUNK: usize = 2048;
 const BLOCKS: usize = CHUNK / BLOCK;
 /// What a chunk's scan reads: the chunk, the block after it (for the
 /// length of a word that runs over the end) and 8 bytes for the head of a
