@@ -94,7 +94,7 @@ use super::Kind;
 use bytes::DigitsAt;
 use lexicon::{Lexicon, WordKind, bit, is_word};
 use shapes::{Shape, Shapes};
-use words::{Short, Words};
+use words::{Marks, Short, Words};
 
 /// How sure a match is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -228,9 +228,14 @@ impl Detector {
         // How far past a value's first digit pass two may look: the value
         // itself (at most `VALUE_REACH`), then the context after it.
         let reach = VALUE_REACH + self.after;
-        let mut one = words::PassOne::new(c, lexicon, hay);
+        // Masks pass two has yet to read: from the span before the first
+        // value it left for the next turn, through what pass one adds in
+        // that turn.
+        let step = SEGMENT.max(reach);
+        let ring = (step + words::CHUNK + reach + 2 * SPAN) / bytes::BLOCK + 2;
+        let mut one = words::PassOne::new(c, lexicon, hay, ring);
         loop {
-            one.advance(one.done() + SEGMENT.max(reach));
+            one.advance(one.done() + step);
             let avail = one.done();
             let safe = if avail >= hay.len() {
                 hay.len()
@@ -1219,7 +1224,7 @@ impl Triggers {
 
     /// Every trigger of `hay`, whose masks are all in `marks` (tests).
     #[cfg(test)]
-    fn all(hay: &[u8], marks: &[DigitsAt]) -> Vec<(usize, usize)> {
+    fn all(hay: &[u8], marks: &Marks) -> Vec<(usize, usize)> {
         let mut t = Triggers::new();
         std::iter::from_fn(|| t.next_before(hay, marks, hay.len(), hay.len())).collect()
     }
@@ -1232,7 +1237,7 @@ impl Triggers {
     fn next_before(
         &mut self,
         hay: &[u8],
-        marks: &[DigitsAt],
+        marks: &Marks,
         avail: usize,
         safe: usize,
     ) -> Option<(usize, usize)> {
@@ -1256,13 +1261,12 @@ impl Triggers {
 
     /// Lists the triggers of the span at `self.span`.
     #[inline(always)]
-    fn fill(&mut self, marks: &[DigitsAt]) {
+    fn fill(&mut self, marks: &Marks) {
         self.n = 0;
         self.next = 0;
         // Blocks past the end of the text read as no digits and no `@`.
         let first = self.span / bytes::BLOCK;
-        let all: [DigitsAt; SPAN_BLOCKS + 1] =
-            std::array::from_fn(|b| marks.get(first + b).copied().unwrap_or_default());
+        let all: [DigitsAt; SPAN_BLOCKS + 1] = std::array::from_fn(|b| marks.get(first + b));
         for (b, masks) in all.iter().take(SPAN_BLOCKS).enumerate() {
             self.digits[b * 8..b * 8 + 8].copy_from_slice(&masks.digit.to_le_bytes());
             let starts = masks.digit & !((masks.digit << 1) | self.prev_digit);

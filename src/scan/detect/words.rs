@@ -42,7 +42,7 @@ use super::lexicon::{Lexicon, WordFilter, WordKind, is_word};
 use super::{Confidence, KeywordHit, Kind, Match};
 
 /// Bytes per chunk.
-const CHUNK: usize = 2048;
+pub(super) const CHUNK: usize = 2048;
 const BLOCKS: usize = CHUNK / BLOCK;
 /// What a chunk's scan reads: the chunk, the block after it (for the
 /// length of a word that runs over the end) and 8 bytes for the head of a
@@ -77,10 +77,70 @@ pub(super) struct Words {
     pub terms: Vec<Match>,
     /// Short lowercase words that may be keywords, sorted.
     pub shorts: Vec<Short>,
-    /// The digit and `@` masks of each 64-byte block of the text, the last
-    /// one zero-padded: `len.div_ceil(64)` entries, a quarter of the
-    /// text's size.
-    pub marks: Vec<DigitsAt>,
+    /// The digit and `@` masks of the text's 64-byte blocks (the last one
+    /// zero-padded), the latest ones only when pass two follows close
+    /// behind ([`Marks`]).
+    pub marks: Marks,
+}
+
+/// The digit and `@` masks of a text's blocks, in a ring: block `b` sits at
+/// `b % ring`, so when pass two follows pass one close behind, a ring of a
+/// few hundred blocks holds every mask still to be read, whatever the
+/// text's size (a whole-text ring would cost a quarter of the text).
+/// Blocks past the end of the text read as empty.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Marks {
+    /// A power of two entries (or none for an empty text).
+    ring: Vec<DigitsAt>,
+    /// Blocks in the text.
+    blocks: usize,
+}
+
+impl Marks {
+    /// Room for `window` blocks at a time (all of them if the text has
+    /// fewer) of a text of `len` bytes.
+    pub(super) fn new(len: usize, window: usize) -> Marks {
+        let blocks = len.div_ceil(BLOCK);
+        let ring = if blocks == 0 {
+            0
+        } else {
+            window.min(blocks).max(1).next_power_of_two()
+        };
+        Marks {
+            ring: vec![DigitsAt::default(); ring],
+            blocks,
+        }
+    }
+
+    /// The masks of block `b`.
+    #[inline(always)]
+    pub(super) fn get(&self, b: usize) -> DigitsAt {
+        if b < self.blocks {
+            self.ring
+                .get(b & self.ring.len().wrapping_sub(1))
+                .copied()
+                .unwrap_or_default()
+        } else {
+            DigitsAt::default()
+        }
+    }
+
+    /// Records the masks of block `b` (nothing past the end of the text).
+    #[inline(always)]
+    fn set(&mut self, b: usize, m: DigitsAt) {
+        if b < self.blocks {
+            let i = b & self.ring.len().wrapping_sub(1);
+            if let Some(slot) = self.ring.get_mut(i) {
+                *slot = m;
+            }
+        }
+    }
+
+    /// Blocks in the text.
+    #[cfg(test)]
+    pub(super) fn blocks(&self) -> usize {
+        self.blocks
+    }
 }
 
 /// Pass one, with the fastest classifier this CPU has (the tests' entry;
@@ -114,7 +174,7 @@ struct Carry {
 /// `Detector::detect` interleaves [`PassOne`] with pass two).
 #[cfg(test)]
 pub(super) fn scan_with<C: Classify>(c: C, lexicon: &Lexicon, hay: &[u8]) -> Words {
-    let mut one = PassOne::new(c, lexicon, hay);
+    let mut one = PassOne::new(c, lexicon, hay, usize::MAX);
     one.advance(hay.len());
     one.into_words()
 }
@@ -141,7 +201,8 @@ pub(super) struct PassOne<'a, C: Classify> {
 
 impl<'a, C: Classify> PassOne<'a, C> {
     #[inline(always)]
-    pub(super) fn new(c: C, lexicon: &'a Lexicon, hay: &'a [u8]) -> PassOne<'a, C> {
+    /// `ring`: how many blocks' masks to keep at a time ([`Marks`]).
+    pub(super) fn new(c: C, lexicon: &'a Lexicon, hay: &'a [u8], ring: usize) -> PassOne<'a, C> {
         PassOne {
             c,
             lexicon,
@@ -158,7 +219,7 @@ impl<'a, C: Classify> PassOne<'a, C> {
             },
             base: 0,
             out: Words {
-                marks: vec![DigitsAt::default(); hay.len().div_ceil(BLOCK)],
+                marks: Marks::new(hay.len(), ring),
                 ..Words::default()
             },
         }
@@ -267,9 +328,7 @@ fn scan_chunk<C: Classify>(
         n_starts = flatten::<WORD_SLOTS, WORD_WRITES>(word_starts, at, starts, n_starts);
         // Blocks past the end (the zero padding of the last chunk) have no
         // entry.
-        if let Some(m) = out.marks.get_mut(base / BLOCK + b) {
-            *m = masks.into();
-        }
+        out.marks.set(base / BLOCK + b, masks.into());
         masks = next;
     }
     word_masks[BLOCKS * 8..].copy_from_slice(&masks.word.to_le_bytes());
@@ -390,18 +449,16 @@ fn head(view: &[u8; VIEW], s: usize) -> u64 {
 /// lowercase word is listed.
 pub(super) fn scan_reference(lexicon: &Lexicon, hay: &[u8]) -> Words {
     let mut out = Words {
-        marks: hay
-            .chunks(BLOCK)
-            .map(|bytes| {
-                let mut block = [0u8; BLOCK];
-                for (b, x) in block.iter_mut().zip(bytes) {
-                    *b = *x;
-                }
-                Scalar.classify(&block).into()
-            })
-            .collect(),
+        marks: Marks::new(hay.len(), usize::MAX),
         ..Words::default()
     };
+    for (b, bytes) in hay.chunks(BLOCK).enumerate() {
+        let mut block = [0u8; BLOCK];
+        for (x, y) in block.iter_mut().zip(bytes) {
+            *x = *y;
+        }
+        out.marks.set(b, Scalar.classify(&block).into());
+    }
     let mut frontier = 0;
     for (i, &b) in hay.iter().enumerate() {
         let prev = i.checked_sub(1).and_then(|p| hay.get(p)).copied();
