@@ -374,7 +374,7 @@ fn shred(path: &Path) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::pickup::{NewPickup, PickupStore, StoreSettings};
-    use crate::queue::{Envelope, NewMessage, Queue, QueueId, Recipient, now_ms};
+    use crate::queue::{Queue, QueueId, now_ms};
 
     fn config(dir: &Path) -> Config {
         let mut c = Config::embedded();
@@ -391,21 +391,7 @@ mod tests {
         let qid = rt.block_on(async {
             let q = Queue::open(&c.server.data_dir.join("queue"), 8 << 20, key.clone()).unwrap();
             let id = q
-                .enqueue(NewMessage {
-                    id: QueueId::generate(),
-                    envelope: Envelope {
-                        sender: "dr@hospital.example".into(),
-                        recipients: vec![Recipient::new("pat@clinic.example")],
-                        ..Default::default()
-                    },
-                    client: Default::default(),
-                    content: body.to_vec(),
-                    received_ms: now_ms(),
-                    policies: Vec::new(),
-                    findings: Vec::new(),
-                    unscanned: Vec::new(),
-                    message_id: None,
-                })
+                .enqueue(crate::queue::tests::message(body, &["pat@clinic.example"]))
                 .await
                 .unwrap();
             q.close();

@@ -1249,7 +1249,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -1258,7 +1258,9 @@ mod tests {
         d
     }
 
-    pub(super) fn message(body: &[u8], rcpts: &[&str]) -> NewMessage {
+    /// A message from alice@hospital.example to `rcpts` (tests here and
+    /// in other modules).
+    pub(crate) fn message(body: &[u8], rcpts: &[&str]) -> NewMessage {
         NewMessage {
             id: QueueId::generate(),
             envelope: Envelope {
