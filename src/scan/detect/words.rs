@@ -158,7 +158,8 @@ pub(super) fn scan(lexicon: &Lexicon, hay: &[u8]) -> Words {
     bytes::with_fastest(Pass(lexicon, hay))
 }
 
-/// What carries from one chunk to the next.
+/// What carries from one chunk to the next (nothing, before the first).
+#[derive(Default)]
 struct Carry {
     /// Masks of the next chunk's first block (classified as the previous
     /// chunk's lookahead), if any.
@@ -207,11 +208,7 @@ impl<'a, C: Classify> PassOne<'a, C> {
             c,
             lexicon,
             hay,
-            carry: Carry {
-                next: None,
-                prev_word: 0,
-                frontier: 0,
-            },
+            carry: Carry::default(),
             padded: [0u8; VIEW],
             lists: Lists {
                 starts: [0; WORD_SLOTS],
@@ -240,14 +237,7 @@ impl<'a, C: Classify> PassOne<'a, C> {
         // and on its own stack frame, not behind `self`.
         let (c, lexicon) = (self.c, self.lexicon);
         let mut base = self.base;
-        let mut carry = std::mem::replace(
-            &mut self.carry,
-            Carry {
-                next: None,
-                prev_word: 0,
-                frontier: 0,
-            },
-        );
+        let mut carry = std::mem::take(&mut self.carry);
         let mut out = std::mem::take(&mut self.out);
         let lists = &mut self.lists;
         let padded = &mut self.padded;
