@@ -116,8 +116,9 @@ pub enum Outbound {
 /// (schedules, concurrency) and the delivery side built from it (routes,
 /// smart host, per-domain TLS policy, trusted CAs, DNS). Each delivery
 /// attempt takes the snapshot in force when it connects; a connection
-/// already open finishes its work first. (`delivery.mode` needs a restart:
-/// a reload keeps the running mode.)
+/// already open finishes its transaction, and is closed rather than
+/// reused for the next one. (`delivery.mode` needs a restart: a reload
+/// keeps the running mode.)
 pub struct DispatchSettings {
     pub config: Arc<Config>,
     pub outbound: Outbound,
@@ -482,9 +483,24 @@ impl Dispatcher {
     async fn worker(self: Arc<Self>, lane: Lane) {
         let max_per_conn = self.config().delivery.max_messages_per_connection;
         let mut conn: Option<crate::delivery::Connection> = None;
+        // The settings the open connection was made under.
+        let mut opened_under: Option<Arc<DispatchSettings>> = None;
         while let Some(job) = self.next_job(&lane, conn.is_some()).await {
             let n = job.copies.len();
+            // A reload since the connection opened may have changed the
+            // domain's route, TLS policy or smart host: the next job
+            // connects under the settings in force now.
+            let settings = self.live.get();
+            if !opened_under.as_ref().is_some_and(|s| Arc::ptr_eq(s, &settings))
+                && let Some(c) = conn.take()
+            {
+                c.quit().await;
+            }
+            let had_conn = conn.is_some();
             self.run_job(&mut conn, job).await;
+            if !had_conn && conn.is_some() {
+                opened_under = Some(settings);
+            }
             self.in_memory.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
             self.drained.notify_one();
             let spent = conn
