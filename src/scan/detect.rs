@@ -1182,7 +1182,7 @@ fn isolated(hay: &[u8], start: usize, end: usize) -> bool {
 /// digit run (with the run's length) and each `@` (length 0). Listed a
 /// span of 1 KiB at a time as pass two walks, from the block masks pass
 /// one kept (`Words::marks`), so a digit-heavy attachment costs no memory
-/// per number, and without a branch per trigger (`words::flatten`), so
+/// per number, and without a branch per trigger (`bytes::flatten`), so
 /// walking them costs no mispredicted loop exit. Holds no borrow: pass one
 /// keeps adding to the masks between calls ([`Triggers::next_before`]).
 struct Triggers {
@@ -1271,7 +1271,7 @@ impl Triggers {
             self.digits[b * 8..b * 8 + 8].copy_from_slice(&masks.digit.to_le_bytes());
             let starts = masks.digit & !((masks.digit << 1) | self.prev_digit);
             self.prev_digit = masks.digit >> 63;
-            self.n = words::flatten::<TRIGGER_SLOTS, TRIGGER_WRITES>(
+            self.n = bytes::flatten::<TRIGGER_SLOTS, TRIGGER_WRITES>(
                 starts | masks.at,
                 (b * bytes::BLOCK) as u16,
                 &mut self.list,

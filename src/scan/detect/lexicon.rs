@@ -847,7 +847,11 @@ pub(super) struct WordFilter {
 
 /// 2^17 bits (16 KiB, resident in L1): about 1% of unrelated words pass.
 const FILTER_WORDS: usize = 1 << (FILTER_BITS - 6);
-const FILTER_BITS: u32 = 17;
+pub(super) const FILTER_BITS: u32 = 17;
+/// The hash's multiplier ([`WordFilter::hash`]).
+pub(super) const FILTER_MUL: u64 = 0xFF51_AFD7_ED55_8CCD;
+/// What mixes a word's length into its key: `(len + 1) * LENGTH_MIX`.
+pub(super) const LENGTH_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Per word length (0 to 127): which of the eight head bytes belong to the
 /// word, and a constant that mixes the length into the key. A table, so
@@ -862,7 +866,7 @@ const LENGTH_KEYS: [(u64, u64); 128] = {
         } else {
             !(u64::MAX << (8 * len))
         };
-        t[len] = (keep, (len as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        t[len] = (keep, (len as u64 + 1).wrapping_mul(LENGTH_MIX));
         len += 1;
     }
     t
@@ -890,7 +894,7 @@ impl WordFilter {
     pub(super) fn hash(head: u64, len: usize) -> u32 {
         let (keep, mix) = LENGTH_KEYS[len % 128];
         let key = ((head | 0x2020_2020_2020_2020) & keep) ^ mix;
-        (key.wrapping_mul(0xFF51_AFD7_ED55_8CCD) >> (64 - FILTER_BITS)) as u32
+        (key.wrapping_mul(FILTER_MUL) >> (64 - FILTER_BITS)) as u32
     }
 
     /// Whether a word with hash `h` may start a keyword or term.

@@ -10,16 +10,18 @@
 //! mispredicted branch.
 //!
 //! How: the text goes in chunks of 2 KiB. Each chunk is classified 64 bytes
-//! at a time ([`bytes`]: SSE2, or AVX2 when the CPU has it) into bit masks;
-//! word starts fall out of the masks with a shift and
-//! a mask. Then, per chunk, three loops with no data-dependent branch in
-//! their bodies:
+//! at a time ([`bytes`]: SSE2, AVX2 or AVX-512, the best the CPU has) into
+//! bit masks; word starts fall out of the masks with a shift and a mask.
+//! Then, per chunk, three loops with no data-dependent branch in their
+//! bodies:
 //! 1. the positions of word starts are written out as a list
-//!    (a fixed number of writes per block, so the loop does not end at an
-//!    unpredictable point every 64 bytes);
+//!    (a fixed number of writes per block, or one compress with AVX-512,
+//!    so the loop does not end at an unpredictable point every 64 bytes);
 //! 2. each word's length (from the word mask) and its first eight bytes
 //!    (one unaligned load) go through the filter ([`WordFilter`]), and the
-//!    words that pass are written to a second list, again without a branch;
+//!    words that pass are written to a second list, again without a branch
+//!    ([`filter_words`]; with AVX-512, [`filter_words_avx512`] hashes 16
+//!    words at a time, taking their bytes from the block in registers);
 //! 3. only those (1-10% of words) are looked up in the lexicon.
 //!
 //! [`PassOne`] runs the chunks in steps, so that pass two can follow close
@@ -51,8 +53,8 @@ const VIEW: usize = CHUNK + BLOCK + 8;
 /// The word masks of a chunk and its next block.
 const WORD_MASK_BYTES: usize = (BLOCKS + 1) * 8;
 /// Room in the per-chunk word-start list: at most `CHUNK / 2` starts (a
-/// start follows a non-word byte), plus a block's worth for [`flatten`].
-const WORD_SLOTS: usize = CHUNK / 2 + BLOCK;
+/// start follows a non-word byte), plus a block's worth for [`Classify::flatten`].
+pub(super) const WORD_SLOTS: usize = CHUNK / 2 + BLOCK;
 /// Word starts written per block unconditionally: prose has about 10 per
 /// 64 bytes, so a block rarely takes the loop for the rest.
 const WORD_WRITES: usize = 12;
@@ -212,6 +214,8 @@ impl<'a, C: Classify> PassOne<'a, C> {
             padded: [0u8; VIEW],
             lists: Lists {
                 starts: [0; WORD_SLOTS],
+                block_first: [0; BLOCKS + 1],
+                hashes: [0; WORD_SLOTS + 16],
                 passed: [0; CHUNK],
             },
             base: 0,
@@ -272,6 +276,11 @@ impl<'a, C: Classify> PassOne<'a, C> {
 struct Lists {
     /// Word starts.
     starts: [u16; WORD_SLOTS],
+    /// Where each block's word starts begin in `starts`, and (last) how
+    /// many there are.
+    block_first: [u16; BLOCKS + 1],
+    /// The filter hash of each word start (the AVX-512 filter's scratch).
+    hashes: [u32; WORD_SLOTS + 16],
     /// Word starts that passed the filter (a power of two: a masked index
     /// needs no bounds check).
     passed: [u16; CHUNK],
@@ -303,7 +312,12 @@ fn scan_chunk<C: Classify>(
     // The word masks of the chunk and the next block, as bytes, so that
     // the 64 bits from any byte can be read with one unaligned load.
     let mut word_masks = [0u8; WORD_MASK_BYTES];
-    let Lists { starts, passed } = lists;
+    let Lists {
+        starts,
+        block_first,
+        hashes,
+        passed,
+    } = lists;
     let mut n_starts = 0;
     let mut masks = carry.next.unwrap_or_else(|| c.classify(block(view, 0)));
     for (b, word_mask) in word_masks.chunks_exact_mut(8).take(BLOCKS).enumerate() {
@@ -315,27 +329,26 @@ fn scan_chunk<C: Classify>(
         let word_starts = masks.letter & !((masks.word << 1) | carry.prev_word);
         carry.prev_word = masks.word >> 63;
         let at = (b * BLOCK) as u16;
-        n_starts = flatten::<WORD_SLOTS, WORD_WRITES>(word_starts, at, starts, n_starts);
+        block_first[b] = n_starts as u16;
+        n_starts = c.flatten::<WORD_SLOTS, WORD_WRITES>(word_starts, at, starts, n_starts);
         // Blocks past the end (the zero padding of the last chunk) have no
         // entry.
         out.marks.set(base / BLOCK + b, masks.into());
         masks = next;
     }
     word_masks[BLOCKS * 8..].copy_from_slice(&masks.word.to_le_bytes());
+    block_first[BLOCKS] = n_starts as u16;
     carry.next = Some(masks);
 
-    // 2. The filter, over every word start. The list of survivors grows by
-    // one only when a word passes: a write and an add, not a branch.
-    // Words longer than any first word may pass too (the lexicon turns
-    // them down); checking here would cost every word a compare.
-    let mut n_passed = 0;
-    for &s in starts.get(..n_starts).unwrap_or_default() {
-        let s = usize::from(s);
-        let len = word_len(&word_masks, s);
-        let h = WordFilter::hash(head(view, s), len);
-        passed[n_passed % CHUNK] = s as u16;
-        n_passed += usize::from(lexicon.filter.contains(h));
-    }
+    // 2. The filter, over every word start.
+    let chunk_words = ChunkWords {
+        view,
+        word_masks: &word_masks,
+        starts,
+        block_first,
+        n: n_starts,
+    };
+    let n_passed = c.filter_words(&chunk_words, &lexicon.filter, hashes, passed);
 
     // 3. The lexicon, for the few words that passed.
     for &s in passed.get(..n_passed).unwrap_or_default() {
@@ -380,37 +393,174 @@ impl Words {
     }
 }
 
-/// Appends `at + i` for each set bit `i` of `bits` to `out[n..]`; returns
-/// the new length. The first `WRITES` entries are written whether or not
-/// there are that many bits (the extra ones hold junk past the new length,
-/// overwritten later), so the common block costs a fixed run of
-/// instructions and no loop exit at a data-dependent point; only a block
-/// with more bits than that takes the loop.
-#[inline(always)]
-pub(super) fn flatten<const SLOTS: usize, const WRITES: usize>(
-    mut bits: u64,
-    at: u16,
-    out: &mut [u16; SLOTS],
+/// A chunk's word starts, and what the filter reads to hash each word.
+// `block_first` is read only by the AVX-512 filter.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) struct ChunkWords<'a> {
+    /// The chunk and its lookahead.
+    view: &'a [u8; VIEW],
+    /// The word masks of the chunk and its next block, as bytes.
+    word_masks: &'a [u8; WORD_MASK_BYTES],
+    /// Chunk offsets of word starts (`n` of them, then junk).
+    starts: &'a [u16; WORD_SLOTS],
+    /// Where each block's starts begin in `starts`, and `n`.
+    block_first: &'a [u16; BLOCKS + 1],
     n: usize,
+}
+
+/// Step 2 of a chunk's scan, one word at a time: writes the starts of the
+/// words that pass the filter to `passed`; returns how many. The list of
+/// survivors grows by one only when a word passes: a write and an add,
+/// not a branch. Words longer than any first word may pass too (the
+/// lexicon turns them down); checking here would cost every word a
+/// compare. ([`Classify::filter_words`]; the AVX-512 classifier has its
+/// own, [`filter_words_avx512`].)
+#[inline(always)]
+pub(super) fn filter_words(words: &ChunkWords<'_>, filter: &WordFilter, passed: &mut [u16; CHUNK]) -> usize {
+    let mut n_passed = 0;
+    for &s in words.starts.get(..words.n).unwrap_or_default() {
+        let s = usize::from(s);
+        let len = word_len(words.word_masks, s);
+        let h = WordFilter::hash(head(words.view, s), len);
+        passed[n_passed % CHUNK] = s as u16;
+        n_passed += usize::from(filter.contains(h));
+    }
+    n_passed
+}
+
+/// [`filter_words`] with AVX-512, a block at a time: the heads of up to
+/// 16 words are picked out of the block and the next with byte permutes,
+/// their lengths shifted out of the two blocks' word masks, and their
+/// hashes computed in 64-bit lanes (the same hash: `LENGTH_KEYS` is
+/// computed instead of looked up) and written to `hashes`; then one
+/// scalar pass tests them against the filter. No gathers: they are slow
+/// on some CPUs that have AVX-512 (AMD's).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi,avx512vbmi2,avx512vpopcntdq")]
+pub(super) fn filter_words_avx512(
+    words: &ChunkWords<'_>,
+    filter: &WordFilter,
+    hashes: &mut [u32; WORD_SLOTS + 16],
+    passed: &mut [u16; CHUNK],
 ) -> usize {
-    let count = bits.count_ones() as usize;
-    // Room for all 64 bits. Always there (each list holds a chunk's worth
-    // plus a block), so this is a check per block, never a skip.
-    let Some(out) = out.get_mut(n..n + BLOCK) else {
-        return n;
+    use super::lexicon::{FILTER_BITS, FILTER_MUL, LENGTH_MIX};
+    use std::arch::x86_64::{
+        __m256i, __m512i, _mm256_cvtepi16_epi8, _mm256_loadu_si256, _mm256_set1_epi16, _mm256_storeu_si256,
+        _mm256_sub_epi16, _mm512_add_epi8, _mm512_add_epi64, _mm512_and_si512, _mm512_andnot_si512,
+        _mm512_castsi128_si512, _mm512_cvtepi64_epi32, _mm512_loadu_si512, _mm512_maskz_permutexvar_epi8,
+        _mm512_mullo_epi64, _mm512_or_si512, _mm512_permutex2var_epi8, _mm512_permutexvar_epi8,
+        _mm512_popcnt_epi64, _mm512_set1_epi64, _mm512_shrdv_epi64, _mm512_slli_epi64, _mm512_sllv_epi64,
+        _mm512_srli_epi64, _mm512_sub_epi64, _mm512_xor_si512,
     };
-    for slot in out.iter_mut().take(WRITES) {
-        // An empty `bits` gives 64: a junk entry.
-        *slot = at + bits.trailing_zeros() as u16;
-        bits &= bits.wrapping_sub(1);
+
+    /// Byte `8 * j + k`: `base + j` (`SPREAD`: word `j` of half `base /
+    /// 8`), or `k` when `lane_offsets` (`OFFSET`).
+    const fn pattern(base: u8, lane_offsets: bool) -> [u8; 64] {
+        let mut t = [0u8; 64];
+        let mut i = 0;
+        while i < 64 {
+            t[i] = if lane_offsets {
+                (i % 8) as u8
+            } else {
+                base + (i / 8) as u8
+            };
+            i += 1;
+        }
+        t
     }
-    let mut j = WRITES;
-    while bits != 0 {
-        out[j % BLOCK] = at + bits.trailing_zeros() as u16;
-        bits &= bits - 1;
-        j += 1;
+    const SPREAD: [[u8; 64]; 2] = [pattern(0, false), pattern(8, false)];
+    const OFFSET: [u8; 64] = pattern(0, true);
+    /// Only byte 0 of each 64-bit lane.
+    const LOW_BYTES: u64 = 0x0101_0101_0101_0101;
+
+    let load = |bytes: &[u8; 64]| {
+        // SAFETY: 64 readable bytes; the load is unaligned.
+        unsafe { _mm512_loadu_si512(bytes.as_ptr().cast::<__m512i>()) }
+    };
+    let spread = [load(&SPREAD[0]), load(&SPREAD[1])];
+    let offset = load(&OFFSET);
+    let one = _mm512_set1_epi64(1);
+    let all = _mm512_set1_epi64(-1);
+    let n = words.n.min(CHUNK / 2);
+    for b in 0..BLOCKS {
+        let first = usize::from(words.block_first[b]);
+        let end = usize::from(words.block_first[b + 1]).min(n);
+        let Some(pair) = words.view.get(b * BLOCK..b * BLOCK + 2 * BLOCK) else {
+            break;
+        };
+        let (this, next) = pair.split_at(BLOCK);
+        let (this, next) = (
+            load(this.try_into().unwrap_or(&[0; 64])),
+            load(next.try_into().unwrap_or(&[0; 64])),
+        );
+        let mask = |i: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&words.word_masks[(i * 8) % (BLOCKS * 8 + 8)..][..8]);
+            _mm512_set1_epi64(u64::from_le_bytes(bytes) as i64)
+        };
+        let (mask_this, mask_next) = (mask(b), mask(b + 1));
+        let mut g = first;
+        while g < end {
+            let (Some(group), Some(out)) = (words.starts.get(g..g + 16), hashes.get_mut(g..g + 16)) else {
+                break;
+            };
+            // SAFETY: 16 readable `u16`s; the load is unaligned.
+            let s = unsafe { _mm256_loadu_si256(group.as_ptr().cast::<__m256i>()) };
+            // Offsets in the block (0..64 for this block's words; the
+            // lanes past `end` hold junk, whose hashes nobody reads).
+            let at = _mm256_sub_epi16(s, _mm256_set1_epi16((b * BLOCK) as i16));
+            let p = _mm512_castsi128_si512(_mm256_cvtepi16_epi8(at));
+            let mut h = [_mm512_set1_epi64(0); 2];
+            for (half, h) in h.iter_mut().enumerate() {
+                // Each lane's eight head bytes, from the block and the next.
+                let idx = _mm512_add_epi8(_mm512_permutexvar_epi8(spread[half], p), offset);
+                let head = _mm512_permutex2var_epi8(this, idx, next);
+                // Each lane's word mask from its offset: 64 bits of the
+                // two blocks' masks.
+                let pos = _mm512_maskz_permutexvar_epi8(LOW_BYTES, spread[half], p);
+                let m = _mm512_shrdv_epi64(mask_this, mask_next, pos);
+                // Trailing ones of `m`: the bits below the lowest zero.
+                let len = _mm512_popcnt_epi64(_mm512_sub_epi64(
+                    _mm512_andnot_si512(m, _mm512_add_epi64(m, one)),
+                    one,
+                ));
+                // LENGTH_KEYS[len]: the word's bytes of the head (a shift
+                // by 64 or more gives 0, so words of 8 bytes or more keep
+                // all), and the length mixed in.
+                let keep = _mm512_andnot_si512(_mm512_sllv_epi64(all, _mm512_slli_epi64::<3>(len)), all);
+                let mix =
+                    _mm512_mullo_epi64(_mm512_add_epi64(len, one), _mm512_set1_epi64(LENGTH_MIX as i64));
+                let key = _mm512_xor_si512(
+                    _mm512_and_si512(
+                        _mm512_or_si512(head, _mm512_set1_epi64(0x2020_2020_2020_2020)),
+                        keep,
+                    ),
+                    mix,
+                );
+                *h = _mm512_srli_epi64::<{ 64 - FILTER_BITS }>(_mm512_mullo_epi64(
+                    key,
+                    _mm512_set1_epi64(FILTER_MUL as i64),
+                ));
+            }
+            // SAFETY: `out` is 16 writable `u32`s, 64 bytes: two
+            // unaligned 32-byte stores.
+            unsafe {
+                _mm256_storeu_si256(out.as_mut_ptr().cast::<__m256i>(), _mm512_cvtepi64_epi32(h[0]));
+                _mm256_storeu_si256(
+                    out.as_mut_ptr().add(8).cast::<__m256i>(),
+                    _mm512_cvtepi64_epi32(h[1]),
+                );
+            }
+            g += 16;
+        }
     }
-    n + count
+    let mut n_passed = 0;
+    for (&s, &h) in words.starts.iter().zip(hashes.iter()).take(n) {
+        passed[n_passed % CHUNK] = s;
+        n_passed += usize::from(filter.contains(h));
+    }
+    n_passed
 }
 
 /// Length of the run of word bytes starting at chunk offset `s` (at least
