@@ -434,7 +434,10 @@ pub(super) fn filter_words(words: &ChunkWords<'_>, filter: &WordFilter, passed: 
 /// hashes computed in 64-bit lanes (the same hash: `LENGTH_KEYS` is
 /// computed instead of looked up) and written to `hashes`; then one
 /// scalar pass tests them against the filter. No gathers: they are slow
-/// on some CPUs that have AVX-512 (AMD's).
+/// on some CPUs that have AVX-512 (AMD's). A word of 57 bytes or more may
+/// hash differently here, because [`word_len`] sees at least 57 bits of
+/// mask and this sees 64; such a word starts no keyword or term either
+/// way, so what pass one finds is the same.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi,avx512vbmi2,avx512vpopcntdq")]
