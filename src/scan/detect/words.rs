@@ -489,14 +489,7 @@ pub(super) fn filter_words_avx512(
     for b in 0..BLOCKS {
         let first = usize::from(words.block_first[b]);
         let end = usize::from(words.block_first[b + 1]).min(n);
-        let Some(pair) = words.view.get(b * BLOCK..b * BLOCK + 2 * BLOCK) else {
-            break;
-        };
-        let (this, next) = pair.split_at(BLOCK);
-        let (this, next) = (
-            load(this.try_into().unwrap_or(&[0; 64])),
-            load(next.try_into().unwrap_or(&[0; 64])),
-        );
+        let (this, next) = (load(block(words.view, b)), load(block(words.view, b + 1)));
         let mask = |i: usize| {
             let mut bytes = [0u8; 8];
             bytes.copy_from_slice(&words.word_masks[(i * 8) % (BLOCKS * 8 + 8)..][..8]);
